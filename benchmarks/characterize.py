@@ -1,0 +1,97 @@
+"""Benchmark: default gain-cell characterization cold and warm, and the read surface against
+a naive loop that builds and simulates one PySpice circuit per grid point.
+
+    .venv/bin/python benchmarks/characterize.py [--naive-points 100]
+
+Prints wall times and ratios measured in this run (targets: cold <= 30 s on 2 cores,
+warm <= 1 s, read surface >= 20x faster per point than the naive loop).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def cli(*args):
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "analogattn.cli", *map(str, args)], capture_output=True,
+                       text=True)
+    if r.returncode:
+        sys.exit(r.stderr)
+    return time.perf_counter() - t, r.stdout.strip().splitlines()[-1]
+
+
+def naive_read_surface(points: int) -> float:
+    """Seconds per point: a PySpice Circuit built and simulated (operating point) per point."""
+    import logging
+    import numpy as np
+    logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+    from PySpice.Spice.Netlist import Circuit
+    from analogattn.circuits.gaincell import GainCellParams
+    p = GainCellParams()
+    lib = str(p.technology.path)
+    vs_grid = np.linspace(0, p.vdd, 50)
+    vin_grid = np.linspace(p.v_bl, p.v_in, 51)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(50 * 51, size=points, replace=False)
+    t0 = time.perf_counter()
+    for n in idx:
+        vs, vin = vs_grid[n // 51], vin_grid[n % 51]
+        c = Circuit("naive gain cell point")
+        c.raw_spice = f".param dvthn=0 dvthp=0\n.include '{lib}'"
+        c.V("st", "sn", c.gnd, vs)
+        c.V("rwl", "rwl", c.gnd, vin)
+        c.V("rwlb", "rwlb", c.gnd, p.vdd - vin)
+        c.V("bl", "bl", c.gnd, p.v_bl)
+        c.M("p", "bl", "sn", "rwl", "rwl", model="pch", w=p.w_read_p * 1e-6, l=p.l_read * 1e-6)
+        c.M("n", "bl", "sn", "rwlb", "rwlb", model="nch", w=p.w_read_n * 1e-6, l=p.l_read * 1e-6)
+        sim = c.simulator(temperature=p.temperature, nominal_temperature=27)
+        a = sim.operating_point()
+        float(a.branches["vbl"][0])
+        sim.ngspice.destroy()
+        sim.ngspice.remove_circuit()
+    return (time.perf_counter() - t0) / points
+
+
+def ours_read_surface(repeats: int = 5) -> float:
+    """Seconds per point of our nested .dc sweep (one netlist, in process)."""
+    from analogattn.characterize.engine import Simulator
+    from analogattn.characterize.gaincell import _dc_grid
+    from analogattn.circuits.gaincell import GainCellParams
+    p = GainCellParams()
+    sim = Simulator.get()
+    best = 1e9
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sim.load(p.read_surface_netlist())
+        _dc_grid(sim, p.vdd, 50, p.v_bl, p.v_in, 51)
+        best = min(best, time.perf_counter() - t0)
+    return best / (50 * 51)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--naive-points", type=int, default=100)
+    ap.add_argument("--only", default="gaincell")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        out, cache = Path(d) / "c.h5", Path(d) / "cache"
+        cold, line = cli("characterize", "-o", out, "--cache-dir", cache, "-q", "--only", a.only)
+        print(f"cold characterization ({a.only}, {os.cpu_count()} cores): {cold:6.2f} s   [{line}]")
+        warm, line = cli("characterize", "-o", out, "--cache-dir", cache, "-q", "--only", a.only)
+        print(f"warm characterization ({a.only}):            {warm:6.2f} s   [{line}]")
+        print(f"cold target 30 s: {cold / 30:.2f} of budget; warm target 1 s: {warm:.2f} of budget")
+    ours = ours_read_surface()
+    naive = naive_read_surface(a.naive_points)
+    print(f"read surface per point: ours {ours * 1e6:8.1f} us, naive PySpice loop {naive * 1e6:8.1f} us "
+          f"({a.naive_points} points)")
+    print(f"read surface speed-up vs naive loop: {naive / ours:6.1f}x (target >= 20x)")
+
+
+if __name__ == "__main__":
+    main()

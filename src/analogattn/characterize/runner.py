@@ -1,0 +1,251 @@
+"""Run analyses' tasks in recycled worker processes, with a content-keyed result cache.
+
+- One ngspice per worker process (PySpice's shared instance is per process and not
+  thread-safe); workers are replaced after ``RECYCLE`` tasks to bound ngspice's memory growth.
+- A finished task's result is written to ``cache_dir`` atomically the moment it arrives, keyed on
+  netlist text + worker arguments + model-file digest + ngspice version. A re-run loads it and
+  simulates nothing; a run killed at any moment resumes with only the missing tasks.
+- The HDF5 output is assembled in a temporary file and moved over the old one in one step, so a
+  killed run leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import ctypes.util
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .tasks import Analysis, Task, resolve
+
+RECYCLE = 8  # tasks per worker process before it is replaced
+WEIGHT = {"gaincell_mc": 3, "gaincell_retention": 2}  # rough cost, to start long tasks first
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("ANALOGATTN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "analogattn" / "tasks"
+
+
+def _library_file() -> str | None:
+    lib = os.environ.get("NGSPICE_LIBRARY_PATH")
+    if lib:
+        return lib
+    name = ctypes.util.find_library("ngspice")
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/local/lib",
+              "/usr/lib64"):
+        for n in filter(None, [name, "libngspice.so"]):
+            p = os.path.join(d, n)
+            if os.path.exists(p):
+                return os.path.realpath(p)
+    return None
+
+
+def ngspice_version(cache_dir: Path) -> str:
+    """ngspice version, remembered per library file (path, size, mtime) to keep warm runs fast."""
+    lib = _library_file()
+    stamp = None
+    if lib and os.path.exists(lib):
+        st = os.stat(lib)
+        stamp = f"{lib}|{st.st_size}|{st.st_mtime_ns}"
+        f = cache_dir / "ngspice-version.json"
+        try:
+            d = json.loads(f.read_text())
+            if d.get("stamp") == stamp:
+                return d["version"]
+        except (OSError, ValueError):
+            pass
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        version = ex.submit(_version_in_worker).result()
+    if stamp:
+        _atomic_write_bytes(cache_dir / "ngspice-version.json",
+                            json.dumps({"stamp": stamp, "version": version}).encode())
+    return version
+
+
+def _version_in_worker() -> str:
+    from .engine import Simulator
+    return Simulator.get().version
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict | None:
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception:  # a damaged entry is simply recomputed
+            return None
+
+    def put(self, key: str, result: dict) -> None:
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
+        _atomic_write_bytes(self.path(key), buf.getvalue())
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Debian's ngspice evaluates BSIM4 devices with OpenMP; several workers each spinning
+    spinning OpenMP threads on few cores run up to 100x slower (measured here). Workers get one
+    thread and a passive wait policy (they inherit the environment at spawn)."""
+    want = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive"}
+    old = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_in_worker(task: Task) -> dict:
+    from .engine import Simulator
+    t0 = time.perf_counter()
+    try:
+        sim = Simulator.get()
+        result = resolve(task.func)(sim, task)
+    except Exception as e:  # recorded, the sweep goes on
+        return {"__error__": np.asarray(f"{type(e).__name__}: {e}"),
+                "__wall__": np.asarray(time.perf_counter() - t0)}
+    result["__wall__"] = np.asarray(time.perf_counter() - t0)
+    return result
+
+
+@dataclasses.dataclass
+class Summary:
+    tasks: int = 0
+    run: int = 0
+    cached: int = 0
+    failed: int = 0
+    points_not_converged: int = 0
+    wall_time: float = 0.0
+    analyses_written: list = dataclasses.field(default_factory=list)
+    errors: list = dataclasses.field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"tasks: {self.tasks} (run {self.run}, cached {self.cached}, failed {self.failed}); "
+                f"points not converged: {self.points_not_converged}; wall time {self.wall_time:.2f} s")
+
+
+def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress: bool = True,
+              summary: Summary | None = None) -> dict[str, dict]:
+    """Results keyed by task key; missing ones simulated in a pool of recycled workers."""
+    summary = summary or Summary()
+    results, todo = {}, []
+    for t in tasks:
+        k = t.key(version)
+        if k in results:
+            continue
+        r = cache.get(k)
+        if r is not None:
+            results[k] = r
+            summary.cached += 1
+        else:
+            todo.append((k, t))
+            results[k] = None
+    summary.tasks += len(results)
+    if not todo:
+        return results
+    # longest first: Monte Carlo and retention tasks dominate
+    todo.sort(key=lambda kt: -WEIGHT.get(kt[1].func.partition(":")[2], 1))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc="simulating", unit="task", file=sys.stderr,
+                   disable=None, dynamic_ncols=True)
+    # A fresh pool per batch recycles the workers (and their ngspice) every RECYCLE tasks.
+    # (ProcessPoolExecutor's own max_tasks_per_child can deadlock on Python 3.11.)
+    ctx = mp.get_context("spawn")
+    nproc = max(1, min(jobs, len(todo)))
+    batch = RECYCLE * nproc
+    with _single_threaded_children():
+        for b0 in range(0, len(todo), batch):
+            chunk = todo[b0:b0 + batch]
+            with cf.ProcessPoolExecutor(max_workers=min(nproc, len(chunk)), mp_context=ctx) as ex:
+                futs = {ex.submit(_run_in_worker, t): (k, t) for k, t in chunk}
+                for f in cf.as_completed(futs):
+                    k, t = futs[f]
+                    try:
+                        r = f.result()
+                    except Exception as e:  # worker died
+                        r = {"__error__": np.asarray(f"worker died: {e}"), "__wall__": np.asarray(0.0)}
+                    if "__error__" in r:
+                        summary.failed += 1
+                        summary.errors.append(f"{t.label}: {r['__error__']}")
+                    else:
+                        cache.put(k, r)
+                    summary.run += 1
+                    results[k] = r
+                    if bar:
+                        bar.set_postfix_str(t.label)
+                        bar.update()
+    if bar:
+        bar.close()
+    return results
+
+
+def characterize(analyses: list[Analysis], out: Path, jobs: int | None = None,
+                 cache_dir: Path | None = None, progress: bool = True) -> Summary:
+    from . import store
+
+    t0 = time.perf_counter()
+    jobs = jobs or os.cpu_count() or 1
+    cache = Cache(cache_dir or default_cache_dir())
+    version = ngspice_version(cache.root)
+    summary = Summary()
+    all_tasks = [t for a in analyses for t in a.tasks]
+    results = run_tasks(all_tasks, jobs, cache, version, progress, summary)
+    groups = []
+    for a in analyses:
+        rs = [results[t.key(version)] for t in a.tasks]
+        if any("__error__" in r for r in rs):
+            continue
+        datasets = a.merge(rs)
+        st = datasets.get("status")
+        if st is not None:
+            summary.points_not_converged += int(np.count_nonzero(np.asarray(st.data) != 0))
+        wall = float(sum(float(r["__wall__"]) for r in rs))
+        groups.append((a, datasets, wall))
+        summary.analyses_written.append(f"{a.family}/{a.name}")
+    store.write(out, groups, version)
+    summary.wall_time = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,159 @@
+"""Gain cell: a write transistor and storage capacitor holding K or V, and a complementary read
+stack that turns a pulse on the read word line into a signed current on a bit line held at
+mid-rail.
+
+Topology (one cell, our design after the cell described in Leroux et al., arXiv 2409.19315)::
+
+    WBL --[Mw]-- SN --||-- gnd        Mw gate: WWL (boosted high to write, ``wwl_hold`` to hold)
+                  |        Cs
+        RWL --[Mp]+--- BL (held at v_bl)   Mp: PMOS, gate SN, source and n-well at RWL
+        RWLB--[Mn]+                        Mn: NMOS, gate SN, source and body at RWLB
+                                            (deep n-well, so its body follows its source)
+
+At rest RWL = RWLB = v_bl, so no current flows. A read applies RWL = V_in and, from the
+complementary driver, RWLB = VDD - V_in for the pulse width: the stack then sources current
+into the bit line when V_store is below mid-rail (PMOS stronger) and sinks it when above, zero
+at V_in = mid-rail. The read current is reported as the current the cell *sinks* from the bit
+line (positive for V_store > mid-rail), the sign convention of the reference's cubic fit.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ParameterError
+from ..params import Validated, digest, param
+from .technology import Technology
+
+
+@dataclasses.dataclass(frozen=True)
+class GainCellParams(Validated):
+    vdd: float = param(0.9, "V", 0.5, 1.5, "supply; signals live in [0, vdd]")
+    v_bl: float = param(0.45, "V", 0.0, 1.5, "bit-line bias (mid-rail zero of stored values)")
+    v_in: float = param(0.9, "V", 0.0, 1.5, "read pulse amplitude on RWL (largest V_in swept)")
+    c_store: float = param(2e-15, "F", 1e-17, 1e-11, "storage capacitance")
+    w_write: float = param(0.12, "um", 0.06, 10.0, "write transistor width")
+    l_write: float = param(0.12, "um", 0.06, 10.0, "write transistor length")
+    w_read_p: float = param(0.6, "um", 0.06, 10.0, "read PMOS width")
+    w_read_n: float = param(0.12, "um", 0.06, 10.0, "read NMOS width")
+    l_read: float = param(0.3, "um", 0.06, 10.0, "read transistors' length")
+    wwl_high: float = param(1.2, "V", 0.0, 2.0, "write word line when writing (boosted)")
+    wwl_hold: float = param(0.0, "V", -0.5, 1.0, "write word line while holding")
+    t_write: float = param(5e-9, "s", 1e-10, 1e-6, "write pulse width")
+    t_read: float = param(10e-9, "s", 1e-10, 1e-6, "read pulse width used for charge and energy")
+    t_edge: float = param(1e-10, "s", 1e-12, 1e-8, "rise/fall time of word-line edges")
+    temperature: float = param(27.0, "degC", -55.0, 150.0, "simulation temperature")
+    technology: Technology = dataclasses.field(default_factory=Technology)
+
+    def check(self):
+        if not 0.0 < self.v_bl < self.vdd:
+            raise ParameterError("v_bl", self.v_bl, f"between 0 and vdd ({self.vdd:g} V)")
+        if not self.v_bl <= self.v_in <= self.vdd:
+            raise ParameterError("v_in", self.v_in, f"v_bl to vdd ({self.v_bl:g} to {self.vdd:g} V)")
+
+    @property
+    def name(self) -> str:
+        """Cell name derived from the parameters and the model file content."""
+        return "gaincell_" + digest(self.to_json(), self.technology.digest(), n=10)
+
+    # -- netlist pieces ---------------------------------------------------------------------
+    def cell(self, i: int, wbl: str, wwl: str, rwl: str, rwlb: str, bl: str, sn: str) -> str:
+        t, um = self.technology, 1e-6
+        return (
+            f"mw{i} {wbl} {wwl} {sn} 0 {t.nmos} W={self.w_write*um:.6g} L={self.l_write*um:.6g}\n"
+            f"cs{i} {sn} 0 {self.c_store:.6g}\n"
+            f"mp{i} {bl} {sn} {rwl} {rwl} {t.pmos} W={self.w_read_p*um:.6g} L={self.l_read*um:.6g}\n"
+            f"mn{i} {bl} {sn} {rwlb} {rwlb} {t.nmos} W={self.w_read_n*um:.6g} L={self.l_read*um:.6g}\n"
+        )
+
+    def header(self, title: str, temperature: float | None = None) -> str:
+        temp = self.temperature if temperature is None else temperature
+        return f"* {title}\n{self.technology.header()}.options temp={temp:g} tnom=27\n"
+
+    def read_surface_netlist(self, temperature: float | None = None) -> str:
+        """DC read: SN forced by ``vst``; RWL by ``vrwl``; RWLB follows as vdd - V(rwl)."""
+        return (
+            self.header(f"{self.name} read surface (DC)", temperature)
+            + f"vst sn 0 {self.v_bl}\n"
+            f"vrwl rwl 0 {self.v_bl}\n"
+            f"erwlb rwlb 0 vol='{self.vdd} - v(rwl)'\n"
+            f"vbl bl 0 {self.v_bl}\n"
+            f"vwwl wwl 0 {self.wwl_hold}\n"
+            f"vwbl wbl 0 {self.v_bl}\n"
+            + self.cell(0, "wbl", "wwl", "rwl", "rwlb", "bl", "sn")
+            + ".end\n"
+        )
+
+    # Time line of the write-then-read transient (s).
+    def write_read_times(self) -> dict:
+        e = self.t_edge
+        t_fall = e + self.t_write
+        t_settle = t_fall + e + 5e-9  # after WWL is down and feedthrough has settled
+        t_read0 = t_settle + 1e-9
+        t_read1 = t_read0 + e + self.t_read + e
+        return {"write_end": t_fall + e, "sample": t_settle, "read_start": t_read0,
+                "read_end": t_read1, "stop": t_read1 + 2e-9}
+
+    def write_read_netlist(self, v_written: list[float]) -> str:
+        """One cell per written voltage, each with its own sources: write, settle, read pulse.
+
+        Cell k: WBL_k at v_written[k] during the write, back to v_bl after it; WWL boosted for
+        t_write; then one read pulse of width t_read at amplitude v_in.
+        """
+        tm, e, vb = self.write_read_times(), self.t_edge, self.v_bl
+        lines = [self.header(f"{self.name} write transfer, write and read energy")]
+        w_end, r0, r1 = tm["write_end"], tm["read_start"], tm["read_end"]
+        for k, v in enumerate(v_written):
+            lines.append(
+                f"vwbl{k} wbl{k} 0 pwl(0 {v:.6g} {w_end + 0.5e-9:.6g} {v:.6g} {w_end + 0.5e-9 + e:.6g} {vb})\n"
+                f"vwwl{k} wwl{k} 0 pwl(0 {self.wwl_hold} {e:.6g} {self.wwl_high} {e + self.t_write:.6g} "
+                f"{self.wwl_high} {w_end:.6g} {self.wwl_hold})\n"
+                f"vrwl{k} rwl{k} 0 pwl(0 {vb} {r0:.6g} {vb} {r0 + e:.6g} {self.v_in} "
+                f"{r1 - e:.6g} {self.v_in} {r1:.6g} {vb})\n"
+                f"vrwlb{k} rwlb{k} 0 pwl(0 {vb} {r0:.6g} {vb} {r0 + e:.6g} {self.vdd - self.v_in:.6g} "
+                f"{r1 - e:.6g} {self.vdd - self.v_in:.6g} {r1:.6g} {vb})\n"
+                f"vbl{k} bl{k} 0 {vb}\n"
+            )
+            lines.append(self.cell(k, f"wbl{k}", f"wwl{k}", f"rwl{k}", f"rwlb{k}", f"bl{k}", f"sn{k}"))
+        lines.append(".end\n")
+        return "".join(lines)
+
+    def retention_netlist(self, v_start: list[float], temperature: float) -> str:
+        """One cell per start voltage: written at t=0, then held (WBL at v_bl, WWL at hold)."""
+        e, vb = self.t_edge, self.v_bl
+        w_end = e + self.t_write + e
+        lines = [self.header(f"{self.name} retention", temperature)]
+        lines.append(f"vwwl wwl 0 pwl(0 {self.wwl_hold} {e:.6g} {self.wwl_high} "
+                     f"{e + self.t_write:.6g} {self.wwl_high} {w_end:.6g} {self.wwl_hold})\n"
+                     f"vidle idle 0 {vb}\nvrwlb rwlb 0 {vb}\n")
+        for k, v in enumerate(v_start):
+            lines.append(f"vwbl{k} wbl{k} 0 pwl(0 {v:.6g} {w_end + 0.5e-9:.6g} {v:.6g} "
+                         f"{w_end + 0.5e-9 + e:.6g} {vb})\n")
+            lines.append(self.cell(k, f"wbl{k}", "wwl", "idle", "rwlb", "idle", f"sn{k}"))
+        lines.append(".end\n")
+        return "".join(lines)
+
+    def read_area_um2(self) -> dict:
+        return {"mw": self.w_write * self.l_write, "mp": self.w_read_p * self.l_read,
+                "mn": self.w_read_n * self.l_read}
+
+
+@dataclasses.dataclass(frozen=True)
+class GainCellSweep(Validated):
+    """What the gain-cell characterization sweeps (grids, times, Monte Carlo)."""
+
+    n_store: int = param(50, "", 3, 1000, "V_store grid points over 0..vdd")
+    n_in: int = param(51, "", 2, 1000, "V_in grid points over v_bl..v_in")
+    n_write: int = param(46, "", 3, 400, "written voltages over 0..vdd")
+    retention_time: float = param(10e-3, "s", 1e-9, 10.0, "retention transient length")
+    retention_temps: tuple[float, ...] = param((27.0, 85.0), "degC", -55.0, 150.0,
+                                               "retention temperatures")
+    retention_starts: tuple[float, ...] = param((0.85, 0.65, 0.25, 0.05), "V", 0.0, 1.5,
+                                                "voltages written before holding")
+    mc_samples: int = param(200, "", 0, 100000, "Monte Carlo samples of Vt mismatch")
+    mc_store: int = param(11, "", 3, 200, "V_store grid points of each Monte Carlo surface")
+    mc_in: int = param(4, "", 2, 200, "V_in grid points of each Monte Carlo surface")
+    mc_per_task: int = param(50, "", 1, 100000, "Monte Carlo samples per worker task")
+    mc_seed: int = param(1, "", 0, 2**31 - 1, "seed of the Monte Carlo draws")
+    # Pelgrom: sigma(dVt) = A_VT / sqrt(W L). A_VT ~ 3.5 mV*um is a typical 65-nm value
+    # (Pelgrom et al., IEEE JSSC 1989 for the law; Kinget, JSSC 2005 for 65/90-nm magnitudes).
+    a_vt: float = param(3.5e-3, "V*um", 0.0, 0.1, "Pelgrom threshold-mismatch coefficient")
