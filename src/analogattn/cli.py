@@ -56,6 +56,15 @@ def cmd_characterize(args) -> int:
     return 1 if summary.errors else 0
 
 
+def cmd_demo(args) -> int:
+    """The main job on built-in defaults: characterize every circuit family (cached)."""
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(design=None, only=None, jobs=args.jobs, output=str(out / "characterization.h5"),
+                            cache_dir=None, quiet=False)
+    return cmd_characterize(ns)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analogattn", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -67,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", help="task cache (default: $ANALOGATTN_CACHE or ~/.cache/analogattn)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_characterize)
+    d = sub.add_parser("demo", help="the whole pipeline on built-in defaults")
+    d.add_argument("--outdir", default="analogattn-demo")
+    d.add_argument("--jobs", type=int, default=None)
+    d.set_defaults(func=cmd_demo)
     return ap
 
 
