@@ -65,6 +65,91 @@ def cmd_demo(args) -> int:
     return cmd_characterize(ns)
 
 
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _kernel(name: str):
+    from .attention import IdealAttention
+    kernels = {"ideal": IdealAttention}
+    if name not in kernels:
+        raise AnalogAttnError(f"--attention {name!r} is not available (allowed: {', '.join(kernels)})")
+    return kernels[name]()
+
+
+def cmd_run(args) -> int:
+    import json
+    import time
+
+    import numpy as np
+
+    from .evaluate.perplexity import perplexity
+    from .evaluate.texts import read_text
+    from .transformer.loaders import load
+    from .transformer.models import embed_sentences
+
+    for name in ("window", "stride", "max_scored", "max_chars"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise AnalogAttnError(f"--{name.replace('_', '-')} = {v} is not allowed (allowed: 1 or more)")
+    kernel = _kernel(args.attention)
+    text, path = read_text(args.text, args.max_chars)
+    t0 = time.perf_counter()
+    model = load(args.model)
+    load_s = time.perf_counter() - t0
+    result = {"model": model.name, "text": str(path), "attention": kernel.name, "load_seconds": load_s}
+    if model.config.arch == "bert":
+        lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 20][: args.max_sentences]
+        t0 = time.perf_counter()
+        emb = embed_sentences(model, lines, kernel)
+        dt = time.perf_counter() - t0
+        cos = emb @ emb.T
+        iu = np.triu_indices(len(lines), 1)
+        ntok = sum(len(model.tokenizer.encode(x)) for x in lines)
+        result.update(sentences=len(lines), dim=int(emb.shape[1]), mean_norm=float(np.linalg.norm(emb, axis=1).mean()),
+                      mean_pairwise_cosine=float(cos[iu].mean()) if iu[0].size else float("nan"),
+                      tokens_per_s=ntok / dt)
+        print(f"{model.name}: {len(lines)} sentences -> {emb.shape[1]}-d embeddings, mean pairwise cosine "
+              f"{result['mean_pairwise_cosine']:.4f}")
+    else:
+        window = args.window or 256
+        ids = model.tokenizer.encode(text)
+        r = perplexity(model, ids, window, args.stride, kernel, args.max_scored, progress=not args.quiet)
+        result.update(perplexity=r.perplexity, nll=r.nll, scored_tokens=r.scored, windows=r.windows,
+                      window=r.window, stride=r.stride, tokens=len(ids), tokens_per_s=r.tokens_per_s,
+                      seconds=r.seconds)
+        print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
+              f"({r.windows} windows of {r.window}, stride {r.stride}, {kernel.name} attention)")
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print(f"tokens/s {result['tokens_per_s']:.1f}; peak memory {result['peak_rss_mb']:.0f} MB; "
+          f"model load {load_s:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import time
+
+    from .transformer.generate import generate
+    from .transformer.loaders import load
+
+    if args.max_new_tokens < 1:
+        raise AnalogAttnError(f"--max-new-tokens = {args.max_new_tokens} is not allowed (allowed: 1 or more)")
+    model = load(args.model)
+    if model.config.arch == "bert":
+        raise AnalogAttnError("--model: generation needs a causal model (smollm2, a GGUF or GPT-2 folder)")
+    ids = model.tokenizer.encode(args.prompt)
+    t0 = time.perf_counter()
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, args.seed,
+                   kernel=_kernel(args.attention))
+    dt = time.perf_counter() - t0
+    print(args.prompt + model.tokenizer.decode(out))
+    print(f"[{len(out)} tokens, {len(out) / dt:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analogattn", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -76,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", help="task cache (default: $ANALOGATTN_CACHE or ~/.cache/analogattn)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_characterize)
+    r = sub.add_parser("run", help="perplexity (causal models) or embeddings (encoders) on a text")
+    r.add_argument("--model", default="smollm2", help="smollm2 | minilm | file.gguf | HF folder")
+    r.add_argument("--text", help="text file (default: a text shipped with the system)")
+    r.add_argument("--window", type=int, default=None, help="tokens per window (default 256)")
+    r.add_argument("--stride", type=int, default=None, help="window stride (default: window)")
+    r.add_argument("--max-scored", type=int, default=None, help="stop after this many scored tokens")
+    r.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
+    r.add_argument("--max-sentences", type=int, default=64, help="encoder: sentences to embed")
+    r.add_argument("--attention", default="ideal")
+    r.add_argument("--json", help="write the result as JSON here")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+    g = sub.add_parser("generate", help="greedy or sampled text generation")
+    g.add_argument("--model", default="smollm2")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--attention", default="ideal")
+    g.set_defaults(func=cmd_generate)
     d = sub.add_parser("demo", help="the whole pipeline on built-in defaults")
     d.add_argument("--outdir", default="analogattn-demo")
     d.add_argument("--jobs", type=int, default=None)

@@ -1,0 +1,1 @@
+"""Perplexity, energy, reports and plots."""

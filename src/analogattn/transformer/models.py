@@ -1,0 +1,152 @@
+"""Model blocks as plain functions over arrays: Llama (GQA, RoPE, RMSNorm, SwiGLU), BERT
+(encoder, mean pooling) and GPT-2. Weights are dicts of float32 arrays stored as (in, out) so a
+linear layer is ``x @ W``."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..attention.base import AttentionKernel, IdealAttention, Mask
+from . import ops
+
+
+@dataclasses.dataclass
+class Config:
+    arch: str  # llama | bert | gpt2
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    vocab: int
+    norm_eps: float
+    rope_base: float = 10000.0
+    max_positions: int = 0
+    causal: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class Model:
+    """A loaded model: config, weights, tokenizer, and a forward pass with a pluggable kernel."""
+
+    def __init__(self, config: Config, weights: dict, tokenizer, name: str = ""):
+        self.config = config
+        self.w = weights
+        self.tokenizer = tokenizer
+        self.name = name
+
+    # -- caches -------------------------------------------------------------------------------
+    def new_caches(self, kernel: AttentionKernel):
+        c = self.config
+        return [kernel.new_cache(i, c.n_kv_heads, c.head_dim) for i in range(c.n_layers)]
+
+    def default_mask(self, window: int | None = None) -> Mask:
+        if not self.config.causal:
+            return Mask("bidirectional")
+        return Mask("sliding", window) if window else Mask("causal")
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, tokens, positions=None, caches=None, kernel=None, mask=None, logits="all"):
+        """Hidden states -> logits for the new ``tokens`` (1-D). ``caches`` carries the past.
+
+        logits: "all" (T, vocab), "last" (1, vocab), or "none" (returns final hidden states).
+        """
+        kernel = kernel or IdealAttention()
+        caches = caches if caches is not None else self.new_caches(kernel)
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if positions is None:
+            start = caches[0].length if hasattr(caches[0], "length") else 0
+            positions = np.arange(start, start + tokens.size)
+        mask = mask or self.default_mask()
+        fn = {"llama": _llama, "gpt2": _gpt2, "bert": _bert}[self.config.arch]
+        h = fn(self, tokens, np.asarray(positions), caches, kernel, mask)
+        if logits == "none":
+            return h
+        if logits == "last":
+            h = h[-1:]
+        return h @ self.w["lm_head"]
+
+
+def _split_heads(x, n, d):
+    return x.reshape(x.shape[0], n, d).transpose(1, 0, 2)
+
+
+def _merge_heads(x):
+    return x.transpose(1, 0, 2).reshape(x.shape[1], -1)
+
+
+def _llama(m: Model, tokens, positions, caches, kernel, mask):
+    c, w = m.config, m.w
+    d = c.head_dim
+    x = w["embed"][tokens]
+    cos, sin = ops.rope_tables(positions, d, c.rope_base)
+    for i in range(c.n_layers):
+        p = f"l{i}."
+        h = ops.rms_norm(x, w[p + "attn_norm"], c.norm_eps)
+        qkv = h @ w[p + "w_qkv"]
+        nq, nk = c.n_heads * d, c.n_kv_heads * d
+        q = _split_heads(qkv[:, :nq], c.n_heads, d)
+        k = _split_heads(qkv[:, nq:nq + nk], c.n_kv_heads, d)
+        v = _split_heads(qkv[:, nq + nk:], c.n_kv_heads, d)
+        q = ops.rope_interleaved(q, cos, sin)
+        k = ops.rope_interleaved(k, cos, sin)
+        a = kernel(q, k, v, positions, mask, caches[i], i)
+        x = x + _merge_heads(a) @ w[p + "wo"]
+        h = ops.rms_norm(x, w[p + "ffn_norm"], c.norm_eps)
+        gu = h @ w[p + "w_gate_up"]
+        x = x + (ops.silu(gu[:, :c.d_ff]) * gu[:, c.d_ff:]) @ w[p + "w_down"]
+    return ops.rms_norm(x, w["final_norm"], c.norm_eps)
+
+
+def _gpt2(m: Model, tokens, positions, caches, kernel, mask):
+    c, w = m.config, m.w
+    d = c.head_dim
+    x = w["embed"][tokens] + w["pos_embed"][positions]
+    for i in range(c.n_layers):
+        p = f"l{i}."
+        h = ops.layer_norm(x, w[p + "ln1_w"], w[p + "ln1_b"], c.norm_eps)
+        qkv = h @ w[p + "w_qkv"] + w[p + "b_qkv"]
+        q, k, v = np.split(qkv, 3, axis=-1)
+        a = kernel(_split_heads(q, c.n_heads, d), _split_heads(k, c.n_heads, d),
+                   _split_heads(v, c.n_heads, d), positions, mask, caches[i], i)
+        x = x + _merge_heads(a) @ w[p + "wo"] + w[p + "bo"]
+        h = ops.layer_norm(x, w[p + "ln2_w"], w[p + "ln2_b"], c.norm_eps)
+        x = x + ops.gelu_tanh(h @ w[p + "w_fc"] + w[p + "b_fc"]) @ w[p + "w_proj"] + w[p + "b_proj"]
+    return ops.layer_norm(x, w["lnf_w"], w["lnf_b"], c.norm_eps)
+
+
+def _bert(m: Model, tokens, positions, caches, kernel, mask):
+    c, w = m.config, m.w
+    d = c.head_dim
+    x = w["embed"][tokens] + w["pos_embed"][positions] + w["type_embed"][0]
+    x = ops.layer_norm(x, w["emb_ln_w"], w["emb_ln_b"], c.norm_eps)
+    for i in range(c.n_layers):
+        p = f"l{i}."
+        q = x @ w[p + "wq"] + w[p + "bq"]
+        k = x @ w[p + "wk"] + w[p + "bk"]
+        v = x @ w[p + "wv"] + w[p + "bv"]
+        a = kernel(_split_heads(q, c.n_heads, d), _split_heads(k, c.n_heads, d),
+                   _split_heads(v, c.n_heads, d), positions, mask, caches[i], i)
+        x = ops.layer_norm(x + _merge_heads(a) @ w[p + "wo"] + w[p + "bo"],
+                           w[p + "ln1_w"], w[p + "ln1_b"], c.norm_eps)
+        h = ops.gelu_erf(x @ w[p + "w_fc"] + w[p + "b_fc"])
+        x = ops.layer_norm(x + h @ w[p + "w_proj"] + w[p + "b_proj"], w[p + "ln2_w"], w[p + "ln2_b"],
+                           c.norm_eps)
+    return x
+
+
+def embed_sentences(model: Model, texts: list[str], kernel=None) -> np.ndarray:
+    """Sentence embeddings: mean of the encoder's token states, L2-normalised (the
+    sentence-transformers pipeline of all-MiniLM-L6-v2: Transformer -> Pooling(mean) -> Normalize)."""
+    out = []
+    for t in texts:
+        ids = model.tokenizer.encode(t)
+        kernel_ = kernel or IdealAttention()
+        h = model.forward(ids, caches=model.new_caches(kernel_), kernel=kernel_, logits="none")
+        e = h.mean(axis=0)
+        out.append(e / max(np.linalg.norm(e), 1e-12))
+    return np.array(out, dtype=np.float32)
