@@ -103,25 +103,51 @@ class IdealAttention(AttentionKernel):
     name = "ideal"
     block = 128
 
+    def __init__(self):
+        self._memo = {}
+
+    def _bias(self, mask, qp, kp):
+        """Mask bias, remembered between layers (every layer sees the same positions)."""
+        key = (mask, qp.tobytes(), kp.tobytes())
+        b = self._memo.get(key)
+        if b is None:
+            if len(self._memo) > 64:
+                self._memo.clear()
+            b = self._memo[key] = mask_bias(mask, qp, kp)
+        return b
+
     def attend(self, q, positions, mask, cache, layer):
         keys, values, kpos = cache.keys, cache.values, cache.positions
         n_kv, _, d = keys.shape
         h, t, _ = q.shape
         g = h // n_kv
         out = np.empty_like(q)
-        scale = np.float32(1.0 / math.sqrt(d))
+        q = q * np.float32(1.0 / math.sqrt(d))  # scale folded into the queries
         for b0 in range(0, t, self.block):
             b1 = min(t, b0 + self.block)
             qp = positions[b0:b1]
             lo, hi = key_range(mask, qp, kpos)
-            bias = None if mask.kind == "bidirectional" else mask_bias(mask, qp, kpos[lo:hi])
             tb, s = b1 - b0, hi - lo
+            # keys every query of the block may see need no mask; only the rest get the bias
+            if mask.kind == "bidirectional":
+                free = s
+            else:
+                free = int(np.searchsorted(kpos[lo:hi], qp.min(), side="right"))
+                if mask.kind == "sliding":
+                    free = 0 if (kpos[lo:hi] <= qp.max() - mask.window).any() else free
+            bias = self._bias(mask, qp, kpos[lo + free:hi]) if free < s else None
             for j in range(n_kv):
                 qj = q[j * g:(j + 1) * g, b0:b1].reshape(g * tb, d)
                 sc = (qj @ keys[j, lo:hi].T).reshape(g, tb, s)
-                sc *= scale
                 if bias is not None:
-                    sc += bias
-                softmax_rows_(sc)
-                out[j * g:(j + 1) * g, b0:b1] = (sc.reshape(g * tb, s) @ values[j, lo:hi]).reshape(g, tb, d)
+                    sc[:, :, free:] += bias
+                m = sc.max(axis=-1, keepdims=True)
+                m[~np.isfinite(m)] = 0
+                sc -= m
+                np.exp(sc, out=sc)
+                tot = sc.sum(axis=-1, keepdims=True)
+                tot[tot == 0] = 1
+                o = (sc.reshape(g * tb, s) @ values[j, lo:hi]).reshape(g, tb, d)
+                o /= tot  # normalise the (tb x d) output, not the (tb x s) weights
+                out[j * g:(j + 1) * g, b0:b1] = o
         return out

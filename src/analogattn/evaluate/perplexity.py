@@ -75,10 +75,11 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
         x = tokens[start:start + first + n]
         caches = model.new_caches(kernel)
         h = model.forward(x, caches=caches, kernel=kernel, mask=mask, logits="none")
-        logits = h[first:first + n] @ model.w["lm_head"]
-        lp = ops.log_softmax(logits)
         tgt = tokens[start + first + 1:start + first + n + 1]
-        nll.append(-lp[np.arange(n), tgt].astype(np.float64))
+        for c0 in range(0, n, 128):  # logits in row chunks: (1024 x 49152) floats would be 200 MB
+            c1 = min(n, c0 + 128)
+            lp = ops.log_softmax(h[first + c0:first + c1] @ model.w["lm_head"])
+            nll.append(-lp[np.arange(c1 - c0), tgt[c0:c1]].astype(np.float64))
         fed += x.size
         if bar:
             bar.update(n)
