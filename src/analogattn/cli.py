@@ -66,6 +66,14 @@ def cmd_demo(args) -> int:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM, where Linux has it: ru_maxrss survives
+    exec and so reports the parent's peak for a process started by a large one."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
