@@ -10,6 +10,9 @@ from analogattn.characterize.engine import SimulationFailed, Simulator, classify
     "Note: can't find init file.",
     "Note: Compatibility modes selected: hs a",
     "Warning: singular matrix:  check node x",
+    "Trying gmin =   1.0000E-10 Note: One successful gmin step",
+    "Supplies reduced to   5.0000% Note: One successful source step",
+    "Note: Dynamic gmin stepping completed",
     "",
 ])
 def test_benign_lines(line):
@@ -27,6 +30,8 @@ def test_failure_lines(line):
 
 def test_other_lines_are_errors():
     assert classify_stderr("Error on line 3 : m1 a b c d nch w=1u") == "error"
+    assert classify_stderr("Unknown model type zz - ignored") == "error"
+    assert classify_stderr("Could not find a valid modelname") == "error"
 
 
 def test_handler_inside_pyspice_callback():

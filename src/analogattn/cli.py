@@ -11,9 +11,9 @@ from .errors import AnalogAttnError
 
 def _only(value: str | None):
     """--only gaincell,reram or gaincell.retention -> {family: set(analyses) | None}."""
+    from .characterize import comparator, gaincell, reram
     from .characterize.design import FAMILIES
-    from .characterize import gaincell
-    known = {"gaincell": gaincell.ANALYSES}
+    known = {"gaincell": gaincell.ANALYSES, "reram": reram.ANALYSES, "comparator": comparator.ANALYSES}
     if not value:
         return {f: None for f in FAMILIES}
     sel: dict = {}
@@ -34,16 +34,11 @@ def _only(value: str | None):
 
 
 def cmd_characterize(args) -> int:
-    from .characterize import gaincell
     from .characterize.design import Design
     from .characterize.runner import characterize
 
     design = Design.load(args.design)
-    sel = _only(args.only)
-    analyses = []
-    if "gaincell" in sel:
-        analyses += gaincell.analyses(design.gaincell, design.gaincell_sweep, sel["gaincell"],
-                                      design.simulator.as_options())
+    analyses = design.analyses(_only(args.only))
     if args.jobs is not None and args.jobs < 1:
         raise AnalogAttnError(f"--jobs = {args.jobs} is not allowed (allowed: 1 or more)")
     summary = characterize(analyses, Path(args.output), jobs=args.jobs,

@@ -6,11 +6,13 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+from ..circuits.comparator import ComparatorParams
 from ..circuits.gaincell import GainCellParams, GainCellSweep
+from ..circuits.reram import ReramColumnParams
 from ..errors import DesignFileError
 from ..params import Validated, param
 
-FAMILIES = ("gaincell",)
+FAMILIES = ("gaincell", "reram", "comparator")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,21 @@ class Design:
     simulator: SimulatorOptions = dataclasses.field(default_factory=SimulatorOptions)
     gaincell: GainCellParams = dataclasses.field(default_factory=GainCellParams)
     gaincell_sweep: GainCellSweep = dataclasses.field(default_factory=GainCellSweep)
+    reram: ReramColumnParams = dataclasses.field(default_factory=ReramColumnParams)
+    reram_sweep: "ReramSweep" = dataclasses.field(default_factory=lambda: _sweep("reram"))
+    comparator: ComparatorParams = dataclasses.field(default_factory=ComparatorParams)
+    comparator_sweep: "ComparatorSweep" = dataclasses.field(default_factory=lambda: _sweep("comparator"))
+
+    def analyses(self, selection: dict) -> list:
+        """Analyses of the selected families: {family: None (all) | set of analysis names}."""
+        from . import comparator, gaincell, reram
+        mods = {"gaincell": gaincell, "reram": reram, "comparator": comparator}
+        out = []
+        for fam in FAMILIES:
+            if fam in selection:
+                out += mods[fam].analyses(getattr(self, fam), getattr(self, f"{fam}_sweep"), selection[fam],
+                                          self.simulator.as_options())
+        return out
 
     @classmethod
     def from_mapping(cls, data: dict) -> "Design":
@@ -65,6 +82,16 @@ class Design:
         return cls.from_mapping(data)
 
 
+def _sweep(family):
+    from .comparator import ComparatorSweep
+    from .reram import ReramSweep
+    return {"reram": ReramSweep, "comparator": ComparatorSweep}[family]()
+
+
 def _cls(design_cls, name):
     import typing
-    return typing.get_type_hints(design_cls)[name]
+
+    from .comparator import ComparatorSweep
+    from .reram import ReramSweep
+    return typing.get_type_hints(design_cls, localns={"ReramSweep": ReramSweep,
+                                                      "ComparatorSweep": ComparatorSweep})[name]

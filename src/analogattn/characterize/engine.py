@@ -34,6 +34,10 @@ _FAILURE = [
 ]
 
 
+_ERROR = re.compile(r"(error|fatal|unknown|not found|cannot|can't|could not|unable|illegal|"
+                    r"undefined|no such|abort)", re.I)
+
+
 def classify_stderr(line: str) -> str:
     """'failure' (convergence trouble), 'benign' (information) or 'error' (anything else).
 
@@ -45,7 +49,11 @@ def classify_stderr(line: str) -> str:
         return "failure"
     if any(p.search(line) for p in _BENIGN):
         return "benign"
-    return "error"
+    # ngspice also reports progress on stderr ("Trying gmin = ...", "Supplies reduced to ...",
+    # "Dynamic gmin stepping completed"): only lines that say something went wrong are errors.
+    if _ERROR.search(line):
+        return "error"
+    return "benign"
 
 
 class SimulationFailed(Exception):

@@ -27,7 +27,7 @@ import numpy as np
 from .tasks import Analysis, Task, resolve
 
 RECYCLE = 8  # tasks per worker process before it is replaced
-WEIGHT = {"gaincell_mc": 3, "gaincell_retention": 2}  # rough cost, to start long tasks first
+WEIGHT = {"comparator_decisions": 5, "reram_columns": 3, "gaincell_mc": 3, "gaincell_retention": 2}  # rough cost, to start long tasks first
 
 
 def default_cache_dir() -> Path:
