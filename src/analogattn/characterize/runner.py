@@ -249,3 +249,15 @@ def characterize(analyses: list[Analysis], out: Path, jobs: int | None = None,
     store.write(out, groups, version)
     summary.wall_time = time.perf_counter() - t0
     return summary
+
+
+def run_local(analyses: list[Analysis]) -> dict:
+    """Run analyses in this process (no cache, no pool): {"family/name": {dataset: array}}.
+    For small studies and tests; the CLI uses :func:`characterize`."""
+    from .engine import Simulator
+    sim = Simulator.get()
+    out = {}
+    for a in analyses:
+        res = [resolve(t.func)(sim, t) for t in a.tasks]
+        out[f"{a.family}/{a.name}"] = {k: v.data for k, v in a.merge(res).items()}
+    return out
