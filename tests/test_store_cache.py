@@ -40,7 +40,7 @@ def test_cache_hit_does_no_simulation(small_char, tmp_path):
     out, design, cache, first = small_char
     out2 = tmp_path / "again.h5"
     t0 = time.perf_counter()
-    r = run_cli("characterize", "--design", design, "-o", out2, "--cache-dir", cache, "-q")
+    r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", out2, "--cache-dir", cache, "-q")
     assert r.returncode == 0, r.stderr
     assert "run 0," in r.stdout and "failed 0" in r.stdout
     with h5py.File(out) as a, h5py.File(out2) as b:
@@ -59,7 +59,7 @@ def test_sigkill_mid_run_resumes_to_same_data(tmp_path):
     design.write_text(SMALL_DESIGN.replace("mc_samples = 24", "mc_samples = 120").replace(
         "mc_per_task = 6", "mc_per_task = 2"))
     ref_out = tmp_path / "ref.h5"
-    r = run_cli("characterize", "--design", design, "-o", ref_out, "--cache-dir", tmp_path / "c_ref",
+    r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", ref_out, "--cache-dir", tmp_path / "c_ref",
                 "-q", "--jobs", "1")
     assert r.returncode == 0, r.stderr
 
@@ -68,7 +68,7 @@ def test_sigkill_mid_run_resumes_to_same_data(tmp_path):
     before = out.read_bytes()
     cache = tmp_path / "c"
     env = dict(os.environ)
-    p = subprocess.Popen([sys.executable, "-m", "analogattn.cli", "characterize", "--design", str(design),
+    p = subprocess.Popen([sys.executable, "-m", "analogattn.cli", "characterize", "--design", str(design), "--only", "gaincell",
                           "-o", str(out), "--cache-dir", str(cache), "-q", "--jobs", "1"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
@@ -87,7 +87,7 @@ def test_sigkill_mid_run_resumes_to_same_data(tmp_path):
         assert "gaincell/read_surface" in f
 
     done = len(list(cache.glob("*/*.npz")))
-    r = run_cli("characterize", "--design", design, "-o", out, "--cache-dir", cache, "-q")
+    r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", out, "--cache-dir", cache, "-q")
     assert r.returncode == 0, r.stderr
     assert f"cached {done}," in r.stdout, (done, r.stdout)
     a, b = _datasets(ref_out), _datasets(out)
@@ -114,7 +114,7 @@ retention_starts = [0.8]
 mc_samples = 0
 """)
     out = tmp_path / "t.h5"
-    r = run_cli("characterize", "--design", design, "-o", out, "--cache-dir", tmp_path / "c", "-q")
+    r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", out, "--cache-dir", tmp_path / "c", "-q")
     assert r.returncode == 0, r.stderr
     assert "points not converged: 4" in r.stdout, r.stdout
     with h5py.File(out) as f:
