@@ -51,6 +51,31 @@ def cmd_characterize(args) -> int:
     return 1 if summary.errors else 0
 
 
+def cmd_fit(args) -> int:
+    from .surrogates import bundle
+    from .surrogates.fit import file_digest, fit_all, validation_rows
+
+    if args.degree < 1 or args.degree > 8:
+        raise AnalogAttnError(f"--degree = {args.degree} is not allowed (allowed: 1 to 8)")
+    models = fit_all(args.characterization, degree=args.degree, surface=args.surface)
+    bundle.save(args.output, models, file_digest(args.characterization), str(args.characterization))
+    rows = validation_rows(models)
+    print(f"{'model':34s} {'metric':24s} {'value':>12s} {'target':>10s}  result")
+    for name, metric, value, target, ok in rows:
+        t = f"{target:10.4g}" if target is not None else f"{'-':>10s}"
+        res = "-" if ok is None else ("pass" if ok else "FAIL")
+        print(f"{name:34s} {metric:24s} {value:12.5g} {t}  {res}")
+    chosen = models.get("gaincell.read_surface")
+    if chosen is not None:
+        print(f"gain-cell read surface: using the {chosen.kind} model (lower held-out error)")
+    print(f"wrote {args.output} ({len(models)} models)")
+    if args.plot:
+        from .surrogates.plots import write_all
+        files = write_all(args.characterization, models, args.plot)
+        print(f"wrote {len(files)} figures to {args.plot}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The main job on built-in defaults: characterize every circuit family (cached)."""
     out = Path(args.outdir)
@@ -185,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--attention", default="ideal")
     g.set_defaults(func=cmd_generate)
+    ft = sub.add_parser("fit", help="fit, validate and export surrogates of a characterization")
+    ft.add_argument("characterization", nargs="?", default="characterization.h5")
+    ft.add_argument("-o", "--output", default="surrogates.h5")
+    ft.add_argument("--plot", help="write PNG figures to this folder")
+    ft.add_argument("--degree", type=int, default=3, help="total degree of the read-surface polynomial")
+    ft.add_argument("--surface", choices=["auto", "poly", "table"], default="auto",
+                    help="read-surface model (auto: lower held-out error)")
+    ft.set_defaults(func=cmd_fit)
     d = sub.add_parser("demo", help="the whole pipeline on built-in defaults")
     d.add_argument("--outdir", default="analogattn-demo")
     d.add_argument("--jobs", type=int, default=None)

@@ -1,0 +1,246 @@
+"""Fit surrogates to a characterization file and score them on held-out SPICE points.
+
+Held-out rules:
+- gain-cell read surface: the table and the polynomial are fitted on the grid points with even
+  (V_store, V_in) indices (plus the last row and column) and scored on all the others (about
+  3/4 of the grid);
+- write transfer: every third written voltage is held out;
+- ReRAM column: the patterns flagged ``held_out`` in the file;
+- comparator: the probit is fitted on the even-numbered Monte Carlo samples and scored against
+  the keep-probability of the odd-numbered ones.
+NRMSE = rms error / (max - min) of the held-out SPICE values.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import AnalogAttnError
+from . import models as M
+
+TARGETS = {"gaincell.read_surface": ("nrmse", 0.005), "reram.column": ("nrmse", 0.01),
+           "comparator.probit": ("max_abs_error", 0.02)}
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def nrmse(pred, true) -> float:
+    true = np.asarray(true, float)
+    ok = np.isfinite(true) & np.isfinite(pred)
+    return float(np.sqrt(np.mean((pred[ok] - true[ok]) ** 2)) / (true[ok].max() - true[ok].min()))
+
+
+def _poly_fit(x, y, z, deg):
+    from sklearn.linear_model import LinearRegression
+    terms = [(i, j) for i in range(deg + 1) for j in range(deg + 1 - i)]
+    X = np.stack([x ** i * y ** j for i, j in terms], axis=1)
+    r = LinearRegression(fit_intercept=False).fit(X, z)
+    c = np.zeros((deg + 1, deg + 1))
+    for (i, j), v in zip(terms, r.coef_):
+        c[i, j] = v
+    return c
+
+
+def fit_read_surface(g, v_bl, degree=3, refine=4):
+    I, vs, vi = g["current"][()], g["v_store"][()], g["v_in"][()]
+    ix = np.unique(np.r_[np.arange(0, len(vs), 2), len(vs) - 1])  # even indices and both ends
+    iy = np.unique(np.r_[np.arange(0, len(vi), 2), len(vi) - 1])
+    train = np.zeros(I.shape, bool)
+    train[np.ix_(ix, iy)] = True
+    ok = np.isfinite(I)
+    VS, VI = np.meshgrid(vs, vi, indexing="ij")
+    dom = {"x": [float(vs[0]), float(vs[-1])], "y": [float(vi[0]), float(vi[-1])]}
+    units = {"x": "V (V_store)", "y": "V (V_in)", "out": "A"}
+    held = ~train & ok
+    # polynomial of total degree `degree` in (V_store - v_bl, V_in - v_bl)
+    m = train & ok
+    c = _poly_fit(VS[m] - v_bl, VI[m] - v_bl, I[m], degree)
+    poly = M.Poly2D(c, v_bl, v_bl, domain=dom, units=units, meta={"degree": degree})
+    poly.scores = {"nrmse": nrmse(poly(VS[held], VI[held]), I[held]), "held_out_points": int(held.sum())}
+    # smooth table: bicubic spline through the training sub-grid, tabulated `refine` x finer
+    from scipy.interpolate import RectBivariateSpline
+    sub = I[np.ix_(ix, iy)]
+    if not np.isfinite(sub).all():
+        sub = np.where(np.isfinite(sub), sub, np.nanmean(sub))
+    sp = RectBivariateSpline(vs[ix], vi[iy], sub, kx=3, ky=3)
+    fx = np.linspace(vs[0], vs[-1], (len(vs) - 1) * refine + 1)
+    fy = np.linspace(vi[0], vi[-1], (len(vi) - 1) * refine + 1)
+    table = M.Table2D(sp(fx, fy), fx, fy, domain=dom, units=units, meta={"refine": refine, "spline": "bicubic"})
+    table.scores = {"nrmse": nrmse(table(VS[held], VI[held]), I[held]), "held_out_points": int(held.sum())}
+    return poly, table
+
+
+def fit_variation(g):
+    """Per-cell current spread from Monte Carlo: sigma(V_store, V_in) table; score: agreement
+    of the sigma estimated from even vs odd samples (sampling consistency)."""
+    cur, vs, vi = g["current"][()], g["v_store"][()], g["v_in"][()]
+    std = np.nanstd(cur, axis=0)
+    a, b = np.nanstd(cur[0::2], axis=0), np.nanstd(cur[1::2], axis=0)
+    m = M.Table2D(std, vs, vi, domain={"x": [float(vs[0]), float(vs[-1])], "y": [float(vi[0]), float(vi[-1])]},
+                  units={"x": "V", "y": "V", "out": "A (sigma)"}, meta={"samples": int(cur.shape[0])})
+    m.scores = {"split_half_rel_diff": float(np.nanmean(np.abs(a - b)) / max(np.nanmean(std), 1e-30))}
+    return m
+
+
+def fit_write(g):
+    vw, vs = g["v_written"][()], g["v_stored"][()]
+    ok = np.isfinite(vs)
+    held = np.zeros(vw.size, bool)
+    held[1::3] = True
+    tr = ok & ~held
+    m = M.Table1D(vw[tr], vs[tr], domain={"x": [float(vw[0]), float(vw[-1])]}, units={"x": "V", "out": "V"})
+    m.scores = {"nrmse": nrmse(m(vw[held & ok]), vs[held & ok])}
+    return m
+
+
+def fit_retention(g):
+    temps, tau, veq, rms = (g[k][()] for k in ("temperature", "tau", "v_eq", "fit_rms"))
+    v = g["v_store"][()]
+    m = M.Decay(temps, tau, veq, domain={"temperature": [float(temps.min()), float(temps.max())]},
+                units={"t": "s", "tau": "s", "v": "V", "temperature": "degC"})
+    m.scores = {"rms_residual_V": float(np.max(rms)),
+                "nrmse": float(np.max(rms) / (np.nanmax(v) - np.nanmin(v)))}
+    return m
+
+
+def fit_column(iv, pt, tr, mc, sigma_g):
+    from sklearn.linear_model import LinearRegression
+    ivv, ivc = iv["v"][()], iv["current"][()]
+    col = M.ColumnModel(ivv, ivc, np.ones(pt["q_levels"].shape[1]), 0.0, sigma_g, 0.0,
+                        domain={"v": [float(ivv[0]), float(ivv[-1])], "level": [0, int(ivc.shape[0] - 1)]},
+                        units={"v": "V", "out": "A"})
+    k, v, cur = pt["k_levels"][()], pt["v_in"][()], pt["current"][()]
+    held = pt["held_out"][()] & np.isfinite(cur)
+    train = ~pt["held_out"][()] & np.isfinite(cur)
+    x = col.cell_current(k, v)
+    X = np.concatenate([x, x.sum(axis=1, keepdims=True) ** 2], axis=1)
+    r = LinearRegression(fit_intercept=False, positive=False).fit(X[train], cur[train])
+    col.weights, col.c2 = r.coef_[:-1].copy(), np.asarray(r.coef_[-1])
+    col.noise_rel = np.asarray(float(tr["noise_rel"][()])) if tr is not None else np.asarray(0.0)
+    pred = col(k[held], v[held])
+    col.scores = {"nrmse": nrmse(pred, cur[held]), "held_out_patterns": int(held.sum()),
+                  "nrmse_ideal_dot": nrmse(pt["ideal"][()][held], cur[held])}
+    if mc is not None:
+        col.scores["mc_rel_std_spice"] = float(np.mean(mc["std"][()] / mc["mean"][()]))
+    return col
+
+
+def fit_probit(dec, noise):
+    off = dec["offset"][()]
+    dv = dec["dv"][()]
+    ok = np.isfinite(off)
+    a, b = off[0::2][ok[0::2]], off[1::2][ok[1::2]]
+    mu, sig = float(np.mean(a)), float(np.std(a))
+    nsig = float(noise["noise_sigma"][()]) if noise is not None else 0.0
+    m = M.Probit(mu, sig, 0.0, domain={"dv": [float(dv[0]), float(dv[-1])]}, units={"dv": "V", "out": "probability"})
+    p_held = (dv[None, :] > b[:, None]).mean(axis=0)
+    err = float(np.max(np.abs(m(dv) - p_held)))
+    m.noise_sigma = np.asarray(nsig)
+    # What a perfect probit would score against b.size samples: 95th percentile of the largest
+    # gap between the true CDF and an empirical CDF of that many draws (seeded).
+    rng = np.random.default_rng(0)
+    draws = rng.normal(mu, sig, (400, b.size))
+    floor = np.quantile(np.abs(m(dv)[None, :] - (dv[None, None, :] > draws[:, :, None]).mean(axis=1)).max(axis=1), 0.95)
+    m.scores = {"max_abs_error": err, "sampling_floor_95": float(floor), "held_out_samples": int(b.size),
+                "offset_sigma_all": float(np.std(off[ok]))}
+    if noise is not None:
+        # the noise probit against its own transient decisions
+        nm = M.Probit(float(noise["noise_mean"][()]), 0.0, nsig, domain={}, units={})
+        m.scores["noise_max_abs_error"] = float(np.max(np.abs(nm(noise["dv"][()], include_mismatch=False)
+                                                         - noise["p_keep"][()])))
+    return m
+
+
+def fit_delay(g):
+    od, d = g["overdrive"][()], g["delay"][()]
+    ok = np.isfinite(d)
+    A = np.stack([np.ones(ok.sum()), np.log(1 / od[ok])], axis=1)
+    (a, b), *_ = np.linalg.lstsq(A, d[ok], rcond=None)
+    m = M.LogDelay(a, b, domain={"overdrive": [float(od.min()), float(od.max())]}, units={"overdrive": "V", "out": "s"})
+    m.scores = {"rms_error_s": float(np.sqrt(np.mean((m(od[ok]) - d[ok]) ** 2)))}
+    return m
+
+
+def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
+    """{name: model} for everything the characterization file holds."""
+    p = Path(char_path)
+    if not p.exists():
+        raise AnalogAttnError(f"characterization file {p} does not exist (run: analogattn characterize)")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise AnalogAttnError(f"{p} is not a readable HDF5 file ({e})") from None
+    out = {}
+    with f:
+        if f.attrs.get("schema") != "analogattn-characterization/1":
+            raise AnalogAttnError(f"{p} is not an analogattn characterization file")
+        if "gaincell" in f:
+            gc = f["gaincell"]
+            import json
+            params = json.loads(gc["read_surface"].attrs["parameters"])["circuit"] if "read_surface" in gc else {}
+            if "read_surface" in gc:
+                poly, table = fit_read_surface(gc["read_surface"], params.get("v_bl", 0.45), degree)
+                best = table if surface == "table" or (surface == "auto" and table.scores["nrmse"] <= poly.scores["nrmse"]) else poly
+                out["gaincell.read_surface"] = best
+                out["gaincell.read_surface_poly"] = poly
+                out["gaincell.read_surface_table"] = table
+            if "write_read" in gc:
+                wr = gc["write_read"]
+                out["gaincell.write"] = fit_write(wr)
+                for k, name in (("e_read", "gaincell.energy_read"), ("e_write", "gaincell.energy_write")):
+                    e = wr[k][()]
+                    out[name] = M.Constant(np.nanmean(e), np.nanstd(e), domain={}, units={"out": "J"})
+                out["gaincell.t_read"] = M.Constant(wr.attrs.get("t_read_s", 1e-8), domain={}, units={"out": "s"})
+            if "retention" in gc:
+                out["gaincell.retention"] = fit_retention(gc["retention"])
+            if "monte_carlo" in gc:
+                out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
+        if "reram" in f and {"cell_iv", "patterns"} <= set(f["reram"]):
+            r = f["reram"]
+            import json
+            rp = json.loads(r["patterns"].attrs["parameters"])["circuit"]
+            out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
+                                             rp["sigma_g"])
+            out["reram.column"].meta.update({k: rp[k] for k in ("rows", "levels", "input_levels", "v_read", "g_max",
+                                                                 "on_off", "r_f")})
+            if "transient" in r:
+                t = r["transient"]
+                out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
+                out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
+                                               domain={}, units={"out": "s per column evaluation"})
+        if "comparator" in f and "decision" in f["comparator"]:
+            c = f["comparator"]
+            out["comparator.probit"] = fit_probit(c["decision"], c.get("noise"))
+            if "delay" in c:
+                out["comparator.delay"] = fit_delay(c["delay"])
+            if "energy" in c:
+                e = c["energy"]["energy"][()]
+                out["comparator.energy"] = M.Constant(np.nanmean(e[1:]) if e.size > 1 else np.nanmean(e),
+                                                      np.nanstd(e), domain={}, units={"out": "J per decision"})
+    if not out:
+        raise AnalogAttnError(f"{p} holds no characterization to fit")
+    return out
+
+
+def validation_rows(models: dict) -> list[tuple]:
+    """(model, metric, value, target, pass) rows for the report."""
+    rows = []
+    for name, m in models.items():
+        for metric, value in m.scores.items():
+            if not isinstance(value, float):
+                continue
+            tgt = TARGETS.get(name)
+            if tgt and tgt[0] == metric:
+                rows.append((name, metric, value, tgt[1], value <= tgt[1]))
+            else:
+                rows.append((name, metric, value, None, None))
+    return rows

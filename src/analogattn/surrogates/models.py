@@ -1,0 +1,275 @@
+"""Surrogate model kinds, evaluated with NumPy only (vectorised over arrays of any shape).
+
+Out-of-domain rule (all kinds): inputs are **clipped** to the validity domain stored with the
+model (the fitted range of each input); nothing is extrapolated.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+BLOCK = 1 << 15  # elements per block: evaluation stays in cache, one pass over memory
+
+
+def _blocked(fn, *arrays, dtype=np.float64):
+    """Apply fn to matching blocks of broadcast inputs, writing one output array."""
+    arrs = np.broadcast_arrays(*[np.asarray(a, dtype=dtype) for a in arrays])
+    shape = arrs[0].shape
+    flat = [a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1) for a in arrs]
+    out = np.empty(flat[0].size, dtype)
+    for i in range(0, out.size, BLOCK):
+        out[i:i + BLOCK] = fn(*[f[i:i + BLOCK] for f in flat])
+    return out.reshape(shape)
+
+
+class Model:
+    kind = "abstract"
+
+    def __init__(self, domain: dict, units: dict, scores: dict | None = None, meta: dict | None = None):
+        self.domain = domain  # input name -> [lo, hi]
+        self.units = units
+        self.scores = scores or {}
+        self.meta = meta or {}
+
+    def attrs(self) -> dict:
+        return {"kind": self.kind, "domain": json.dumps(self.domain), "units": json.dumps(self.units),
+                "scores": json.dumps(self.scores), "meta": json.dumps(self.meta),
+                "out_of_domain": "clip"}
+
+    def arrays(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_stored(cls, attrs: dict, arrays: dict):
+        m = cls.__new__(cls)
+        Model.__init__(m, json.loads(attrs["domain"]), json.loads(attrs["units"]), json.loads(attrs["scores"]),
+                       json.loads(attrs["meta"]))
+        m._load(arrays)
+        return m
+
+    def _load(self, arrays):
+        for k, v in arrays.items():
+            setattr(self, k, v)
+
+
+class Poly2D(Model):
+    """sum_{i+j<=deg} c_ij (x - x0)^i (y - y0)^j, Horner in y inside Horner in x."""
+
+    kind = "poly2d"
+
+    def __init__(self, coef: np.ndarray, x0: float, y0: float, **kw):
+        super().__init__(**kw)
+        self.coef, self.center = np.asarray(coef, float), np.array([x0, y0], float)
+
+    def arrays(self):
+        return {"coef": self.coef, "center": self.center}
+
+    def __call__(self, x, y):
+        (xl, xh), (yl, yh) = self.domain["x"], self.domain["y"]
+        c, (x0, y0) = self.coef, self.center
+        deg = c.shape[0] - 1
+
+        def f(xb, yb):
+            u = np.clip(xb, xl, xh) - x0
+            v = np.clip(yb, yl, yh) - y0
+            acc = np.zeros_like(u)
+            for i in range(deg, -1, -1):
+                inner = np.full_like(v, c[i, deg - i])
+                for j in range(deg - i - 1, -1, -1):
+                    inner *= v
+                    inner += c[i, j]
+                acc *= u
+                acc += inner
+            return acc
+        return _blocked(f, x, y)
+
+
+class Table2D(Model):
+    """Bilinear interpolation on a regular grid (x0 + i dx, y0 + j dy)."""
+
+    kind = "table2d"
+
+    def __init__(self, table: np.ndarray, x: np.ndarray, y: np.ndarray, **kw):
+        super().__init__(**kw)
+        self.table = np.asarray(table, float)
+        self.grid = np.array([x[0], x[1] - x[0], y[0], y[1] - y[0]], float)
+
+    def arrays(self):
+        return {"table": self.table, "grid": self.grid}
+
+    def __call__(self, x, y):
+        x0, dx, y0, dy = self.grid
+        t = self.table
+        nx, ny = t.shape
+        flat = t.reshape(-1)
+
+        def f(xb, yb):
+            fx = np.clip((xb - x0) / dx, 0, nx - 1)
+            fy = np.clip((yb - y0) / dy, 0, ny - 1)
+            ix = np.minimum(fx.astype(np.int64), nx - 2)
+            iy = np.minimum(fy.astype(np.int64), ny - 2)
+            wx, wy = fx - ix, fy - iy
+            k = ix * ny + iy
+            a, b = flat[k], flat[k + 1]
+            c, d = flat[k + ny], flat[k + ny + 1]
+            top = a + (b - a) * wy
+            return top + ((c + (d - c) * wy) - top) * wx
+        return _blocked(f, x, y)
+
+
+class Table1D(Model):
+    """Piecewise-linear y(x) through stored points (x ascending)."""
+
+    kind = "table1d"
+
+    def __init__(self, x, y, **kw):
+        super().__init__(**kw)
+        self.x, self.y = np.asarray(x, float), np.asarray(y, float)
+
+    def arrays(self):
+        return {"x": self.x, "y": self.y}
+
+    def __call__(self, x):
+        return np.interp(np.clip(np.asarray(x, float), self.x[0], self.x[-1]), self.x, self.y)
+
+
+class Decay(Model):
+    """Retention: V(t) = V_eq + (V0 - V_eq) exp(-t / tau(T)); tau and V_eq interpolated over
+    temperature (log tau linear in 1/T, Arrhenius-like; clipped to the characterized range)."""
+
+    kind = "decay"
+
+    def __init__(self, temps_c, tau, v_eq, **kw):
+        super().__init__(**kw)
+        self.temps_c, self.tau, self.v_eq = (np.asarray(a, float) for a in (temps_c, tau, v_eq))
+
+    def arrays(self):
+        return {"temps_c": self.temps_c, "tau": self.tau, "v_eq": self.v_eq}
+
+    def params_at(self, temperature_c: float) -> tuple[float, float]:
+        t = float(np.clip(temperature_c, self.temps_c.min(), self.temps_c.max()))
+        inv = 1.0 / (self.temps_c + 273.15)
+        o = np.argsort(inv)
+        tau = math.exp(np.interp(1.0 / (t + 273.15), inv[o], np.log(self.tau[o])))
+        veq = float(np.interp(t, self.temps_c, self.v_eq))
+        return tau, veq
+
+    def factor(self, dt_s, temperature_c: float):
+        """Fraction of (V0 - V_eq) left after dt seconds."""
+        tau, _ = self.params_at(temperature_c)
+        return np.exp(-np.asarray(dt_s, float) / tau)
+
+    def __call__(self, v0, dt_s, temperature_c: float):
+        tau, veq = self.params_at(temperature_c)
+        return veq + (np.asarray(v0, float) - veq) * np.exp(-np.asarray(dt_s, float) / tau)
+
+
+class ColumnModel(Model):
+    """ReRAM column current from per-row inputs.
+
+    x_i = I_cell(level_i, V_i) from the per-level cell I-V table (access device included);
+    I_col = sum_i w_i x_i + c2 (sum_i x_i)^2: w_i carries the IR drop by row position, c2 the
+    loss that grows with total column current. Variation: G_i -> G_i exp(sigma_g z) (lognormal,
+    programmed once); read noise: relative Gaussian of sigma noise_rel on each evaluation.
+    """
+
+    kind = "column"
+
+    def __init__(self, iv_v, iv_current, weights, c2, sigma_g, noise_rel, **kw):
+        super().__init__(**kw)
+        self.iv_v, self.iv_current = np.asarray(iv_v, float), np.asarray(iv_current, float)
+        self.weights, self.c2 = np.asarray(weights, float), np.asarray(c2, float)
+        self.sigma_g, self.noise_rel = np.asarray(sigma_g, float), np.asarray(noise_rel, float)
+
+    def arrays(self):
+        return {k: getattr(self, k) for k in ("iv_v", "iv_current", "weights", "c2", "sigma_g", "noise_rel")}
+
+    def cell_current(self, level, v):
+        """Cell current at integer level (clipped) and voltage v (clipped to the I-V range)."""
+        lv = np.clip(np.asarray(level), 0, self.iv_current.shape[0] - 1).astype(np.int64)
+        vv = np.clip(np.asarray(v, float), self.iv_v[0], self.iv_v[-1])
+        dv = self.iv_v[1] - self.iv_v[0]
+        f = vv / dv
+        i = np.minimum(f.astype(np.int64), self.iv_v.size - 2)
+        w = f - i
+        t = self.iv_current
+        return t[lv, i] * (1 - w) + t[lv, i + 1] * w
+
+    def __call__(self, level, v, g_scale=None, rng=None):
+        """level, v: (..., rows). g_scale: optional (..., rows) multiplicative G variation;
+        rng: draw read noise. Returns (...) column currents."""
+        x = self.cell_current(level, v)
+        if g_scale is not None:
+            x = x * g_scale
+        s = x.sum(axis=-1)
+        out = x @ self.weights + self.c2 * s * s
+        if rng is not None and self.noise_rel > 0:
+            out = out * (1 + self.noise_rel * rng.standard_normal(out.shape))
+        return out
+
+
+class Probit(Model):
+    """P(keep | dv) = Phi((dv - mu) / sigma); offset_sigma (mismatch, fixed per comparator) and
+    noise_sigma (fresh per decision) kept apart for the kernel."""
+
+    kind = "probit"
+
+    def __init__(self, mu, offset_sigma, noise_sigma, **kw):
+        super().__init__(**kw)
+        self.mu, self.offset_sigma, self.noise_sigma = (np.asarray(a, float) for a in (mu, offset_sigma, noise_sigma))
+
+    def arrays(self):
+        return {"mu": self.mu, "offset_sigma": self.offset_sigma, "noise_sigma": self.noise_sigma}
+
+    def __call__(self, dv, include_mismatch: bool = True):
+        from math import sqrt
+        s = sqrt(float(self.noise_sigma) ** 2 + (float(self.offset_sigma) ** 2 if include_mismatch else 0.0))
+        z = (np.asarray(dv, float) - float(self.mu)) / s
+        return 0.5 * (1 + _erf(z / sqrt(2)))
+
+
+def _erf(x):
+    """erf with NumPy only (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7)."""
+    s = np.sign(x)
+    a = np.abs(x)
+    t = 1 / (1 + 0.3275911 * a)
+    y = 1 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
+    return s * y
+
+
+class LogDelay(Model):
+    """Latch delay t = a + b ln(1 / overdrive) (regeneration), overdrive clipped to the domain."""
+
+    kind = "logdelay"
+
+    def __init__(self, a, b, **kw):
+        super().__init__(**kw)
+        self.a, self.b = np.asarray(a, float), np.asarray(b, float)
+
+    def arrays(self):
+        return {"a": self.a, "b": self.b}
+
+    def __call__(self, overdrive):
+        lo, hi = self.domain["overdrive"]
+        return self.a + self.b * np.log(1 / np.clip(np.abs(np.asarray(overdrive, float)), lo, hi))
+
+
+class Constant(Model):
+    """A measured scalar (energy, time), with its spread."""
+
+    kind = "constant"
+
+    def __init__(self, value, spread=0.0, **kw):
+        super().__init__(**kw)
+        self.value, self.spread = np.asarray(value, float), np.asarray(spread, float)
+
+    def arrays(self):
+        return {"value": self.value, "spread": self.spread}
+
+    def __call__(self):
+        return float(self.value)
+
+
+KINDS = {c.kind: c for c in (Poly2D, Table2D, Table1D, Decay, ColumnModel, Probit, LogDelay, Constant)}
