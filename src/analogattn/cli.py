@@ -77,12 +77,23 @@ def cmd_fit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job on built-in defaults: characterize every circuit family (cached)."""
+    """The main job on built-in defaults: characterize every circuit family (cached), fit and
+    export the surrogates with plots, and run SmolLM2 with ideal attention on a shipped text.
+    (Circuit attention kernels are the next stage of the pipeline.)"""
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    ns = argparse.Namespace(design=None, only=None, jobs=args.jobs, output=str(out / "characterization.h5"),
-                            cache_dir=None, quiet=False)
-    return cmd_characterize(ns)
+    char, sur = out / "characterization.h5", out / "surrogates.h5"
+    print(f"== 1/3 characterize -> {char}")
+    rc = cmd_characterize(argparse.Namespace(design=None, only=None, jobs=args.jobs, output=str(char),
+                                             cache_dir=None, quiet=False))
+    print(f"== 2/3 fit -> {sur} (figures in {out / 'plots'})")
+    rc = rc or cmd_fit(argparse.Namespace(characterization=str(char), output=str(sur), plot=str(out / "plots"),
+                                          degree=3, surface="auto"))
+    print("== 3/3 SmolLM2, ideal attention, on a text shipped with the system")
+    rc = rc or cmd_run(argparse.Namespace(model="smollm2", text=None, window=256, stride=None, max_scored=512,
+                                          max_chars=None, max_sentences=64, attention="ideal",
+                                          json=str(out / "run_ideal.json"), quiet=False))
+    return rc
 
 
 def _peak_rss_mb() -> float:

@@ -1,0 +1,64 @@
+"""Benchmark: surrogate evaluation speed on 10^7 inputs against a plain a*b multiply over the
+same arrays (the memory-bound floor), measured in this run. Target: the gain-cell surface within
+4x of the floor.
+
+    .venv/bin/python benchmarks/surrogates.py [bundle.h5]
+
+Without a bundle argument it characterizes and fits a small design in a temporary folder.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def best(fn, n=3):
+    b = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        b = min(b, time.perf_counter() - t)
+    return b
+
+
+def main():
+    from analogattn.surrogates import bundle
+    with tempfile.TemporaryDirectory() as d:
+        if len(sys.argv) > 1:
+            path = Path(sys.argv[1])
+        else:
+            char, path = Path(d) / "c.h5", Path(d) / "s.h5"
+            for args in (["characterize", "-o", char, "-q", "--only", "gaincell,reram"], ["fit", char, "-o", path]):
+                subprocess.run([sys.executable, "-m", "analogattn.cli", *map(str, args)], check=True,
+                               capture_output=True)
+        b = bundle.load(path)
+    n = 10 ** 7
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 0.9, n), rng.uniform(0.45, 0.9, n)
+    floor = best(lambda: x * y)
+    print(f"floor a*b on 1e7 float64: {floor * 1e3:7.1f} ms ({n / floor / 1e6:7.1f} M/s)")
+    for name in ("gaincell.read_surface", "gaincell.read_surface_table", "gaincell.read_surface_poly"):
+        if name in b:
+            t = best(lambda: b[name](x, y))
+            tgt = " (target <= 4x)" if name == "gaincell.read_surface" else ""
+            print(f"{name:30s} [{b[name].kind:7s}] {t * 1e3:7.1f} ms ({n / t / 1e6:7.1f} M evals/s) "
+                  f"= {t / floor:5.2f}x floor{tgt}")
+    if "reram.column" in b:
+        col = b["reram.column"]
+        rows = col.weights.size
+        m = n // rows
+        lv = rng.integers(0, col.iv_current.shape[0], (m, rows))
+        v = rng.uniform(0, col.iv_v[-1], (m, rows))
+        t = best(lambda: col(lv, v))
+        fl = best(lambda: lv * v)
+        print(f"reram.column ({rows} rows x {m} columns = 1e7 cell inputs): {t * 1e3:7.1f} ms "
+              f"({m / t / 1e6:6.2f} M columns/s, {n / t / 1e6:6.1f} M cells/s) = {t / fl:5.2f}x the a*b floor")
+
+
+if __name__ == "__main__":
+    main()
