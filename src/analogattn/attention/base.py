@@ -73,15 +73,20 @@ def mask_bias(mask: "Mask", q_pos, k_pos):
     return np.where(mask.allowed(q_pos, k_pos), np.float32(0), np.float32(-np.inf)).astype(np.float32)
 
 
-def softmax_rows_(s):
-    """In-place row softmax of a float32 (..., S) array; fully masked rows give zeros."""
+def exp_rows_(s):
+    """In place: s <- exp(s - row max); returns the row sums (1 for fully masked rows)."""
     m = s.max(axis=-1, keepdims=True)
     m[~np.isfinite(m)] = 0
     s -= m
     np.exp(s, out=s)
     tot = s.sum(axis=-1, keepdims=True)
     tot[tot == 0] = 1
-    s /= tot
+    return tot
+
+
+def softmax_rows_(s):
+    """In-place row softmax of a float32 (..., S) array; fully masked rows give zeros."""
+    s /= exp_rows_(s)
     return s
 
 
@@ -141,12 +146,7 @@ class IdealAttention(AttentionKernel):
                 sc = (qj @ keys[j, lo:hi].T).reshape(g, tb, s)
                 if bias is not None:
                     sc[:, :, free:] += bias
-                m = sc.max(axis=-1, keepdims=True)
-                m[~np.isfinite(m)] = 0
-                sc -= m
-                np.exp(sc, out=sc)
-                tot = sc.sum(axis=-1, keepdims=True)
-                tot[tot == 0] = 1
+                tot = exp_rows_(sc)
                 o = (sc.reshape(g * tb, s) @ values[j, lo:hi]).reshape(g, tb, d)
                 o /= tot  # normalise the (tb x d) output, not the (tb x s) weights
                 out[j * g:(j + 1) * g, b0:b1] = o

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..circuits.comparator import DEVICES, ComparatorParams
-from ..circuits.reram import K_BOLTZMANN
+from ..circuits.reram import K_BOLTZMANN, white_noise_pwl
 from ..params import Validated, param
 from .engine import SimulationFailed
 from .tasks import NO_CONVERGENCE, Analysis, Dataset, make_task, worker
@@ -84,7 +84,8 @@ def comparator_offsets(sim, task):
 @worker
 def comparator_noise(sim, task):
     """Input-pair gm from an operating point at the start of evaluation, then a transient with
-    the pair's channel noise (4kT gamma / gm per device, referred to the input) as trnoise."""
+    the pair's channel noise (4kT gamma / gm per device, referred to the input) as a seeded
+    white-noise source in series with each latch's input."""
     a = task.args
     p = ComparatorParams.from_dict(a["params"])
     sim.load(a["op_netlist"])
@@ -95,9 +96,12 @@ def comparator_noise(sim, task):
     density = 2 * 4 * kt * a["gamma"] / gm  # V^2/Hz, both devices referred to the input
     dt = 2 * p.t_edge  # noise bandwidth 1/(2 dt) = 12.5 GHz at 20 ps edges: well above the latch's
     sigma = math.sqrt(density / (2 * dt))
-    net = task.netlist.replace("NOISE_SIGMA", f"{sigma:.6g}").replace("NOISE_DT", f"{dt:.6g}")
-    sim.load(net)
     cycles, n = a["cycles"], a["n_inst"]
+    rng = np.random.default_rng(a["seed"])
+    net = task.netlist
+    for k in range(n):
+        net = net.replace(f"NOISE_{k}\n", white_noise_pwl(sigma, dt, cycles * p.t_clk, rng) + "\n", 1)
+    sim.load(net)
     try:
         _tran(sim, p, cycles)
         d, _ = _decisions(sim, p, n, cycles)  # (instance, dv)
@@ -211,11 +215,12 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
               + f"m2 din inn tail 0 {p.technology.nmos} W={p.w_in * 1e-6:.6g} L={p.l_in * 1e-6:.6g}\n"
               + f"mt tail clk 0 0 {p.technology.nmos} W={p.w_tail * 1e-6:.6g} L={p.l_min * 1e-6:.6g}\n"
               + f"vdip dip 0 {p.vdd}\nvdin din 0 {p.vdd}\n.end\n")
-        body = "".join(f"vnoise{k} inp{k} inp dc 0 trnoise(NOISE_SIGMA NOISE_DT 0 0)\n"
+        body = "".join(f"vnoise{k} inp{k} inp NOISE_{k}\n"
                        + p.instance(k, f"inp{k}", "inn") for k in range(s.noise_reps))
         net = p.header(f"{p.name} decision noise") + inputs(dvn) + body + ".end\n"
         t = make_task(FAMILY, "noise", 0, mod + ":comparator_noise", net, md, params=p.to_dict(), op_netlist=op,
-                      gamma=s.gamma, cycles=len(dvn), n_inst=s.noise_reps, dv=dvn.tolist(), options=opts)
+                      gamma=s.gamma, cycles=len(dvn), n_inst=s.noise_reps, dv=dvn.tolist(), seed=s.seed + 1,
+                      options=opts)
 
         def merge_noise(res):
             r = res[0]
@@ -231,7 +236,7 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
                     "status": Dataset(r["status"], "", "")}
         out.append(Analysis(FAMILY, "noise", [t], merge_noise, pj,
                             method="identical nominal latches side by side, each with its own input-pair channel "
-                                   "noise 2*4kT*gamma/gm as a trnoise source in series with inp; one decision per "
+                                   "noise 2*4kT*gamma/gm as a seeded white-noise source in series with inp; one decision per "
                                    "latch and differential input"))
 
     if want("delay") or want("energy"):

@@ -213,7 +213,7 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
         stop = t_off + e + 1e-9
         tasks = []
         for i, noise in enumerate((0.0, s.noise_dt)):
-            col = p.column("c0", [0.0] * p.rows, G, noise_dt=noise)
+            col = p.column("c0", [0.0] * p.rows, G, noise_dt=noise, noise_stop=stop, seed=s.seed + 3)
             for r, v in enumerate(V):  # DAC pulses instead of DC levels
                 col = col.replace(f"vdc0_{r} dc0_{r} 0 0\n",
                                   f"vdc0_{r} dc0_{r} 0 pwl(0 0 {t_on:.6g} 0 {t_on + e:.6g} {v:.9g} "
@@ -236,5 +236,5 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
                     "status": Dataset(np.concatenate([clean["status"], noisy["status"]]), "", "")}
         out.append(Analysis(FAMILY, "transient", tasks, merge_tr, pj,
                             method="transient of one random column; thermal noise of each cell as ngspice "
-                                   "trnoise (4kTG); TIA modelled as an ideal op-amp (its power is not counted)"))
+                                   "seeded white-noise PWL current (4kTG); TIA modelled as an ideal op-amp (its power is not counted)"))
     return out

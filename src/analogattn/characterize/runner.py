@@ -18,12 +18,12 @@ import json
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_bytes
 from .tasks import Analysis, Task, resolve
 
 RECYCLE = 8  # tasks per worker process before it is replaced
@@ -70,7 +70,7 @@ def ngspice_version(cache_dir: Path) -> str:
     with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
         version = ex.submit(_version_in_worker).result()
     if stamp:
-        _atomic_write_bytes(cache_dir / "ngspice-version.json",
+        write_bytes(cache_dir / "ngspice-version.json",
                             json.dumps({"stamp": stamp, "version": version}).encode())
     return version
 
@@ -78,21 +78,6 @@ def ngspice_version(cache_dir: Path) -> str:
 def _version_in_worker() -> str:
     from .engine import Simulator
     return Simulator.get().version
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Cache:
@@ -116,7 +101,7 @@ class Cache:
         import io
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
-        _atomic_write_bytes(self.path(key), buf.getvalue())
+        write_bytes(self.path(key), buf.getvalue())
 
 
 @contextlib.contextmanager

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .. import __version__
+from ..atomic import replacing
 from ..errors import AnalogAttnError
 
 SCHEMA = "analogattn-characterization/1"
@@ -25,10 +24,7 @@ SCHEMA = "analogattn-characterization/1"
 
 def write(out: Path, groups, ngspice_version: str) -> None:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMA
             f.attrs["package_version"] = __version__
@@ -62,13 +58,6 @@ def write(out: Path, groups, ngspice_version: str) -> None:
                     d = g.create_dataset(name, data=np.asarray(ds.data))
                     d.attrs["units"] = ds.units
                     d.attrs["description"] = ds.description
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _cell_name(a) -> str:

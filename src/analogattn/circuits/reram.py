@@ -27,6 +27,16 @@ from .technology import Technology
 K_BOLTZMANN = 1.380649e-23
 
 
+def white_noise_pwl(sigma: float, dt: float, t_stop: float, rng) -> str:
+    """A seeded white Gaussian sequence (sigma, one sample every dt, linear in between) as a
+    PWL source: what ngspice's trnoise does, but reproducible (trnoise's generator cannot be
+    reseeded through the shared library), so noisy runs cache and resume like any other."""
+    n = int(t_stop / dt) + 2
+    z = rng.standard_normal(n) * sigma
+    z[0] = 0.0
+    return "pwl(" + " ".join(f"{k * dt:.6g} {v:.6g}" for k, v in enumerate(z)) + ")"
+
+
 @dataclasses.dataclass(frozen=True)
 class ReramColumnParams(Validated):
     rows: int = param(64, "", 1, 1024, "cells in the column")
@@ -66,11 +76,12 @@ class ReramColumnParams(Validated):
     def header(self, title: str) -> str:
         return f"* {title}\n{self.technology.header()}.options temp={self.temperature:g} tnom=27\n"
 
-    def column(self, tag: str, v_in, g, noise_dt: float = 0.0) -> str:
+    def column(self, tag: str, v_in, g, noise_dt: float = 0.0, noise_stop: float = 0.0, seed: int = 0) -> str:
         """One column with fixed DAC voltages v_in[i] and conductances g[i] (S).
 
-        noise_dt > 0 adds a thermal-noise current source across every cell (ngspice
-        ``trnoise``; white, sigma = sqrt(4 k T G / (2 dt)) for samples every dt)."""
+        noise_dt > 0 adds a thermal-noise current source across every cell until noise_stop
+        (white, sigma = sqrt(4 k T G / (2 dt)) for samples every dt; seeded PWL)."""
+        rng = np.random.default_rng(seed)
         r = max(self.r_wire, 1e-6)  # SPICE needs a resistor > 0: 1 uOhm stands for none
         um = 1e-6
         out = [f"vsel{tag} sel{tag} 0 {self.v_sel}\n"]
@@ -88,7 +99,7 @@ class ReramColumnParams(Validated):
             if noise_dt > 0:
                 kt = K_BOLTZMANN * (self.temperature + 273.15)
                 sig = np.sqrt(4 * kt * gi / (2 * noise_dt))
-                out.append(f"in{n} m{n} bl{n} dc 0 trnoise({sig:.6g} {noise_dt:.6g} 0 0)\n")
+                out.append(f"in{n} m{n} bl{n} {white_noise_pwl(sig, noise_dt, noise_stop, rng)}\n")
         out.append(f"eamp{tag} out{tag} 0 0 sum{tag} {self.a_ol:.6g}\n"
                    f"rf{tag} sum{tag} out{tag} {self.r_f:.6g}\n")
         return "".join(out)

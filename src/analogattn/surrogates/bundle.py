@@ -8,14 +8,13 @@ coefficients or tables. Loading needs NumPy and h5py only.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .. import __version__
+from ..atomic import replacing
 from ..errors import AnalogAttnError
 from .models import KINDS
 
@@ -28,11 +27,7 @@ class BundleError(AnalogAttnError):
 
 
 def save(path, models: dict, source_digest: str, source_file: str = "") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "source_digest": source_digest,
                             "source_file": source_file, "package_version": __version__})
@@ -42,11 +37,6 @@ def save(path, models: dict, source_digest: str, source_file: str = "") -> None:
                     g.attrs[k] = v
                 for k, v in m.arrays().items():
                     g.create_dataset(k, data=np.asarray(v))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Bundle(dict):
