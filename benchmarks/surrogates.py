@@ -15,15 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of
 
 
-def best(fn, n=3):
-    b = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        b = min(b, time.perf_counter() - t)
-    return b
 
 
 def main():
@@ -40,11 +34,11 @@ def main():
     n = 10 ** 7
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 0.9, n), rng.uniform(0.45, 0.9, n)
-    floor = best(lambda: x * y)
+    floor = best_of(lambda: x * y)
     print(f"floor a*b on 1e7 float64: {floor * 1e3:7.1f} ms ({n / floor / 1e6:7.1f} M/s)")
     for name in ("gaincell.read_surface", "gaincell.read_surface_table", "gaincell.read_surface_poly"):
         if name in b:
-            t = best(lambda: b[name](x, y))
+            t = best_of(lambda: b[name](x, y))
             tgt = " (target <= 4x)" if name == "gaincell.read_surface" else ""
             print(f"{name:30s} [{b[name].kind:7s}] {t * 1e3:7.1f} ms ({n / t / 1e6:7.1f} M evals/s) "
                   f"= {t / floor:5.2f}x floor{tgt}")
@@ -54,8 +48,8 @@ def main():
         m = n // rows
         lv = rng.integers(0, col.iv_current.shape[0], (m, rows))
         v = rng.uniform(0, col.iv_v[-1], (m, rows))
-        t = best(lambda: col(lv, v))
-        fl = best(lambda: lv * v)
+        t = best_of(lambda: col(lv, v))
+        fl = best_of(lambda: lv * v)
         print(f"reram.column ({rows} rows x {m} columns = 1e7 cell inputs): {t * 1e3:7.1f} ms "
               f"({m / t / 1e6:6.2f} M columns/s, {n / t / 1e6:6.1f} M cells/s) = {t / fl:5.2f}x the a*b floor")
 

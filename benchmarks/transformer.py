@@ -18,17 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def best_of(fn, n=3):
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def gemm_gflops():

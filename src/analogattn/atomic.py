@@ -30,3 +30,18 @@ def write_bytes(path, data: bytes) -> None:
     with replacing(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def open_hdf5(path, what: str, hint: str, error=None):
+    """Open an HDF5 file for reading, or raise a one-line error naming ``what`` it should be."""
+    import h5py
+
+    from .errors import AnalogAttnError
+    error = error or AnalogAttnError
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist ({hint})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise error(f"{what} {path} is truncated or corrupted ({str(e).splitlines()[0]})") from None

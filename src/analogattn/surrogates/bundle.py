@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..atomic import replacing
+from ..atomic import open_hdf5, replacing
 from ..errors import AnalogAttnError
 from .models import KINDS
 
@@ -52,12 +52,7 @@ class Bundle(dict):
 
 def load(path) -> Bundle:
     path = Path(path)
-    if not path.exists():
-        raise BundleError(f"surrogate bundle {path} does not exist (run: analogattn fit)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise BundleError(f"surrogate bundle {path} is truncated or corrupted ({str(e).splitlines()[0]})") from None
+    f = open_hdf5(path, "surrogate bundle", "run: analogattn fit", BundleError)
     out = Bundle()
     try:
         with f:

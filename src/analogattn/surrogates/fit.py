@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from ..errors import AnalogAttnError
+from ..atomic import open_hdf5
 from . import models as M
 
 TARGETS = {"gaincell.read_surface": ("nrmse", 0.005), "reram.column": ("nrmse", 0.01),
@@ -173,12 +174,7 @@ def fit_delay(g):
 def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
     """{name: model} for everything the characterization file holds."""
     p = Path(char_path)
-    if not p.exists():
-        raise AnalogAttnError(f"characterization file {p} does not exist (run: analogattn characterize)")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise AnalogAttnError(f"{p} is not a readable HDF5 file ({e})") from None
+    f = open_hdf5(p, "characterization file", "run: analogattn characterize")
     out = {}
     with f:
         if f.attrs.get("schema") != "analogattn-characterization/1":
