@@ -1,10 +1,9 @@
 """Physics of the gain cell, from real ngspice runs on small grids."""
 import h5py
 import numpy as np
-import pytest
 
 from analogattn.characterize.engine import Simulator
-from analogattn.characterize.gaincell import _dc_grid, fit_decay
+from analogattn.characterize.gaincell import fit_decay
 from analogattn.circuits.gaincell import GainCellParams
 
 

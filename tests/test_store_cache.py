@@ -39,7 +39,6 @@ def test_units_and_provenance(small_char):
 def test_cache_hit_does_no_simulation(small_char, tmp_path):
     out, design, cache, first = small_char
     out2 = tmp_path / "again.h5"
-    t0 = time.perf_counter()
     r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", out2, "--cache-dir", cache, "-q")
     assert r.returncode == 0, r.stderr
     assert "run 0," in r.stdout and "failed 0" in r.stdout

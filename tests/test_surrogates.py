@@ -109,7 +109,7 @@ def test_export_load_round_trip_identical(fitted, tmp_path):
 def test_out_of_domain_is_clipped(fitted):
     b = bundle.load(fitted[1])
     s = b["gaincell.read_surface"]
-    (xl, xh), (yl, yh) = s.domain["x"], s.domain["y"]
+    (xl, xh), (_, yh) = s.domain["x"], s.domain["y"]
     assert s(np.array([xh + 1.0]), np.array([yh + 0.5]))[0] == s(np.array([xh]), np.array([yh]))[0]
     assert s(np.array([xl - 1.0]), np.array([0.6]))[0] == s(np.array([xl]), np.array([0.6]))[0]
     w = b["gaincell.write"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..circuits.gaincell import GainCellParams, GainCellSweep
 from .engine import SimulationFailed
-from .tasks import NO_CONVERGENCE, OK, SIM_ERROR, Analysis, Dataset, make_task, worker
+from .tasks import NO_CONVERGENCE, OK, Analysis, Dataset, make_task, worker
 
 FAMILY = "gaincell"
 

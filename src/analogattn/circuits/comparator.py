@@ -80,7 +80,7 @@ class ComparatorParams(Validated):
     def staircase(self, dv_values, reps: int = 1) -> str:
         """PWL of the differential input: each value held for ``reps`` clock cycles, changing
         in the middle of the reset phase."""
-        pts, t = [], 0.0
+        pts = []
         T, e = self.t_clk, self.t_edge
         for j, v in enumerate(dv_values):
             t0 = j * reps * T

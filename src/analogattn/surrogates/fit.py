@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..errors import AnalogAttnError

@@ -10,7 +10,7 @@ from ..errors import AnalogAttnError
 
 def _require():
     try:
-        import tokenizers  # noqa: F401
+        import tokenizers  # noqa: F401 (presence check)
     except ImportError:
         raise AnalogAttnError("the 'tokenizers' package is missing: pip install 'analogattn[models]'") from None
 
