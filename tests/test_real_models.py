@@ -39,6 +39,9 @@ def test_smollm2_reference_perplexity(smollm2):
     text = WIKI.read_text()[:20000]
     ids = smollm2.tokenizer.encode(text)
     assert len(ids) == 5153
+    from analogattn.evaluate.perplexity import stream_tokens
+    streamed = np.concatenate(list(stream_tokens(WIKI, smollm2.tokenizer, chunk_chars=3000, max_chars=20000)))
+    assert streamed.tolist() == ids
     r = perplexity(smollm2, ids, window=256, stride=256, max_scored=768, progress=False)
     assert r.scored == 768
     assert abs(r.perplexity / 19.349 - 1) < 1e-3, r.perplexity
@@ -95,7 +98,9 @@ def test_cli_run_tiny_gpt2_writes_json(tmp_path):
     r = run_cli("run", "--model", tmp_path / "g", "--text", txt, "--window", "16", "--json", out, "-q")
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
-    assert d["window"] == 16 and d["scored_tokens"] == d["tokens"] - 1 and d["perplexity"] > 1
+    from analogattn.transformer.loaders import load
+    n_tokens = len(load(str(tmp_path / "g")).tokenizer.encode(txt.read_text()))
+    assert d["window"] == 16 and d["scored_tokens"] == n_tokens - 1 and d["perplexity"] > 1
 
 
 # ---- optional reference: Hugging Face transformers (skips cleanly without torch) -----------

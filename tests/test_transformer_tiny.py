@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention.base import IdealAttention, Mask
-from analogattn.evaluate.perplexity import perplexity, windows
+from analogattn.evaluate.perplexity import perplexity, stream_tokens, windows
 from analogattn.transformer.cache import KVCache
 from analogattn.transformer.loaders import load
 from analogattn.transformer.models import embed_sentences
@@ -140,3 +140,27 @@ def test_perplexity_of_tiny_model_matches_direct_nll(tiny_gpt2):
         nll += [-lp[i, x[i + 1]] for i in range(len(x) - 1)]
     assert r.scored == len(ids) - 1
     assert abs(r.perplexity - math.exp(np.mean(nll))) < 1e-4 * r.perplexity
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 333, 10**6])
+def test_stream_tokens_equal_whole_file(tiny_gpt2, tmp_path, chunk):
+    m = tiny_gpt2[0]
+    text = "= Valkyria =\n\n the cat sat in the hat .\n  indented line\nthe 1990s , 42 dogs\n\n\nend"
+    f = tmp_path / "t.txt"
+    f.write_text(text * 5)
+    streamed = np.concatenate(list(stream_tokens(f, m.tokenizer, chunk_chars=chunk)))
+    assert streamed.tolist() == m.tokenizer.encode(text * 5)
+    part = np.concatenate(list(stream_tokens(f, m.tokenizer, chunk_chars=chunk, max_chars=40)))
+    assert part.tolist() == m.tokenizer.encode((text * 5)[:40])
+
+
+@pytest.mark.parametrize("window,stride,max_scored", [(8, 8, None), (8, 3, None), (16, 5, 20)])
+def test_streamed_perplexity_equals_in_memory(tiny_gpt2, window, stride, max_scored):
+    m = tiny_gpt2[0]
+    ids = np.array(m.tokenizer.encode("the cat sat in the hat and then the dog sat in a hat " * 4))
+    whole = perplexity(m, ids, window, stride, max_scored=max_scored, progress=False)
+    pieces = (ids[i:i + 5] for i in range(0, ids.size, 5))
+    streamed = perplexity(m, pieces, window, stride, max_scored=max_scored, progress=False)
+    assert streamed.scored == whole.scored == min(ids.size - 1, max_scored or 10**9)
+    assert abs(streamed.perplexity - whole.perplexity) < 1e-9 * whole.perplexity
+    assert streamed.windows == len(windows(ids.size, window, stride, max_scored))

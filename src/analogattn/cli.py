@@ -132,12 +132,16 @@ def cmd_run(args) -> int:
         if v is not None and v < 1:
             raise AnalogAttnError(f"--{name.replace('_', '-')} = {v} is not allowed (allowed: 1 or more)")
     kernel = _kernel(args.attention)
-    text, path = read_text(args.text, args.max_chars)
+    from .evaluate.texts import default_text_path
+    path = Path(args.text) if args.text else default_text_path()
+    if not path.is_file():
+        raise AnalogAttnError(f"--text {path}: no such file")
     t0 = time.perf_counter()
     model = load(args.model)
     load_s = time.perf_counter() - t0
     result = {"model": model.name, "text": str(path), "attention": kernel.name, "load_seconds": load_s}
     if model.config.arch == "bert":
+        text, _ = read_text(path, args.max_chars)
         lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 20][: args.max_sentences]
         t0 = time.perf_counter()
         emb = embed_sentences(model, lines, kernel)
@@ -151,12 +155,12 @@ def cmd_run(args) -> int:
         print(f"{model.name}: {len(lines)} sentences -> {emb.shape[1]}-d embeddings, mean pairwise cosine "
               f"{result['mean_pairwise_cosine']:.4f}")
     else:
+        from .evaluate.perplexity import stream_tokens
         window = args.window or 256
-        ids = model.tokenizer.encode(text)
-        r = perplexity(model, ids, window, args.stride, kernel, args.max_scored, progress=not args.quiet)
+        r = perplexity(model, stream_tokens(path, model.tokenizer, max_chars=args.max_chars), window, args.stride,
+                       kernel, args.max_scored, progress=not args.quiet)
         result.update(perplexity=r.perplexity, nll=r.nll, scored_tokens=r.scored, windows=r.windows,
-                      window=r.window, stride=r.stride, tokens=len(ids), tokens_per_s=r.tokens_per_s,
-                      seconds=r.seconds)
+                      window=r.window, stride=r.stride, tokens_per_s=r.tokens_per_s, seconds=r.seconds)
         print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
               f"({r.windows} windows of {r.window}, stride {r.stride}, {kernel.name} attention)")
     result["peak_rss_mb"] = _peak_rss_mb()

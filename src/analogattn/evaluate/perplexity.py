@@ -56,37 +56,91 @@ def windows(n_tokens: int, window: int, stride: int, max_scored: int | None = No
     return out
 
 
+def stream_tokens(path, tokenizer, chunk_chars: int = 1 << 20, max_chars: int | None = None):
+    """Token ids of a text file, read and tokenised a chunk at a time. A chunk ends after a
+    newline that is followed by a non-space character, where byte-level BPE pre-tokenisation
+    splits anyway, so the ids equal those of tokenising the whole file at once."""
+    carry, read = "", 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            want = chunk_chars if max_chars is None else min(chunk_chars, max_chars - read)
+            part = f.read(want) if want > 0 else ""
+            read += len(part)
+            text = carry + part
+            if not part:
+                if text:
+                    yield np.asarray(tokenizer.encode(text), dtype=np.int64)
+                return
+            cut = -1
+            i = text.rfind("\n", 0, len(text) - 1)
+            while i >= 0:
+                if not text[i + 1].isspace():
+                    cut = i + 1
+                    break
+                i = text.rfind("\n", 0, i)
+            if cut <= 0:
+                carry = text
+                continue
+            carry = text[cut:]
+            yield np.asarray(tokenizer.encode(text[:cut]), dtype=np.int64)
+
+
 def perplexity(model, tokens, window: int, stride: int | None = None, kernel=None,
                max_scored: int | None = None, progress: bool = True, mask=None) -> PerplexityResult:
+    """``tokens``: an array of ids, or an iterable of id arrays (see :func:`stream_tokens`);
+    windows are evaluated as soon as their tokens have arrived."""
     stride = stride or window
     if not 1 <= stride <= window:
         from ..errors import ParameterError
         raise ParameterError("stride", stride, f"1 to window ({window})")
-    tokens = np.asarray(tokens)
-    plan = windows(tokens.size, window, stride, max_scored)
+    chunks = iter([np.asarray(tokens)]) if isinstance(tokens, (np.ndarray, list)) else iter(tokens)
     kernel = kernel or IdealAttention()
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=sum(n for _, _, n in plan), desc="perplexity", unit="tok", file=sys.stderr,
-                   disable=None, dynamic_ncols=True)
-    nll, fed, t0 = [], 0, time.perf_counter()
-    for start, first, n in plan:
-        x = tokens[start:start + first + n]
+        bar = tqdm(total=max_scored, desc="perplexity", unit="tok", file=sys.stderr, disable=None,
+                   dynamic_ncols=True)
+    buf, offset, exhausted = np.zeros(0, np.int64), 0, False
+    nll, fed, n_windows, scored, start = [], 0, 0, 0, 0
+    t0 = time.perf_counter()
+    while True:
+        while not exhausted and offset + buf.size < start + window + 1:
+            nxt = next(chunks, None)
+            if nxt is None:
+                exhausted = True
+            else:
+                buf = np.concatenate([buf, np.asarray(nxt, np.int64)])
+        n_avail = offset + buf.size
+        length = min(window, n_avail - 1 - start)
+        first = 0 if start == 0 else window - stride
+        if length <= 0 or first >= length:
+            break
+        n = length - first
+        if max_scored is not None:
+            n = min(n, max_scored - scored)
+        if n <= 0:
+            break
+        x = buf[start - offset:start - offset + first + n]
+        tgt = buf[start - offset + first + 1:start - offset + first + n + 1]
         caches = model.new_caches(kernel)
         h = model.forward(x, caches=caches, kernel=kernel, mask=mask, logits="none")
-        tgt = tokens[start + first + 1:start + first + n + 1]
         for c0 in range(0, n, 128):  # logits in row chunks: (1024 x 49152) floats would be 200 MB
             c1 = min(n, c0 + 128)
             lp = ops.log_softmax(h[first + c0:first + c1] @ model.w["lm_head"])
             nll.append(-lp[np.arange(c1 - c0), tgt[c0:c1]].astype(np.float64))
         fed += x.size
+        scored += n
+        n_windows += 1
         if bar:
             bar.update(n)
+        start += stride
+        drop = start - offset
+        if drop > 0:
+            buf, offset = buf[drop:], offset + drop
     if bar:
         bar.close()
     nll = np.concatenate(nll) if nll else np.array([np.nan])
-    res = PerplexityResult(float(np.exp(nll.mean())), float(nll.mean()), int(nll.size), len(plan), window,
-                           stride, time.perf_counter() - t0)
+    res = PerplexityResult(float(np.exp(nll.mean())), float(nll.mean()), int(scored), n_windows, window, stride,
+                           time.perf_counter() - t0)
     res.fed = fed
     return res
