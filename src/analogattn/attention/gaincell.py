@@ -1,0 +1,275 @@
+"""Gain-cell attention: the KV cache lives in gain cells (work in progress, issue #6).
+
+Signal path per layer and head (after Leroux et al., arXiv 2409.19315; see
+../shared/reference/gaincell-attention.md), with every circuit effect from the surrogate bundle:
+
+- **write**: k and v pass per-head affine scalers to target voltages, are quantised to
+  ``storage_levels`` over [0, VDD], go through the write-transfer surrogate, and are stored with
+  their write time (token index x ``token_period``) in the kernel's own cache;
+- **decay**: stored (V - V_eq) decays as exp(-dt / tau(T)) (retention surrogate);
+- **scores** (first array): q passes its scaler to a signed pulse width in [-1, 1] quantised to
+  ``input_levels`` per sign. A negative pulse is applied in a second read phase with the
+  integrator sign inverted (two-phase signed input; pulses themselves are unsigned). The charge
+  of a product is pulse x t_max x I(V_store) from the read-surface surrogate at the read
+  amplitude; a column sums the charge of up to ``rows`` cells (head dims), per-tile outputs
+  clamped and digitised to ``output_levels``, tiles summed digitally;
+- **activation**: ``hardsigmoid`` (no softmax, no normalisation: phi(S) = clamp(S / s_sat, 0, 1)),
+  or ``softmax`` (an ADC of ``adc_bits`` on S, then a digital softmax);
+- **values** (second array): A = sum over keys of phi x t_max x I(V_value), keys in tiles of
+  ``rows`` tokens, each tile's output clamped to [-1, 1] of ``out_scale`` and digitised to
+  ``output_levels``, tiles summed digitally; then the output scaler.
+
+Decay with a non-linear cell is kept separable by expanding the cell current in powers of
+y = V - V_eq: I = sum_i c_i y^i, so S = sum_i c_i (U (Y^i)^T) .* D^i with D[t, s] = exp(-dt / tau)
+(the paper's form). Without decay the surrogate is evaluated directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..params import Validated, param
+from ..transformer.cache import KVCache
+from .base import AttentionKernel, exp_rows_
+
+
+@dataclasses.dataclass(frozen=True)
+class GainCellConfig(Validated):
+    input_levels: int = param(16, "", 0, 65536, "pulse-width levels per sign (0 = unquantised)")
+    storage_levels: int = param(8, "", 0, 65536, "stored-voltage levels over [0, VDD] (0 = unquantised)")
+    output_levels: int = param(32, "", 0, 65536, "levels of each tile's digitised output (0 = none)")
+    rows: int = param(64, "", 1, 65536, "rows per array: cells summed on one bit line")
+    token_period: float = param(65e-9, "s", 0.0, 1.0, "time between tokens (0 = no decay)")
+    temperature: float = param(27.0, "degC", -55.0, 150.0, "temperature of the retention model")
+    activation: str = param("softmax", choices=("softmax", "hardsigmoid"), doc="score activation")
+    adc_bits: int = param(8, "bits", 0, 24, "ADC on the scores before the digital softmax (0 = none)")
+    window: int = param(1024, "tokens", 0, 10**7, "causal sliding window (0 = unlimited)")
+    poly_degree: int = param(5, "", 1, 12, "degree of the cell expansion used when decay is on")
+    mismatch: bool = param(False, doc="fixed per-cell current deviation from the Monte Carlo surrogate")
+    read_noise: float = param(0.0, "", 0.0, 1.0, "per-read Gaussian noise, relative to a tile's full scale")
+    seed: int = param(0, "", 0, 2**31 - 1, "seed of mismatch and noise draws")
+
+
+@dataclasses.dataclass
+class CellModel:
+    """What the kernel needs of the circuit: cell current vs stored voltage at the read
+    amplitude, write transfer, retention. Built from a surrogate bundle, or ideal for tests."""
+
+    vdd: float
+    v_mid: float
+    current: callable            # I(V_store) at the read amplitude (A), vectorised
+    write: callable              # V_written -> V_stored
+    tau: float                   # retention time constant (s); inf = no decay
+    v_eq: float                  # voltage the stored value decays to
+    sigma: callable | None = None  # Monte Carlo sigma of the current at V_store (A)
+    t_max: float = 15e-9         # longest pulse (s)
+
+    @classmethod
+    def ideal(cls, g: float = 20e-6, vdd: float = 0.9):
+        """Linear cell, no decay, perfect write: the kernel then computes exact attention."""
+        mid = vdd / 2
+        return cls(vdd, mid, lambda v: g * (np.asarray(v) - mid), lambda v: np.asarray(v, float), np.inf, mid)
+
+    @classmethod
+    def from_bundle(cls, b, v_in: float | None = None, temperature: float = 27.0):
+        s = b.need("gaincell.read_surface")
+        (vlo, vhi), (_, yhi) = s.domain["x"], s.domain["y"]
+        v_read = yhi if v_in is None else v_in
+        w = b.need("gaincell.write")
+        r = b.need("gaincell.retention")
+        tau, veq = r.params_at(temperature)
+        var = b.get("gaincell.variation")
+        t_read = float(b["gaincell.t_read"]()) if "gaincell.t_read" in b else 15e-9
+        mid = 0.5 * (vlo + vhi)
+        return cls(vhi, mid, lambda v: s(v, np.full(np.shape(v), v_read)), w, tau, veq,
+                   (lambda v: var(v, np.full(np.shape(v), v_read))) if var is not None else None, t_read)
+
+
+def quantise(x, lo, hi, levels):
+    """Round x (clipped to [lo, hi]) to ``levels`` evenly spaced values (levels 0: clip only)."""
+    x = np.clip(x, lo, hi)
+    if levels and levels > 1:
+        step = (hi - lo) / (levels - 1)
+        x = lo + np.round((x - lo) / step) * step
+    return x
+
+
+def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0):
+    """sum_k weights[..., k] * cells[k, ...] with k in tiles of ``rows``: each tile's result is
+    clamped to [-full_scale, full_scale] and digitised to ``out_levels`` before the digital sum.
+    weights: (T, K); cells: (K, D) -> (T, D)."""
+    K = cells.shape[0]
+    out = np.zeros((weights.shape[0], cells.shape[1]), np.float64)
+    for k0 in range(0, K, rows):
+        part = weights[:, k0:k0 + rows] @ cells[k0:k0 + rows]
+        if rng is not None and noise > 0:
+            part = part + noise * full_scale * rng.standard_normal(part.shape)
+        if np.isfinite(full_scale):
+            part = quantise(part, -full_scale, full_scale, out_levels)
+        out += part
+    return out
+
+
+class GainCellCache(KVCache):
+    """Stored cell voltages of K and V (written, before decay) and their write times."""
+
+    def __init__(self, n_kv_heads, head_dim, capacity=256):
+        super().__init__(n_kv_heads, head_dim, capacity, dtype=np.float64)
+        self.mismatch_k = None
+        self.mismatch_v = None
+
+
+@dataclasses.dataclass
+class Scalers:
+    """Per-layer, per-head affine maps (arrays of shape (layers, heads))."""
+
+    a_q: np.ndarray
+    b_q: np.ndarray
+    a_k: np.ndarray
+    b_k: np.ndarray
+    a_v: np.ndarray
+    b_v: np.ndarray
+    a_o: np.ndarray
+    b_o: np.ndarray
+    s_sat: np.ndarray      # hardsigmoid saturation (charge units of t_max x I_fs)
+    out_scale: np.ndarray  # tile full scale of the value array (same units)
+
+    @classmethod
+    def identity(cls, layers, heads, kv_heads, cell: CellModel):
+        """q in [-1, 1] per unit, k and v centred on mid-rail with a 1 V/unit gain; the output
+        scaler undoes t_max x dI/dV so an ideal cell reproduces exact attention."""
+        one = np.ones((layers, heads))
+        kv1 = np.ones((layers, kv_heads))
+        gain = float((cell.current(cell.v_mid + 0.01) - cell.current(cell.v_mid - 0.01)) / 0.02) * cell.t_max
+        return cls(one.copy(), 0 * one, kv1.copy(), cell.v_mid * kv1, kv1.copy(), cell.v_mid * kv1,
+                   one / gain, 0 * one, np.full((layers, heads), np.inf), np.full((layers, heads), np.inf))
+
+
+class GainCellAttention(AttentionKernel):
+    name = "gaincell"
+
+    def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers):
+        self.cell, self.cfg, self.sc = cell, config, scalers
+        self.rng = np.random.default_rng(config.seed)
+        self._poly = None
+
+    def new_cache(self, layer, n_kv_heads, head_dim):
+        return GainCellCache(n_kv_heads, head_dim)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _store(self, x, a, b):
+        target = quantise(a[:, None, None] * x + b[:, None, None], 0.0, self.cell.vdd, self.cfg.storage_levels)
+        return np.asarray(self.cell.write(target), float)
+
+    def __call__(self, q, k, v, positions, mask, cache, layer):
+        sc = self.sc
+        cache.append(self._store(k, sc.a_k[layer], sc.b_k[layer]), self._store(v, sc.a_v[layer], sc.b_v[layer]),
+                     positions)
+        return self.attend(q, positions, mask, cache, layer)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _expansion(self):
+        """c_i of I(V_eq + y) = sum_i c_i y^i over the stored range (least squares)."""
+        if self._poly is None:
+            v = np.linspace(0.0, self.cell.vdd, 201)
+            y = v - self.cell.v_eq
+            self._poly = np.polynomial.polynomial.polyfit(y, self.cell.current(v), self.cfg.poly_degree)
+        return self._poly
+
+    def _full_scale(self):
+        """A tile's full-scale charge: ``rows`` cells at the largest current for a full pulse."""
+        c = self.cell
+        i_fs = float(np.max(np.abs(c.current(np.array([0.0, c.vdd])))))
+        return self.cfg.rows * c.t_max * i_fs if self.cfg.output_levels else np.inf
+
+    def _decays(self):
+        return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
+
+    def _scores(self, u, vk, D):
+        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d."""
+        c, cfg, full = self.cell, self.cfg, self._full_scale()
+        if not self._decays():
+            return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, cfg.output_levels, full,
+                             self.rng, cfg.read_noise)
+        y = vk - c.v_eq
+        out = np.zeros(D.shape)
+        for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims
+            part = np.zeros(D.shape)
+            for i, ci in enumerate(self._expansion()):
+                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * D ** i
+            out += self._digitise(part, full)
+        return out
+
+    def _values(self, p, vv, D):
+        """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of rows over s."""
+        c, cfg, full = self.cell, self.cfg, self._full_scale()
+        if not self._decays():
+            return tiled_sum(p, c.current(vv) * c.t_max, cfg.rows, cfg.output_levels, full, self.rng,
+                             cfg.read_noise)
+        y = vv - c.v_eq
+        out = np.zeros((p.shape[0], vv.shape[1]))
+        for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
+            sl = slice(k0, k0 + cfg.rows)
+            part = np.zeros_like(out)
+            for i, ci in enumerate(self._expansion()):
+                part += ((p[:, sl] * D[:, sl] ** i) @ (y[sl] ** i)) * (ci * c.t_max)
+            out += self._digitise(part, full)
+        return out
+
+    def _digitise(self, x, full):
+        cfg = self.cfg
+        if cfg.read_noise > 0 and np.isfinite(full):
+            x = x + cfg.read_noise * full * self.rng.standard_normal(x.shape)
+        return quantise(x, -full, full, cfg.output_levels) if np.isfinite(full) else x
+
+    def attend(self, q, positions, mask, cache, layer):
+        cfg, sc = self.cfg, self.sc
+        keys, values, kpos = cache.keys, cache.values, cache.positions
+        n_kv, S, d = keys.shape
+        H, T, _ = q.shape
+        g = H // n_kv
+        allowed = mask.allowed(positions, kpos)
+        if cfg.window:
+            allowed &= kpos[None, :] > positions[:, None] - cfg.window
+        D = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * cfg.token_period / self.cell.tau) \
+            if self._decays() else None
+        gain = self._gain()
+        out = np.empty((H, T, d), np.float64)
+        for h in range(H):
+            j = h // g
+            u = sc.a_q[layer, h] * q[h].astype(np.float64) + sc.b_q[layer, h]
+            u = np.sign(u) * quantise(np.abs(u), 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
+            s = self._scores(u, keys[j], D)  # (T, S) charge
+            if cfg.activation == "hardsigmoid":
+                p = np.clip(s / sc.s_sat[layer, h], 0.0, 1.0)
+                p = np.where(allowed, p, 0.0)
+            else:
+                # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d)
+                z = s / (gain * sc.a_q[layer, h] * sc.a_k[layer, j] * np.sqrt(d))
+                if cfg.adc_bits and allowed.any():
+                    lim = float(np.max(np.abs(z[allowed])))
+                    z = quantise(z, -lim, lim, 2 ** cfg.adc_bits)
+                z = np.where(allowed, z, -np.inf)
+                p = z / exp_rows_(z)
+            p = quantise(p, 0.0, 1.0, cfg.input_levels)
+            a = self._values(p, values[j], D)  # (T, d)
+            out[h] = sc.a_o[layer, h] * a / sc.a_v[layer, j] + sc.b_o[layer, h]
+        return out.astype(q.dtype)
+
+    def _gain(self):
+        c = self.cell
+        return float((c.current(c.v_mid + 0.01) - c.current(c.v_mid - 0.01)) / 0.02) * c.t_max
+
+
+def ideal_kernel(layers, heads, kv_heads):
+    """Ideal cell, unquantised, no decay, softmax without ADC: equals exact attention."""
+    cell = CellModel.ideal()
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
+                         window=0)
+    return GainCellAttention(cell, cfg, Scalers.identity(layers, heads, kv_heads, cell))
+
+
+__all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "tiled_sum",
+           "ideal_kernel", "ParameterError"]

@@ -1,0 +1,105 @@
+"""Gain-cell attention kernel (work in progress for issue #6): exact limits and hand-computed cases."""
+import numpy as np
+import pytest
+
+from analogattn.attention.base import IdealAttention, Mask
+from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, Scalers, ideal_kernel,
+                                           quantise, tiled_sum)
+from analogattn.transformer.cache import KVCache
+
+
+def _qkv(H=6, KV=2, T=40, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    # values within the cell's linear range after the identity scalers: |k|, |v| < 0.45, |q| < 1
+    return (rng.uniform(-1, 1, (H, T, d)).astype(np.float32), rng.uniform(-0.4, 0.4, (KV, T, d)).astype(np.float32),
+            rng.uniform(-0.4, 0.4, (KV, T, d)).astype(np.float32))
+
+
+def test_ideal_cell_equals_ideal_attention():
+    q, k, v = _qkv()
+    pos = np.arange(q.shape[1])
+    want = IdealAttention()(q, k, v, pos, Mask(), KVCache(2, 16), 0)
+    ker = ideal_kernel(1, 6, 2)
+    got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_ideal_cell_incremental_equals_prefill():
+    q, k, v = _qkv(T=12)
+    pos = np.arange(12)
+    ker = ideal_kernel(1, 6, 2)
+    full = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    c = ker.new_cache(0, 2, 16)
+    rows = [ker(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], pos[t:t + 1], Mask(), c, 0) for t in range(12)]
+    assert np.abs(np.concatenate(rows, axis=1) - full).max() < 1e-5
+
+
+def test_quantise_values():
+    x = np.array([-0.2, 0.0, 0.1, 0.26, 0.9, 1.3])
+    assert np.allclose(quantise(x, 0.0, 0.9, 4), [0.0, 0.0, 0.0, 0.3, 0.9, 0.9])
+    assert np.allclose(quantise(x, 0.0, 1.0, 0), [0.0, 0.0, 0.1, 0.26, 0.9, 1.0])
+
+
+def test_tiled_sum_clamps_each_tile():
+    w = np.ones((1, 6))
+    cells = np.ones((6, 1))
+    # tiles of 4 and 2 rows: 4 -> clamped to 3, 2 stays 2 -> 5 (an untiled sum would give 6)
+    assert tiled_sum(w, cells, 4, 0, 3.0)[0, 0] == 5.0
+    assert tiled_sum(w, cells, 6, 0, np.inf)[0, 0] == 6.0
+    # digitised to 4 levels over [-3, 3]: 2 -> 1 (levels -3, -1, 1, 3), 3 -> 3
+    assert tiled_sum(w, cells, 4, 4, 3.0)[0, 0] == 4.0
+
+
+def test_decay_hand_computed():
+    """One key written at t=0, read by a query 10 tokens later: its stored (V - V_eq) has decayed
+    by exp(-10 T / tau), so the score (linear cell) scales by the same factor."""
+    tau, period = 1e-6, 1e-8
+    cell = CellModel(0.9, 0.45, lambda v: 20e-6 * (np.asarray(v) - 0.45), lambda v: np.asarray(v, float), tau, 0.45)
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=period, adc_bits=0,
+                         window=0, activation="hardsigmoid", poly_degree=1)
+    sc = Scalers.identity(1, 1, 1, cell)
+    sc.s_sat[:] = 1e9  # linear region of the hardsigmoid: p = S / s_sat
+    ker = GainCellAttention(cell, cfg, sc)
+    c = ker.new_cache(0, 1, 2)
+    k = np.array([[[0.3, -0.1]]], np.float32)
+    v = np.array([[[0.2, 0.1]]], np.float32)
+    q = np.array([[[0.5, 0.5]]], np.float32)
+    ker(q, k, v, np.array([0]), Mask(), c, 0)
+    s_now = 15e-9 * 20e-6 * (0.5 * 0.3 + 0.5 * -0.1)
+    out = ker(q, k * 0, v * 0, np.array([10]), Mask(), c, 0)  # second key stores mid-rail (zero)
+    f = np.exp(-10 * period / tau)
+    p_old = s_now * f / 1e9
+    # value array: p_old x t_max x g x (0.2 f, 0.1 f), divided by the output gain t_max g
+    assert np.allclose(out[0, 0], [p_old * 0.2 * f, p_old * 0.1 * f], rtol=1e-6)
+
+
+def test_storage_levels_and_write_transfer_apply():
+    cell = CellModel(0.9, 0.45, lambda v: 20e-6 * (np.asarray(v) - 0.45), lambda v: 0.9 * np.asarray(v, float),
+                     np.inf, 0.45)
+    cfg = GainCellConfig(storage_levels=4, token_period=0.0)
+    ker = GainCellAttention(cell, cfg, Scalers.identity(1, 1, 1, cell))
+    c = ker.new_cache(0, 1, 1)
+    ker(np.zeros((1, 1, 1), np.float32), np.array([[[0.2]]], np.float32), np.array([[[-0.5]]], np.float32),
+        np.array([0]), Mask(), c, 0)
+    # k: 0.45 + 0.2 = 0.65 -> nearest of (0, 0.3, 0.6, 0.9) = 0.6 -> write 0.9 x 0.6 = 0.54
+    assert np.isclose(c.keys[0, 0, 0], 0.54)
+    # v: 0.45 - 0.5 = -0.05 -> clipped to 0 -> 0
+    assert np.isclose(c.values[0, 0, 0], 0.0)
+
+
+def test_sliding_window_limits_keys():
+    q, k, v = _qkv(T=30)
+    pos = np.arange(30)
+    ker = ideal_kernel(1, 6, 2)
+    ker.cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
+                             window=5)
+    got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    want = IdealAttention()(q, k, v, pos, Mask("sliding", 5), KVCache(2, 16), 0)
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_bad_config_names_field():
+    with pytest.raises(ValueError, match="activation"):
+        GainCellConfig(activation="relu")
+    with pytest.raises(ValueError, match="storage_levels"):
+        GainCellConfig(storage_levels=-1)
