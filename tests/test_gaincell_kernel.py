@@ -56,7 +56,7 @@ def test_decay_hand_computed():
     tau, period = 1e-6, 1e-8
     cell = CellModel(0.9, 0.45, lambda v: 20e-6 * (np.asarray(v) - 0.45), lambda v: np.asarray(v, float), tau, 0.45)
     cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=period, adc_bits=0,
-                         window=0, activation="hardsigmoid", poly_degree=1)
+                         window=0, activation="hardsigmoid", poly_degree=1, predistort=False)
     sc = Scalers.identity(1, 1, 1, cell)
     sc.s_sat[:] = 1e9  # linear region of the hardsigmoid: p = S / s_sat
     ker = GainCellAttention(cell, cfg, sc)
@@ -76,7 +76,7 @@ def test_decay_hand_computed():
 def test_storage_levels_and_write_transfer_apply():
     cell = CellModel(0.9, 0.45, lambda v: 20e-6 * (np.asarray(v) - 0.45), lambda v: 0.9 * np.asarray(v, float),
                      np.inf, 0.45)
-    cfg = GainCellConfig(storage_levels=4, token_period=0.0)
+    cfg = GainCellConfig(storage_levels=4, token_period=0.0, predistort=False)
     ker = GainCellAttention(cell, cfg, Scalers.identity(1, 1, 1, cell))
     c = ker.new_cache(0, 1, 1)
     ker(np.zeros((1, 1, 1), np.float32), np.array([[[0.2]]], np.float32), np.array([[[-0.5]]], np.float32),
@@ -92,7 +92,7 @@ def test_sliding_window_limits_keys():
     pos = np.arange(30)
     ker = ideal_kernel(1, 6, 2)
     ker.cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
-                             window=5)
+                             window=5, predistort=False)
     got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     want = IdealAttention()(q, k, v, pos, Mask("sliding", 5), KVCache(2, 16), 0)
     assert np.abs(got - want).max() < 1e-5
@@ -103,3 +103,23 @@ def test_bad_config_names_field():
         GainCellConfig(activation="relu")
     with pytest.raises(ValueError, match="storage_levels"):
         GainCellConfig(storage_levels=-1)
+
+
+def test_predistortion_linearises_a_nonlinear_cell():
+    """A strongly non-linear cell (cubic current, compressive write): writing through the inverse
+    curves makes the read current linear in k and v, so attention is exact again."""
+    cell = CellModel(0.9, 0.45, lambda v: 5e-6 * (np.asarray(v) - 0.45) + 60e-6 * (np.asarray(v) - 0.45) ** 3,
+                     lambda v: 0.8 * np.asarray(v, float) + 0.05, np.inf, 0.45)
+    base = dict(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0, window=0)
+    q, k, v = _qkv()
+    pos = np.arange(q.shape[1])
+    want = IdealAttention()(q, k, v, pos, Mask(), KVCache(2, 16), 0)
+    sc = Scalers.identity(1, 6, 2, cell)
+    sc.a_k[:] = sc.a_v[:] = 2.0  # |k|, |v| <= 0.4 -> current fractions <= 0.8
+    on = GainCellAttention(cell, GainCellConfig(**base, predistort=True), sc)
+    got = on(q, k, v, pos, Mask(), on.new_cache(0, 2, 16), 0)
+    assert np.abs(got - want).max() < 2e-3
+    sc_off = Scalers.identity(1, 6, 2, cell)
+    off = GainCellAttention(cell, GainCellConfig(**base, predistort=False), sc_off)
+    bad = off(q, k, v, pos, Mask(), off.new_cache(0, 2, 16), 0)
+    assert np.abs(bad - want).max() > 10 * np.abs(got - want).max()

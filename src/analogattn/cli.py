@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .errors import AnalogAttnError
 
 
@@ -108,19 +110,40 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _kernel(name: str):
+def _kernel(name: str, args=None, model=None, text_path=None):
     from .attention import IdealAttention
-    kernels = {"ideal": IdealAttention}
-    if name not in kernels:
-        raise AnalogAttnError(f"--attention {name!r} is not available (allowed: {', '.join(kernels)})")
-    return kernels[name]()
+    if name == "ideal":
+        return IdealAttention()
+    if name == "gaincell":
+        return _gaincell_kernel(args, model, text_path)
+    raise AnalogAttnError(f"--attention {name!r} is not available (allowed: ideal, gaincell)")
+
+
+def _gaincell_kernel(args, model, text_path):
+    """Gain-cell kernel from a surrogate bundle, range-calibrated on the first windows of the text
+    (work in progress for issue #6)."""
+    from .attention.gaincell import CellModel, GainCellAttention, GainCellConfig, calibrate_ranges
+    from .evaluate.perplexity import stream_tokens
+    from .surrogates import bundle
+    if not getattr(args, "surrogates", None):
+        raise AnalogAttnError("--attention gaincell needs --surrogates FILE (made by: analogattn fit)")
+    b = bundle.load(args.surrogates)
+    cfg = GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
+                         output_levels=args.output_levels, token_period=args.token_period,
+                         temperature=args.temperature, activation=args.activation,
+                         window=args.window or 0)
+    cell = CellModel.from_bundle(b, temperature=cfg.temperature)
+    ids = np.concatenate(list(stream_tokens(text_path, model.tokenizer, max_chars=20000)))
+    w = args.window or 256
+    kernel = GainCellAttention(cell, cfg, None)
+    kernel.sc = calibrate_ranges(model, [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)], cell,
+                                 kernel=kernel)
+    return kernel
 
 
 def cmd_run(args) -> int:
     import json
     import time
-
-    import numpy as np
 
     from .evaluate.perplexity import perplexity
     from .evaluate.texts import read_text
@@ -131,14 +154,16 @@ def cmd_run(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise AnalogAttnError(f"--{name.replace('_', '-')} = {v} is not allowed (allowed: 1 or more)")
-    kernel = _kernel(args.attention)
     from .evaluate.texts import default_text_path
     path = Path(args.text) if args.text else default_text_path()
     if not path.is_file():
         raise AnalogAttnError(f"--text {path}: no such file")
+    if args.attention not in ("ideal", "gaincell"):
+        raise AnalogAttnError(f"--attention {args.attention!r} is not available (allowed: ideal, gaincell)")
     t0 = time.perf_counter()
     model = load(args.model)
     load_s = time.perf_counter() - t0
+    kernel = _kernel(args.attention, args, model, path)
     result = {"model": model.name, "text": str(path), "attention": kernel.name, "load_seconds": load_s}
     if model.config.arch == "bert":
         text, _ = read_text(path, args.max_chars)
@@ -211,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-scored", type=int, default=None, help="stop after this many scored tokens")
     r.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
     r.add_argument("--max-sentences", type=int, default=64, help="encoder: sentences to embed")
-    r.add_argument("--attention", default="ideal")
+    r.add_argument("--attention", default="ideal", help="ideal | gaincell (work in progress)")
+    r.add_argument("--surrogates", help="surrogate bundle for circuit kernels")
+    r.add_argument("--storage-levels", type=int, default=8)
+    r.add_argument("--input-levels", type=int, default=16)
+    r.add_argument("--output-levels", type=int, default=32)
+    r.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
+    r.add_argument("--temperature", type=float, default=27.0)
+    r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
     r.add_argument("--json", help="write the result as JSON here")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_run)

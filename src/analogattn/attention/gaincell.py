@@ -50,6 +50,8 @@ class GainCellConfig(Validated):
     mismatch: bool = param(False, doc="fixed per-cell current deviation from the Monte Carlo surrogate")
     read_noise: float = param(0.0, "", 0.0, 1.0, "per-read Gaussian noise, relative to a tile's full scale")
     seed: int = param(0, "", 0, 2**31 - 1, "seed of mismatch and noise draws")
+    predistort: bool = param(True, doc="write through the inverse cell and write-transfer curves, so the "
+                                       "read current (not the voltage) is linear in k and v")
 
 
 @dataclasses.dataclass
@@ -133,8 +135,9 @@ class Scalers:
     b_v: np.ndarray
     a_o: np.ndarray
     b_o: np.ndarray
-    s_sat: np.ndarray      # hardsigmoid saturation (charge units of t_max x I_fs)
-    out_scale: np.ndarray  # tile full scale of the value array (same units)
+    s_sat: np.ndarray        # hardsigmoid saturation (charge, C)
+    score_scale: np.ndarray  # full scale of a score tile's digitised output (charge, C)
+    out_scale: np.ndarray    # full scale of a value tile's digitised output (charge, C)
 
     @classmethod
     def identity(cls, layers, heads, kv_heads, cell: CellModel):
@@ -143,8 +146,12 @@ class Scalers:
         one = np.ones((layers, heads))
         kv1 = np.ones((layers, kv_heads))
         gain = float((cell.current(cell.v_mid + 0.01) - cell.current(cell.v_mid - 0.01)) / 0.02) * cell.t_max
+        i_fs = float(np.max(np.abs(cell.current(np.array([0.0, cell.vdd])))))
+        # physical full scales: every cell of a 64-row score column at full current; a value tile
+        # driven by softmax weights (sum <= 1) at most one full-current cell's charge
         return cls(one.copy(), 0 * one, kv1.copy(), cell.v_mid * kv1, kv1.copy(), cell.v_mid * kv1,
-                   one / gain, 0 * one, np.full((layers, heads), np.inf), np.full((layers, heads), np.inf))
+                   one / gain, 0 * one, np.full((layers, heads), np.inf), 64 * cell.t_max * i_fs * one,
+                   cell.t_max * i_fs * one)
 
 
 class GainCellAttention(AttentionKernel):
@@ -159,9 +166,36 @@ class GainCellAttention(AttentionKernel):
         return GainCellCache(n_kv_heads, head_dim)
 
     # -- writing ------------------------------------------------------------------------------
+    def _inverse_tables(self):
+        """Monotone tables of the cell current and the write transfer, for pre-distortion."""
+        if getattr(self, "_inv", None) is None:
+            c = self.cell
+            v = np.linspace(0.0, c.vdd, 2001)
+            w = np.asarray(c.write(v), float)
+            w = np.maximum.accumulate(w)  # monotone for inversion
+            v_max = float(w.max())  # highest storable voltage
+            vs = np.linspace(0.0, v_max, 2001)
+            i = np.asarray(c.current(vs), float)
+            i_sym = float(min(abs(i[0]), abs(i[-1])))
+            self._inv = (v, w, vs, i, i_sym)
+        return self._inv
+
+    def unit_charge(self) -> float:
+        """Charge per unit of scaled key/value (and unit pulse): t_max x I_sym with
+        pre-distortion, t_max x dI/dV at mid-rail without."""
+        if self.cfg.predistort:
+            return self.cell.t_max * self._inverse_tables()[4]
+        return self._gain()
+
     def _store(self, x, a, b):
-        target = quantise(a[:, None, None] * x + b[:, None, None], 0.0, self.cell.vdd, self.cfg.storage_levels)
-        return np.asarray(self.cell.write(target), float)
+        if not self.cfg.predistort:
+            target = quantise(a[:, None, None] * x + b[:, None, None], 0.0, self.cell.vdd, self.cfg.storage_levels)
+            return np.asarray(self.cell.write(target), float)
+        v, w, vs, i, i_sym = self._inverse_tables()
+        frac = quantise(a[:, None, None] * x, -1.0, 1.0, self.cfg.storage_levels)
+        v_target = np.interp(frac * i_sym, i, vs)   # voltage whose read current is frac x I_sym
+        v_write = np.interp(v_target, w, v)          # what to drive so the cell ends there
+        return np.asarray(self.cell.write(v_write), float)
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
         sc = self.sc
@@ -178,18 +212,14 @@ class GainCellAttention(AttentionKernel):
             self._poly = np.polynomial.polynomial.polyfit(y, self.cell.current(v), self.cfg.poly_degree)
         return self._poly
 
-    def _full_scale(self):
-        """A tile's full-scale charge: ``rows`` cells at the largest current for a full pulse."""
-        c = self.cell
-        i_fs = float(np.max(np.abs(c.current(np.array([0.0, c.vdd])))))
-        return self.cfg.rows * c.t_max * i_fs if self.cfg.output_levels else np.inf
 
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
-    def _scores(self, u, vk, D):
+    def _scores(self, u, vk, D, full):
         """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d."""
-        c, cfg, full = self.cell, self.cfg, self._full_scale()
+        c, cfg = self.cell, self.cfg
+        full = full if cfg.output_levels else np.inf
         if not self._decays():
             return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, cfg.output_levels, full,
                              self.rng, cfg.read_noise)
@@ -202,9 +232,10 @@ class GainCellAttention(AttentionKernel):
             out += self._digitise(part, full)
         return out
 
-    def _values(self, p, vv, D):
+    def _values(self, p, vv, D, full):
         """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of rows over s."""
-        c, cfg, full = self.cell, self.cfg, self._full_scale()
+        c, cfg = self.cell, self.cfg
+        full = full if cfg.output_levels else np.inf
         if not self._decays():
             return tiled_sum(p, c.current(vv) * c.t_max, cfg.rows, cfg.output_levels, full, self.rng,
                              cfg.read_noise)
@@ -235,13 +266,13 @@ class GainCellAttention(AttentionKernel):
             allowed &= kpos[None, :] > positions[:, None] - cfg.window
         D = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * cfg.token_period / self.cell.tau) \
             if self._decays() else None
-        gain = self._gain()
+        gain = self.unit_charge()
         out = np.empty((H, T, d), np.float64)
         for h in range(H):
             j = h // g
             u = sc.a_q[layer, h] * q[h].astype(np.float64) + sc.b_q[layer, h]
             u = np.sign(u) * quantise(np.abs(u), 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
-            s = self._scores(u, keys[j], D)  # (T, S) charge
+            s = self._scores(u, keys[j], D, sc.score_scale[layer, h])  # (T, S) charge
             if cfg.activation == "hardsigmoid":
                 p = np.clip(s / sc.s_sat[layer, h], 0.0, 1.0)
                 p = np.where(allowed, p, 0.0)
@@ -254,8 +285,8 @@ class GainCellAttention(AttentionKernel):
                 z = np.where(allowed, z, -np.inf)
                 p = z / exp_rows_(z)
             p = quantise(p, 0.0, 1.0, cfg.input_levels)
-            a = self._values(p, values[j], D)  # (T, d)
-            out[h] = sc.a_o[layer, h] * a / sc.a_v[layer, j] + sc.b_o[layer, h]
+            a = self._values(p, values[j], D, sc.out_scale[layer, h])  # (T, d)
+            out[h] = sc.a_o[layer, h] * a * (self._gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
         return out.astype(q.dtype)
 
     def _gain(self):
@@ -267,9 +298,63 @@ def ideal_kernel(layers, heads, kv_heads):
     """Ideal cell, unquantised, no decay, softmax without ADC: equals exact attention."""
     cell = CellModel.ideal()
     cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
-                         window=0)
+                         window=0, predistort=False)
     return GainCellAttention(cell, cfg, Scalers.identity(layers, heads, kv_heads, cell))
 
 
 __all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "tiled_sum",
            "ideal_kernel", "ParameterError"]
+
+
+class _Recorder:
+    """Wraps a kernel and records per-layer, per-head statistics of q, k, v (for calibration)."""
+
+    def __init__(self, inner, layers, heads, kv_heads, quantile):
+        self.inner, self.name, self.quantile = inner, "recorder", quantile
+        self.q = [[[] for _ in range(heads)] for _ in range(layers)]
+        self.k = [[[] for _ in range(kv_heads)] for _ in range(layers)]
+        self.v = [[[] for _ in range(kv_heads)] for _ in range(layers)]
+        self.qk = [[[] for _ in range(heads)] for _ in range(layers)]
+
+    def new_cache(self, layer, n_kv_heads, head_dim):
+        return self.inner.new_cache(layer, n_kv_heads, head_dim)
+
+    def __call__(self, q, k, v, positions, mask, cache, layer):
+        g = q.shape[0] // k.shape[0]
+        for h in range(q.shape[0]):
+            self.q[layer][h].append(np.quantile(np.abs(q[h]), self.quantile))
+            self.qk[layer][h].append(np.quantile(np.abs(q[h] @ k[h // g].T), self.quantile))
+        for j in range(k.shape[0]):
+            self.k[layer][j].append(np.quantile(np.abs(k[j]), self.quantile))
+            self.v[layer][j].append(np.quantile(np.abs(v[j]), self.quantile))
+        return self.inner(q, k, v, positions, mask, cache, layer)
+
+
+def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.999, headroom: float = 0.9,
+                     kernel: "GainCellAttention | None" = None):
+    """Training-free range calibration: per layer and head, the ``quantile`` of |q| maps to a full
+    pulse and that of |k| and |v| to ``headroom`` x (VDD/2) around mid-rail. Output scaler:
+    1 / (t_max dI/dV) so a linear cell gives back sum p v. (A first calibration; the paper's
+    mean/std matching and a least-squares output fit are the next step of issue #6.)"""
+    from .base import IdealAttention
+    c = model.config
+    rec = _Recorder(IdealAttention(), c.n_layers, c.n_heads, c.n_kv_heads, quantile)
+    for ids in token_windows:
+        model.forward(ids, caches=model.new_caches(rec), kernel=rec, logits="none")
+    qs = np.array([[np.mean(x) for x in layer] for layer in rec.q])
+    ks = np.array([[np.mean(x) for x in layer] for layer in rec.k])
+    vs = np.array([[np.mean(x) for x in layer] for layer in rec.v])
+    sc = Scalers.identity(c.n_layers, c.n_heads, c.n_kv_heads, cell)
+    predistort = kernel is not None and kernel.cfg.predistort
+    half = headroom if predistort else headroom * cell.vdd / 2  # fraction of I_sym, or volts
+    sc.a_q = 1.0 / np.maximum(qs, 1e-9)
+    sc.a_k = half / np.maximum(ks, 1e-9)
+    sc.a_v = half / np.maximum(vs, 1e-9)
+    # score tiles: full scale at the quantile of |q.k| mapped through the scalers and the cell gain
+    qk = np.array([[np.mean(x) for x in layer] for layer in rec.qk])
+    gain = kernel.unit_charge() if kernel is not None else \
+        float((cell.current(cell.v_mid + 0.01) - cell.current(cell.v_mid - 0.01)) / 0.02) * cell.t_max
+    kv_of = np.arange(c.n_heads) // (c.n_heads // c.n_kv_heads)
+    sc.score_scale = gain * sc.a_q * sc.a_k[:, kv_of] * qk
+    sc.out_scale = gain * sc.a_v[:, kv_of] * vs[:, kv_of]  # a value tile's output at most ~ max |v|
+    return sc
