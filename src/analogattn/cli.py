@@ -130,7 +130,7 @@ def _gaincell_kernel(args, model, text_path):
     b = bundle.load(args.surrogates)
     cfg = GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
                          output_levels=args.output_levels, token_period=args.token_period,
-                         temperature=args.temperature, activation=args.activation,
+                         temperature=args.temperature, activation=args.activation, adc_bits=args.adc_bits,
                          window=args.window or 0)
     cell = CellModel.from_bundle(b, temperature=cfg.temperature)
     ids = np.concatenate(list(stream_tokens(text_path, model.tokenizer, max_chars=20000)))
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input-levels", type=int, default=16)
     r.add_argument("--output-levels", type=int, default=32)
     r.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
+    r.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
     r.add_argument("--temperature", type=float, default=27.0)
     r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
     r.add_argument("--json", help="write the result as JSON here")

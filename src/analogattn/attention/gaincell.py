@@ -12,7 +12,7 @@ Signal path per layer and head (after Leroux et al., arXiv 2409.19315; see
   integrator sign inverted (two-phase signed input; pulses themselves are unsigned). The charge
   of a product is pulse x t_max x I(V_store) from the read-surface surrogate at the read
   amplitude; a column sums the charge of up to ``rows`` cells (head dims), per-tile outputs
-  clamped and digitised to ``output_levels``, tiles summed digitally;
+  clamped to the charge-to-pulse range and passed on in analog (not digitised);
 - **activation**: ``hardsigmoid`` (no softmax, no normalisation: phi(S) = clamp(S / s_sat, 0, 1)),
   or ``softmax`` (an ADC of ``adc_bits`` on S, then a digital softmax);
 - **values** (second array): A = sum over keys of phi x t_max x I(V_value), keys in tiles of
@@ -92,7 +92,7 @@ class CellModel:
 def quantise(x, lo, hi, levels):
     """Round x (clipped to [lo, hi]) to ``levels`` evenly spaced values (levels 0: clip only)."""
     x = np.clip(x, lo, hi)
-    if levels and levels > 1:
+    if levels and levels > 1 and hi > lo:
         step = (hi - lo) / (levels - 1)
         x = lo + np.round((x - lo) / step) * step
     return x
@@ -217,19 +217,22 @@ class GainCellAttention(AttentionKernel):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
     def _scores(self, u, vk, D, full):
-        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d."""
+        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
+        each clamped to +-full (the charge-to-pulse stage's range) but not digitised: the score
+        goes on in analog (to the hardsigmoid pulse, or to the ADC before the softmax)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else np.inf
+        levels, cfg = cfg.output_levels, dataclasses.replace(cfg, output_levels=0)
+        del levels
         if not self._decays():
-            return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, cfg.output_levels, full,
-                             self.rng, cfg.read_noise)
+            return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
         y = vk - c.v_eq
         out = np.zeros(D.shape)
         for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims
             part = np.zeros(D.shape)
             for i, ci in enumerate(self._expansion()):
                 part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * D ** i
-            out += self._digitise(part, full)
+            out += self._digitise(part, full, levels=0)
         return out
 
     def _values(self, p, vv, D, full):
@@ -249,11 +252,12 @@ class GainCellAttention(AttentionKernel):
             out += self._digitise(part, full)
         return out
 
-    def _digitise(self, x, full):
+    def _digitise(self, x, full, levels=None):
         cfg = self.cfg
+        levels = cfg.output_levels if levels is None else levels
         if cfg.read_noise > 0 and np.isfinite(full):
             x = x + cfg.read_noise * full * self.rng.standard_normal(x.shape)
-        return quantise(x, -full, full, cfg.output_levels) if np.isfinite(full) else x
+        return quantise(x, -full, full, levels) if np.isfinite(full) else x
 
     def attend(self, q, positions, mask, cache, layer):
         cfg, sc = self.cfg, self.sc
