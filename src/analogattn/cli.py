@@ -122,7 +122,7 @@ def _kernel(name: str, args=None, model=None, text_path=None):
 def _gaincell_kernel(args, model, text_path):
     """Gain-cell kernel from a surrogate bundle, range-calibrated on the first windows of the text
     (work in progress for issue #6)."""
-    from .attention.gaincell import CellModel, GainCellAttention, GainCellConfig, calibrate_ranges
+    from .attention.gaincell import CellModel, GainCellAttention, GainCellConfig, calibrate_ranges, calibrate_tiles
     from .evaluate.perplexity import stream_tokens
     from .surrogates import bundle
     if not getattr(args, "surrogates", None):
@@ -136,8 +136,9 @@ def _gaincell_kernel(args, model, text_path):
     ids = np.concatenate(list(stream_tokens(text_path, model.tokenizer, max_chars=20000)))
     w = args.window or 256
     kernel = GainCellAttention(cell, cfg, None)
-    kernel.sc = calibrate_ranges(model, [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)], cell,
-                                 kernel=kernel)
+    windows = [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)]
+    kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel)
+    calibrate_tiles(model, windows[:1], kernel)
     return kernel
 
 

@@ -15,7 +15,9 @@ Signal path per layer and head (after Leroux et al., arXiv 2409.19315; see
   clamped to the charge-to-pulse range and passed on in analog (not digitised);
 - **activation**: ``hardsigmoid`` (no softmax, no normalisation: phi(S) = clamp(S / s_sat, 0, 1)),
   or ``softmax`` (an ADC of ``adc_bits`` on S, then a digital softmax);
-- **values** (second array): A = sum over keys of phi x t_max x I(V_value), keys in tiles of
+- **values** (second array): pulses phi (softmax: divided by the row's largest weight, which is
+  multiplied back digitally after the array) quantised to ``input_levels``;
+  A = sum over keys of phi x t_max x I(V_value), keys in tiles of
   ``rows`` tokens, each tile's output clamped to [-1, 1] of ``out_scale`` and digitised to
   ``output_levels``, tiles summed digitally; then the output scaler.
 
@@ -50,6 +52,8 @@ class GainCellConfig(Validated):
     mismatch: bool = param(False, doc="fixed per-cell current deviation from the Monte Carlo surrogate")
     read_noise: float = param(0.0, "", 0.0, 1.0, "per-read Gaussian noise, relative to a tile's full scale")
     seed: int = param(0, "", 0, 2**31 - 1, "seed of mismatch and noise draws")
+    query_scale: bool = param(False, doc="scale each query's pulses to its largest element (DAC reference "
+                                        "per token), undone digitally on the scores")
     predistort: bool = param(True, doc="write through the inverse cell and write-transfer curves, so the "
                                        "read current (not the voltage) is linear in k and v")
 
@@ -240,8 +244,11 @@ class GainCellAttention(AttentionKernel):
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else np.inf
         if not self._decays():
-            return tiled_sum(p, c.current(vv) * c.t_max, cfg.rows, cfg.output_levels, full, self.rng,
-                             cfg.read_noise)
+            cur = c.current(vv) * c.t_max
+            if getattr(self, "_tile_record", None) is not None:
+                for k0 in range(0, vv.shape[0], cfg.rows):
+                    self._note_tile(p[:, k0:k0 + cfg.rows] @ cur[k0:k0 + cfg.rows])
+            return tiled_sum(p, cur, cfg.rows, cfg.output_levels, full, self.rng, cfg.read_noise)
         y = vv - c.v_eq
         out = np.zeros((p.shape[0], vv.shape[1]))
         for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
@@ -249,8 +256,14 @@ class GainCellAttention(AttentionKernel):
             part = np.zeros_like(out)
             for i, ci in enumerate(self._expansion()):
                 part += ((p[:, sl] * D[:, sl] ** i) @ (y[sl] ** i)) * (ci * c.t_max)
+            self._note_tile(part)
             out += self._digitise(part, full)
         return out
+
+    def _note_tile(self, part):
+        rec = getattr(self, "_tile_record", None)
+        if rec is not None:
+            rec.setdefault(self._ctx, []).append(np.quantile(np.abs(part), self._tile_quantile))
 
     def _digitise(self, x, full, levels=None):
         cfg = self.cfg
@@ -275,8 +288,10 @@ class GainCellAttention(AttentionKernel):
         for h in range(H):
             j = h // g
             u = sc.a_q[layer, h] * q[h].astype(np.float64) + sc.b_q[layer, h]
-            u = np.sign(u) * quantise(np.abs(u), 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
-            s = self._scores(u, keys[j], D, sc.score_scale[layer, h])  # (T, S) charge
+            # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
+            u_max = np.abs(u).max(axis=1, keepdims=True).clip(min=1e-12) if cfg.query_scale else np.ones((T, 1))
+            u = np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
+            s = self._scores(u, keys[j], D, sc.score_scale[layer, h]) * u_max  # (T, S) charge
             if cfg.activation == "hardsigmoid":
                 p = np.clip(s / sc.s_sat[layer, h], 0.0, 1.0)
                 p = np.where(allowed, p, 0.0)
@@ -288,8 +303,13 @@ class GainCellAttention(AttentionKernel):
                     z = quantise(z, -lim, lim, 2 ** cfg.adc_bits)
                 z = np.where(allowed, z, -np.inf)
                 p = z / exp_rows_(z)
-            p = quantise(p, 0.0, 1.0, cfg.input_levels)
-            a = self._values(p, values[j], D, sc.out_scale[layer, h])  # (T, d)
+            # pulses span each row's largest weight (DAC full scale = row max, undone digitally
+            # after the value array), so small softmax weights survive 16 pulse levels
+            p_max = p.max(axis=1, keepdims=True) if cfg.activation == "softmax" else np.ones((T, 1))
+            p_max[p_max == 0] = 1.0
+            p = quantise(p / p_max, 0.0, 1.0, cfg.input_levels)
+            self._ctx = (layer, h)
+            a = self._values(p, values[j], D, sc.out_scale[layer, h]) * p_max  # (T, d)
             out[h] = sc.a_o[layer, h] * a * (self._gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
         return out.astype(q.dtype)
 
@@ -362,3 +382,21 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
     sc.score_scale = gain * sc.a_q * sc.a_k[:, kv_of] * qk
     sc.out_scale = gain * sc.a_v[:, kv_of] * vs[:, kv_of]  # a value tile's output at most ~ max |v|
     return sc
+
+
+def calibrate_tiles(model, token_windows, kernel: "GainCellAttention", quantile: float = 0.999,
+                    margin: float = 1.1):
+    """Set each head's value-tile full scale to ``margin`` x the ``quantile`` of |tile output|
+    seen on calibration text (run with output digitisation off), instead of the worst case."""
+    levels = kernel.cfg.output_levels
+    kernel.cfg = dataclasses.replace(kernel.cfg, output_levels=0)
+    kernel._tile_record, kernel._tile_quantile = {}, quantile
+    try:
+        for ids in token_windows:
+            model.forward(ids, caches=model.new_caches(kernel), kernel=kernel, logits="none")
+    finally:
+        rec, kernel._tile_record = kernel._tile_record, None
+        kernel.cfg = dataclasses.replace(kernel.cfg, output_levels=levels)
+    for (layer, h), vals in rec.items():
+        kernel.sc.out_scale[layer, h] = margin * float(np.max(vals))
+    return kernel.sc
