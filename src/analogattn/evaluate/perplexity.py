@@ -37,21 +37,23 @@ class PerplexityResult:
     fed: int = 0
 
 
+def _window_at(start, n_tokens, window, stride, scored, max_scored):
+    """(first scored offset, n scored) of the window starting at ``start`` when ``n_tokens``
+    tokens exist, or None when the protocol is done."""
+    length = min(window, n_tokens - 1 - start)
+    first = 0 if start == 0 else window - stride
+    if length <= 0 or first >= length:
+        return None
+    n = length - first if max_scored is None else min(length - first, max_scored - scored)
+    return (first, n) if n > 0 else None
+
+
 def windows(n_tokens: int, window: int, stride: int, max_scored: int | None = None):
     """(start, first scored offset, n scored) for each window of the protocol."""
     out, scored, start = [], 0, 0
-    while start + 1 < n_tokens:
-        length = min(window, n_tokens - 1 - start)
-        first = 0 if start == 0 else window - stride
-        if first >= length:
-            break
-        n = length - first
-        if max_scored is not None:
-            n = min(n, max_scored - scored)
-        if n <= 0:
-            break
-        out.append((start, first, n))
-        scored += n
+    while (w := _window_at(start, n_tokens, window, stride, scored, max_scored)) is not None:
+        out.append((start, *w))
+        scored += w[1]
         start += stride
     return out
 
@@ -110,16 +112,10 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
                 exhausted = True
             else:
                 buf = np.concatenate([buf, np.asarray(nxt, np.int64)])
-        n_avail = offset + buf.size
-        length = min(window, n_avail - 1 - start)
-        first = 0 if start == 0 else window - stride
-        if length <= 0 or first >= length:
+        w = _window_at(start, offset + buf.size, window, stride, scored, max_scored)
+        if w is None:
             break
-        n = length - first
-        if max_scored is not None:
-            n = min(n, max_scored - scored)
-        if n <= 0:
-            break
+        first, n = w
         x = buf[start - offset:start - offset + first + n]
         tgt = buf[start - offset + first + 1:start - offset + first + n + 1]
         caches = model.new_caches(kernel)
