@@ -123,3 +123,26 @@ def test_predistortion_linearises_a_nonlinear_cell():
     off = GainCellAttention(cell, GainCellConfig(**base, predistort=False), sc_off)
     bad = off(q, k, v, pos, Mask(), off.new_cache(0, 2, 16), 0)
     assert np.abs(bad - want).max() > 10 * np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("method", ["meanstd", "lstsq"])
+def test_output_calibration_recovers_a_known_gain(method, tmp_path):
+    """A tiny GPT-2 through a linear cell whose output scaler is off by 3x and shifted: either
+    calibration restores the exact output scaler (ideal cell, nothing else in the way)."""
+    from analogattn.attention.gaincell import calibrate_output
+    from analogattn.transformer.loaders import load
+    from tiny_models import write_tiny_gpt2
+    write_tiny_gpt2(tmp_path / "g")
+    m = load(str(tmp_path / "g"))
+    c = m.config
+    ker = ideal_kernel(c.n_layers, c.n_heads, c.n_kv_heads)
+    ker.sc.a_q[:], ker.sc.a_k[:], ker.sc.a_v[:] = 0.1, 0.05, 0.05  # the tiny model's q, k, v stay in range
+    ids = m.tokenizer.encode("the cat sat in the hat and the dog ran")
+    want = m.forward(ids)
+    assert np.abs(m.forward(ids, caches=m.new_caches(ker), kernel=ker) - want).max() < 1e-3
+    ker.sc.a_o *= 3.0
+    ker.sc.b_o += 0.1
+    assert np.abs(m.forward(ids, caches=m.new_caches(ker), kernel=ker) - want).max() > 0.1
+    calibrate_output(m, [ids], ker, method)
+    got = m.forward(ids, caches=m.new_caches(ker), kernel=ker)
+    assert np.abs(got - want).max() < 1e-3

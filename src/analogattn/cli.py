@@ -122,7 +122,8 @@ def _kernel(name: str, args=None, model=None, text_path=None):
 def _gaincell_kernel(args, model, text_path):
     """Gain-cell kernel from a surrogate bundle, range-calibrated on the first windows of the text
     (work in progress for issue #6)."""
-    from .attention.gaincell import CellModel, GainCellAttention, GainCellConfig, calibrate_ranges, calibrate_tiles
+    from .attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, calibrate_output,
+                                     calibrate_ranges, calibrate_tiles)
     from .evaluate.perplexity import stream_tokens
     from .surrogates import bundle
     if not getattr(args, "surrogates", None):
@@ -133,12 +134,23 @@ def _gaincell_kernel(args, model, text_path):
                          temperature=args.temperature, activation=args.activation, adc_bits=args.adc_bits,
                          window=args.window or 0)
     cell = CellModel.from_bundle(b, temperature=cfg.temperature)
-    ids = np.concatenate(list(stream_tokens(text_path, model.tokenizer, max_chars=20000)))
+    cal_path = Path(args.calibration_text) if args.calibration_text else text_path
+    if args.calibration_text:
+        ids = np.concatenate(list(stream_tokens(cal_path, model.tokenizer, max_chars=40000)))
+    else:  # the last 40,000 characters of the text: disjoint from the windows scored first
+        raw = cal_path.read_text(encoding="utf-8", errors="replace")
+        tail = raw[-40000:]
+        tail = tail[tail.find("\n") + 1:] if len(raw) > 80000 else raw
+        if len(raw) <= 80000:
+            print("warning: text shorter than 80,000 characters: calibrating on scored text", file=sys.stderr)
+        ids = np.asarray(model.tokenizer.encode(tail))
     w = args.window or 256
     kernel = GainCellAttention(cell, cfg, None)
     windows = [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)]
     kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel)
     calibrate_tiles(model, windows[:1], kernel)
+    if args.calibration != "none":
+        calibrate_output(model, windows[:1], kernel, args.calibration)
     return kernel
 
 
@@ -244,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-levels", type=int, default=32)
     r.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
     r.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
+    r.add_argument("--calibration", default="meanstd", choices=["meanstd", "lstsq", "none"],
+                   help="output-scaler calibration against the ideal model")
+    r.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
     r.add_argument("--temperature", type=float, default=27.0)
     r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
     r.add_argument("--json", help="write the result as JSON here")

@@ -400,3 +400,51 @@ def calibrate_tiles(model, token_windows, kernel: "GainCellAttention", quantile:
     for (layer, h), vals in rec.items():
         kernel.sc.out_scale[layer, h] = margin * float(np.max(vals))
     return kernel.sc
+
+
+def calibrate_output(model, token_windows, kernel: "GainCellAttention", method: str = "lstsq"):
+    """Per layer and head, fit the output scaler so the circuit's attention output matches the
+    ideal model's on calibration text, each layer fed the ideal model's own q, k, v (no error
+    build-up during calibration).
+
+    - ``meanstd``: the paper's rule for a scaler, a <- a sigma_ideal / sigma, b <- b + mu_ideal - mu
+      (applied once, exactly, instead of iterated with damping: with q, k, v fixed it converges
+      in one step);
+    - ``lstsq``: least squares of the ideal output on the circuit output (slope and offset), which
+      minimises the output error instead of matching two moments.
+    """
+    from ..transformer.cache import KVCache
+    from .base import IdealAttention
+
+    if method not in ("lstsq", "meanstd"):
+        raise ParameterError("calibration", method, "lstsq or meanstd")
+    c = model.config
+    captured = {}
+
+    class _Capture(IdealAttention):
+        def __call__(self, q, k, v, positions, mask, cache, layer):
+            captured.setdefault(layer, []).append((q.copy(), k.copy(), v.copy(), positions.copy(), mask))
+            return super().__call__(q, k, v, positions, mask, cache, layer)
+
+    for ids in token_windows:
+        cap = _Capture()
+        model.forward(ids, caches=model.new_caches(cap), kernel=cap, logits="none")
+    sc = kernel.sc
+    base = 1.0 / kernel._gain()
+    for layer in range(c.n_layers):
+        sc.a_o[layer, :], sc.b_o[layer, :] = base, 0.0
+        xs, ys = [], []
+        for q, k, v, pos, mask in captured[layer]:
+            ys.append(IdealAttention()(q, k, v, pos, mask, KVCache(c.n_kv_heads, c.head_dim), layer))
+            xs.append(kernel(q, k, v, pos, mask, kernel.new_cache(layer, c.n_kv_heads, c.head_dim), layer))
+        x = np.concatenate(xs, axis=1).astype(np.float64)
+        y = np.concatenate(ys, axis=1).astype(np.float64)
+        for h in range(c.n_heads):
+            xh, yh = x[h].ravel(), y[h].ravel()
+            if method == "meanstd":
+                a = yh.std() / max(xh.std(), 1e-30)
+                b = yh.mean() - a * xh.mean()
+            else:
+                a, b = np.polyfit(xh, yh, 1)
+            sc.a_o[layer, h], sc.b_o[layer, h] = a * base, b
+    return sc
