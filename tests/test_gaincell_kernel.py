@@ -146,3 +146,16 @@ def test_output_calibration_recovers_a_known_gain(method, tmp_path):
     calibrate_output(m, [ids], ker, method)
     got = m.forward(ids, caches=m.new_caches(ker), kernel=ker)
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_channel_equalisation_is_exact_for_an_ideal_cell():
+    q, k, v = _qkv()
+    pos = np.arange(q.shape[1])
+    want = IdealAttention()(q, k, v, pos, Mask(), KVCache(2, 16), 0)
+    ker = ideal_kernel(1, 6, 2)
+    rng = np.random.default_rng(3)
+    ker.sc.k_chan = rng.uniform(0.5, 2.0, (1, 2, 16))
+    ker.sc.v_chan = rng.uniform(0.5, 2.0, (1, 2, 16))
+    ker.sc.a_q[:] = 0.5  # q x k_chan stays within one full pulse
+    got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    assert np.abs(got - want).max() < 1e-5

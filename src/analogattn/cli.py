@@ -147,7 +147,7 @@ def _gaincell_kernel(args, model, text_path):
     w = args.window or 256
     kernel = GainCellAttention(cell, cfg, None)
     windows = [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)]
-    kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel)
+    kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel, equalise=args.equalise)
     calibrate_tiles(model, windows[:1], kernel)
     if args.calibration != "none":
         calibrate_output(model, windows[:1], kernel, args.calibration)
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
     r.add_argument("--calibration", default="meanstd", choices=["meanstd", "lstsq", "none"],
                    help="output-scaler calibration against the ideal model")
+    r.add_argument("--equalise", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-channel k/v equalisation folded into q and the output (exact digitally)")
     r.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
     r.add_argument("--temperature", type=float, default=27.0)
     r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")

@@ -142,6 +142,11 @@ class Scalers:
     s_sat: np.ndarray        # hardsigmoid saturation (charge, C)
     score_scale: np.ndarray  # full scale of a score tile's digitised output (charge, C)
     out_scale: np.ndarray    # full scale of a value tile's digitised output (charge, C)
+    # per-channel equalisation (layers, kv_heads, head_dim), exact in ideal arithmetic:
+    # k / k_chan is stored and q x k_chan applied (digital, before the DAC); v / v_chan is stored
+    # and the output multiplied by v_chan (digital, after the ADC). None = off.
+    k_chan: np.ndarray | None = None
+    v_chan: np.ndarray | None = None
 
     @classmethod
     def identity(cls, layers, heads, kv_heads, cell: CellModel):
@@ -203,6 +208,10 @@ class GainCellAttention(AttentionKernel):
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
         sc = self.sc
+        if sc.k_chan is not None:
+            k = k / sc.k_chan[layer][:, None, :]
+        if sc.v_chan is not None:
+            v = v / sc.v_chan[layer][:, None, :]
         cache.append(self._store(k, sc.a_k[layer], sc.b_k[layer]), self._store(v, sc.a_v[layer], sc.b_v[layer]),
                      positions)
         return self.attend(q, positions, mask, cache, layer)
@@ -287,7 +296,10 @@ class GainCellAttention(AttentionKernel):
         out = np.empty((H, T, d), np.float64)
         for h in range(H):
             j = h // g
-            u = sc.a_q[layer, h] * q[h].astype(np.float64) + sc.b_q[layer, h]
+            qh = q[h].astype(np.float64)
+            if sc.k_chan is not None:
+                qh = qh * sc.k_chan[layer, j]
+            u = sc.a_q[layer, h] * qh + sc.b_q[layer, h]
             # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
             u_max = np.abs(u).max(axis=1, keepdims=True).clip(min=1e-12) if cfg.query_scale else np.ones((T, 1))
             u = np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
@@ -310,6 +322,8 @@ class GainCellAttention(AttentionKernel):
             p = quantise(p / p_max, 0.0, 1.0, cfg.input_levels)
             self._ctx = (layer, h)
             a = self._values(p, values[j], D, sc.out_scale[layer, h]) * p_max  # (T, d)
+            if sc.v_chan is not None:
+                a = a * sc.v_chan[layer, j]
             out[h] = sc.a_o[layer, h] * a * (self._gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
         return out.astype(q.dtype)
 
@@ -333,8 +347,8 @@ __all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quant
 class _Recorder:
     """Wraps a kernel and records per-layer, per-head statistics of q, k, v (for calibration)."""
 
-    def __init__(self, inner, layers, heads, kv_heads, quantile):
-        self.inner, self.name, self.quantile = inner, "recorder", quantile
+    def __init__(self, inner, layers, heads, kv_heads, quantile, transform=None):
+        self.inner, self.name, self.quantile, self.transform = inner, "recorder", quantile, transform
         self.q = [[[] for _ in range(heads)] for _ in range(layers)]
         self.k = [[[] for _ in range(kv_heads)] for _ in range(layers)]
         self.v = [[[] for _ in range(kv_heads)] for _ in range(layers)]
@@ -344,6 +358,8 @@ class _Recorder:
         return self.inner.new_cache(layer, n_kv_heads, head_dim)
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
+        if self.transform is not None:
+            q, k, v = self.transform(q, k, v, layer)
         g = q.shape[0] // k.shape[0]
         for h in range(q.shape[0]):
             self.q[layer][h].append(np.quantile(np.abs(q[h]), self.quantile))
@@ -354,21 +370,55 @@ class _Recorder:
         return self.inner(q, k, v, positions, mask, cache, layer)
 
 
+def _channel_scales(model, token_windows):
+    """Per layer and KV head, per channel: k_chan = sqrt(max|k_d| / max|q_d|) (q pooled over the
+    heads that read this KV head; SmoothQuant's balance with alpha = 1/2) and v_chan = max|v_d|."""
+    from .base import IdealAttention
+    c = model.config
+    qm = np.zeros((c.n_layers, c.n_kv_heads, c.head_dim))
+    km, vm = np.zeros_like(qm), np.zeros_like(qm)
+
+    class _Max(IdealAttention):
+        def __call__(self, q, k, v, positions, mask, cache, layer):
+            g = q.shape[0] // k.shape[0]
+            qq = np.abs(q).reshape(k.shape[0], g, -1, q.shape[-1]).max(axis=(1, 2))
+            np.maximum(qm[layer], qq, out=qm[layer])
+            np.maximum(km[layer], np.abs(k).max(axis=1), out=km[layer])
+            np.maximum(vm[layer], np.abs(v).max(axis=1), out=vm[layer])
+            return super().__call__(q, k, v, positions, mask, cache, layer)
+
+    for ids in token_windows:
+        rec = _Max()
+        model.forward(ids, caches=model.new_caches(rec), kernel=rec, logits="none")
+    k_chan = np.sqrt(np.maximum(km, 1e-6) / np.maximum(qm, 1e-6))
+    return k_chan, np.maximum(vm, 1e-6)
+
+
 def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.999, headroom: float = 0.9,
-                     kernel: "GainCellAttention | None" = None):
+                     kernel: "GainCellAttention | None" = None, equalise: bool = True):
     """Training-free range calibration: per layer and head, the ``quantile`` of |q| maps to a full
     pulse and that of |k| and |v| to ``headroom`` x (VDD/2) around mid-rail. Output scaler:
     1 / (t_max dI/dV) so a linear cell gives back sum p v. (A first calibration; the paper's
     mean/std matching and a least-squares output fit are the next step of issue #6.)"""
     from .base import IdealAttention
     c = model.config
-    rec = _Recorder(IdealAttention(), c.n_layers, c.n_heads, c.n_kv_heads, quantile)
+    k_chan, v_chan = _channel_scales(model, token_windows) if equalise else (None, None)
+
+    def equalised(q, k, v, layer):  # what the arrays will see
+        if k_chan is None:
+            return q, k, v
+        g = q.shape[0] // k.shape[0]
+        return (q * np.repeat(k_chan[layer], g, axis=0)[:, None, :], k / k_chan[layer][:, None, :],
+                v / v_chan[layer][:, None, :])
+
+    rec = _Recorder(IdealAttention(), c.n_layers, c.n_heads, c.n_kv_heads, quantile, equalised)
     for ids in token_windows:
         model.forward(ids, caches=model.new_caches(rec), kernel=rec, logits="none")
     qs = np.array([[np.mean(x) for x in layer] for layer in rec.q])
     ks = np.array([[np.mean(x) for x in layer] for layer in rec.k])
     vs = np.array([[np.mean(x) for x in layer] for layer in rec.v])
     sc = Scalers.identity(c.n_layers, c.n_heads, c.n_kv_heads, cell)
+    sc.k_chan, sc.v_chan = k_chan, v_chan
     predistort = kernel is not None and kernel.cfg.predistort
     half = headroom if predistort else headroom * cell.vdd / 2  # fraction of I_sym, or volts
     sc.a_q = 1.0 / np.maximum(qs, 1e-9)
