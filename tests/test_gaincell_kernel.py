@@ -157,5 +157,6 @@ def test_channel_equalisation_is_exact_for_an_ideal_cell():
     ker.sc.k_chan = rng.uniform(0.5, 2.0, (1, 2, 16))
     ker.sc.v_chan = rng.uniform(0.5, 2.0, (1, 2, 16))
     ker.sc.a_q[:] = 0.5  # q x k_chan stays within one full pulse
+    ker.sc.a_k[:] = ker.sc.a_v[:] = 0.5  # k / k_chan and v / v_chan stay within +-0.45 V of mid-rail
     got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     assert np.abs(got - want).max() < 1e-5
