@@ -230,21 +230,20 @@ class GainCellAttention(AttentionKernel):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
     def _scores(self, u, vk, D, full):
-        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
+        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d
+        (D: list of the powers D^i),
         each clamped to +-full (the charge-to-pulse stage's range) but not digitised: the score
         goes on in analog (to the hardsigmoid pulse, or to the ADC before the softmax)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else np.inf
-        levels, cfg = cfg.output_levels, dataclasses.replace(cfg, output_levels=0)
-        del levels
         if not self._decays():
             return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
         y = vk - c.v_eq
-        out = np.zeros(D.shape)
+        out = np.zeros(D[0].shape)
         for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims
-            part = np.zeros(D.shape)
+            part = np.zeros(D[0].shape)
             for i, ci in enumerate(self._expansion()):
-                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * D ** i
+                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * D[i]
             out += self._digitise(part, full, levels=0)
         return out
 
@@ -264,7 +263,7 @@ class GainCellAttention(AttentionKernel):
             sl = slice(k0, k0 + cfg.rows)
             part = np.zeros_like(out)
             for i, ci in enumerate(self._expansion()):
-                part += ((p[:, sl] * D[:, sl] ** i) @ (y[sl] ** i)) * (ci * c.t_max)
+                part += ((p[:, sl] * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
             self._note_tile(part)
             out += self._digitise(part, full)
         return out
@@ -290,8 +289,12 @@ class GainCellAttention(AttentionKernel):
         allowed = mask.allowed(positions, kpos)
         if cfg.window:
             allowed &= kpos[None, :] > positions[:, None] - cfg.window
-        D = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * cfg.token_period / self.cell.tau) \
-            if self._decays() else None
+        D = None
+        if self._decays():  # powers D^i, shared by every head of the layer
+            d1 = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * cfg.token_period / self.cell.tau)
+            D = [np.ones_like(d1)]
+            for _ in range(len(self._expansion()) - 1):
+                D.append(D[-1] * d1)
         gain = self.unit_charge()
         out = np.empty((H, T, d), np.float64)
         for h in range(H):
