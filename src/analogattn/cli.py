@@ -110,13 +110,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+KERNELS = ("ideal", "gaincell")
+
+
+def _check_kernel(name: str) -> None:
+    if name not in KERNELS:
+        raise AnalogAttnError(f"--attention {name!r} is not available (allowed: {', '.join(KERNELS)})")
+
+
 def _kernel(name: str, args=None, model=None, text_path=None):
     from .attention import IdealAttention
-    if name == "ideal":
-        return IdealAttention()
+    _check_kernel(name)
     if name == "gaincell":
         return _gaincell_kernel(args, model, text_path)
-    raise AnalogAttnError(f"--attention {name!r} is not available (allowed: ideal, gaincell)")
+    return IdealAttention()
 
 
 def _gaincell_kernel(args, model, text_path):
@@ -171,8 +178,7 @@ def cmd_run(args) -> int:
     path = Path(args.text) if args.text else default_text_path()
     if not path.is_file():
         raise AnalogAttnError(f"--text {path}: no such file")
-    if args.attention not in ("ideal", "gaincell"):
-        raise AnalogAttnError(f"--attention {args.attention!r} is not available (allowed: ideal, gaincell)")
+    _check_kernel(args.attention)  # before the model load, not after
     t0 = time.perf_counter()
     model = load(args.model)
     load_s = time.perf_counter() - t0

@@ -72,6 +72,10 @@ class CellModel:
     sigma: callable | None = None  # Monte Carlo sigma of the current at V_store (A)
     t_max: float = 15e-9         # longest pulse (s)
 
+    def gain(self) -> float:
+        """Charge per volt of stored (V - mid-rail) for a full pulse: t_max x dI/dV at mid-rail."""
+        return float((self.current(self.v_mid + 0.01) - self.current(self.v_mid - 0.01)) / 0.02) * self.t_max
+
     @classmethod
     def ideal(cls, g: float = 20e-6, vdd: float = 0.9):
         """Linear cell, no decay, perfect write: the kernel then computes exact attention."""
@@ -154,7 +158,7 @@ class Scalers:
         scaler undoes t_max x dI/dV so an ideal cell reproduces exact attention."""
         one = np.ones((layers, heads))
         kv1 = np.ones((layers, kv_heads))
-        gain = float((cell.current(cell.v_mid + 0.01) - cell.current(cell.v_mid - 0.01)) / 0.02) * cell.t_max
+        gain = cell.gain()
         i_fs = float(np.max(np.abs(cell.current(np.array([0.0, cell.vdd])))))
         # physical full scales: every cell of a 64-row score column at full current; a value tile
         # driven by softmax weights (sum <= 1) at most one full-current cell's charge
@@ -194,7 +198,7 @@ class GainCellAttention(AttentionKernel):
         pre-distortion, t_max x dI/dV at mid-rail without."""
         if self.cfg.predistort:
             return self.cell.t_max * self._inverse_tables()[4]
-        return self._gain()
+        return self.cell.gain()
 
     def _store(self, x, a, b):
         if not self.cfg.predistort:
@@ -327,12 +331,8 @@ class GainCellAttention(AttentionKernel):
             a = self._values(p, values[j], D, sc.out_scale[layer, h]) * p_max  # (T, d)
             if sc.v_chan is not None:
                 a = a * sc.v_chan[layer, j]
-            out[h] = sc.a_o[layer, h] * a * (self._gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
+            out[h] = sc.a_o[layer, h] * a * (self.cell.gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
         return out.astype(q.dtype)
-
-    def _gain(self):
-        c = self.cell
-        return float((c.current(c.v_mid + 0.01) - c.current(c.v_mid - 0.01)) / 0.02) * c.t_max
 
 
 def ideal_kernel(layers, heads, kv_heads):
@@ -344,7 +344,7 @@ def ideal_kernel(layers, heads, kv_heads):
 
 
 __all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "tiled_sum",
-           "ideal_kernel", "ParameterError"]
+           "ideal_kernel"]
 
 
 class _Recorder:
@@ -429,8 +429,7 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
     sc.a_v = half / np.maximum(vs, 1e-9)
     # score tiles: full scale at the quantile of |q.k| mapped through the scalers and the cell gain
     qk = np.array([[np.mean(x) for x in layer] for layer in rec.qk])
-    gain = kernel.unit_charge() if kernel is not None else \
-        float((cell.current(cell.v_mid + 0.01) - cell.current(cell.v_mid - 0.01)) / 0.02) * cell.t_max
+    gain = kernel.unit_charge() if kernel is not None else cell.gain()
     kv_of = np.arange(c.n_heads) // (c.n_heads // c.n_kv_heads)
     sc.score_scale = gain * sc.a_q * sc.a_k[:, kv_of] * qk
     sc.out_scale = gain * sc.a_v[:, kv_of] * vs[:, kv_of]  # a value tile's output at most ~ max |v|
@@ -483,7 +482,7 @@ def calibrate_output(model, token_windows, kernel: "GainCellAttention", method: 
         cap = _Capture()
         model.forward(ids, caches=model.new_caches(cap), kernel=cap, logits="none")
     sc = kernel.sc
-    base = 1.0 / kernel._gain()
+    base = 1.0 / kernel.cell.gain()
     for layer in range(c.n_layers):
         sc.a_o[layer, :], sc.b_o[layer, :] = base, 0.0
         xs, ys = [], []

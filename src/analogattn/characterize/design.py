@@ -9,6 +9,8 @@ from pathlib import Path
 from ..circuits.comparator import ComparatorParams
 from ..circuits.gaincell import GainCellParams, GainCellSweep
 from ..circuits.reram import ReramColumnParams
+from .comparator import ComparatorSweep
+from .reram import ReramSweep
 from ..errors import DesignFileError
 from ..params import Validated, param
 
@@ -37,9 +39,9 @@ class Design:
     gaincell: GainCellParams = dataclasses.field(default_factory=GainCellParams)
     gaincell_sweep: GainCellSweep = dataclasses.field(default_factory=GainCellSweep)
     reram: ReramColumnParams = dataclasses.field(default_factory=ReramColumnParams)
-    reram_sweep: "ReramSweep" = dataclasses.field(default_factory=lambda: _sweep("reram"))
+    reram_sweep: ReramSweep = dataclasses.field(default_factory=ReramSweep)
     comparator: ComparatorParams = dataclasses.field(default_factory=ComparatorParams)
-    comparator_sweep: "ComparatorSweep" = dataclasses.field(default_factory=lambda: _sweep("comparator"))
+    comparator_sweep: ComparatorSweep = dataclasses.field(default_factory=ComparatorSweep)
 
     def analyses(self, selection: dict) -> list:
         """Analyses of the selected families: {family: None (all) | set of analysis names}."""
@@ -82,16 +84,6 @@ class Design:
         return cls.from_mapping(data)
 
 
-def _sweep(family):
-    from .comparator import ComparatorSweep
-    from .reram import ReramSweep
-    return {"reram": ReramSweep, "comparator": ComparatorSweep}[family]()
-
-
 def _cls(design_cls, name):
     import typing
-
-    from .comparator import ComparatorSweep
-    from .reram import ReramSweep
-    return typing.get_type_hints(design_cls, localns={"ReramSweep": ReramSweep,
-                                                      "ComparatorSweep": ComparatorSweep})[name]
+    return typing.get_type_hints(design_cls)[name]

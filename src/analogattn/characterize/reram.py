@@ -31,9 +31,6 @@ class ReramSweep(Validated):
     mc_samples: int = param(32, "", 0, 100000, "variation samples per pattern")
     noise_dt: float = param(0.1e-9, "s", 1e-12, 1e-8, "sample interval of thermal-noise sources")
 
-    def check(self):
-        pass
-
 
 def _ids(n, tag="c"):
     return [f"out{tag}{k}" for k in range(n)]

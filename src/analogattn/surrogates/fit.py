@@ -13,6 +13,7 @@ NRMSE = rms error / (max - min) of the held-out SPICE values.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,6 @@ def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
             raise AnalogAttnError(f"{p} is not an analogattn characterization file")
         if "gaincell" in f:
             gc = f["gaincell"]
-            import json
             params = json.loads(gc["read_surface"].attrs["parameters"])["circuit"] if "read_surface" in gc else {}
             if "read_surface" in gc:
                 poly, table = fit_read_surface(gc["read_surface"], params.get("v_bl", 0.45), degree)
@@ -201,7 +201,6 @@ def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
                 out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
         if "reram" in f and {"cell_iv", "patterns"} <= set(f["reram"]):
             r = f["reram"]
-            import json
             rp = json.loads(r["patterns"].attrs["parameters"])["circuit"]
             out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
                                              rp["sigma_g"])
