@@ -1,0 +1,109 @@
+"""Fused per-element loops of the pruning kernel (numba, compiled once and cached on disk).
+
+Serial loops: the matrix products around them keep both cores busy, and numba's worker threads
+fighting BLAS threads for two cores cost more than they gain (measured 10x slower here).
+Each function makes one pass over a block's (rows x keys) arrays instead of the ten or so
+temporary arrays the same arithmetic costs in NumPy; they hold no physics of their own (the
+formulas are documented where they are called, in :mod:`analogattn.attention.sprint`).
+Row i of a block is query i % T of head i // T.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_opts = dict(nopython=True, cache=True, fastmath=False, nogil=True)
+# reassociation lets LLVM vectorise the loops; no "no-inf/no-NaN" assumptions (scores use -inf)
+_fast = dict(_opts, fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
+
+
+@nb.jit(**_opts)
+def anchor_best(exact, forced, T):
+    """Largest exact score among each row's forced (anchor) keys; -inf if none."""
+    n, S = exact.shape
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        t = i % T
+        m = -np.inf
+        for s in range(S):
+            if forced[t, s] and exact[i, s] > m:
+                m = exact[i, s]
+        out[i] = m
+    return out
+
+
+@nb.jit(**_fast)
+def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, keep):
+    """keep[i, s] = allowed and (forced or the comparator fires), the comparator input being
+    r (iw (1 + c2 sab)) + row[i] + off[s] + sqrt(cn2 + k2 (sab^2 + iw^2)) z, z from ``pool``
+    read at (start + i S + s) modulo its (power-of-two) size."""
+    n, S = iw.shape
+    mask = pool.size - 1
+    for i in range(n):
+        t = i % T
+        base = start + i * S
+        ri = row[i]
+        for s in range(S):
+            if not allowed[t, s]:
+                keep[i, s] = False
+            elif forced[t, s]:
+                keep[i, s] = True
+            else:
+                a, b = iw[i, s], sab[i, s]
+                v = r * (a * (1.0 + c2 * b)) + ri + off[s]
+                if k2 > 0.0 or cn2 > 0.0:
+                    v += math.sqrt(cn2 + k2 * (a * a + b * b)) * pool[(base + s) & mask]
+                keep[i, s] = v > 0.0
+
+
+@nb.jit(**_opts)
+def row_max(exact, allowed, T):
+    """Largest allowed score of each row (-inf if none)."""
+    n, S = exact.shape
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        t = i % T
+        m = np.float32(-np.inf)
+        for s in range(S):
+            v = exact[i, s] if allowed[t, s] else np.float32(-np.inf)
+            m = max(m, v)
+        out[i] = m
+    return out
+
+
+@nb.jit(**_fast)
+def kept_weights(e, allowed, keep, T):
+    """In place on e = exp(exact - row max): zero the keys not kept (and not allowed); returns
+    per row (sum of kept weights, share of the ideal softmax mass kept, kept count, keys kept
+    here but not by the previous query of the same head)."""
+    n, S = e.shape
+    tot = np.empty(n, np.float64)
+    mass = np.empty(n, np.float64)
+    kept = np.zeros(n, np.int64)
+    new = np.zeros(n, np.int64)
+    for i in range(n):
+        t = i % T
+        a = 0.0
+        k = 0.0
+        c = 0
+        nw = 0
+        for s in range(S):
+            v = e[i, s]
+            if allowed[t, s]:
+                a += v
+                if keep[i, s]:
+                    k += v
+                    c += 1
+                    if t > 0 and not keep[i - 1, s]:
+                        nw += 1
+                else:
+                    e[i, s] = 0.0
+            else:
+                e[i, s] = 0.0
+        tot[i] = k
+        mass[i] = k / a if a > 0 else 0.0
+        kept[i] = c
+        new[i] = nw
+    return tot, mass, kept, new
