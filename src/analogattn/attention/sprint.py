@@ -62,6 +62,9 @@ class SprintConfig(Validated):
     keep: float = param(0.30, "", 0.0, 1.0, "fraction of causal scores the thresholds are calibrated to keep")
     sink: int = param(1, "tokens", 0, 4096, "anchor rule: first tokens of the sequence, always kept and exact")
     local: int = param(4, "tokens", 0, 4096, "anchor rule: most recent tokens, always kept and exact")
+    budget: str = param("global", choices=("global", "layer", "head"),
+                        doc="heads sharing one calibrated threshold (anchor: a margin in logits, so a shared "
+                            "one keeps more keys where attention is diffuse and fewer where it is peaked)")
     mass: float = param(0.99, "", 0.0, 1.0, "oracle rule: softmax mass each query keeps")
     variation: bool = param(True, doc="fixed lognormal conductance variation per cell")
     read_noise: bool = param(True, doc="fresh relative read noise on every column evaluation")
@@ -218,7 +221,8 @@ class SprintAttention(AttentionKernel):
         self.x, self.cfg, self.sc = xbar, config, scales
         self.rng = np.random.default_rng(config.seed)
         self.stats = SprintStats.zeros(n_layers)
-        self.record = None  # calibration hook: list collecting (layer, head, z_approx, ref, allowed)
+        self.record = None  # calibration hook: list collecting (layer, kv head, z_approx, ref, free, v_q)
+        self.keep_log = None  # set to a list to collect (layer, kv head, positions, key positions, keep)
         half = 2 ** (config.key_bits - 1)
         codes = np.arange(-half, half)
         self._level = np.round((codes + half) * (xbar.levels - 1) / max(2 * half - 1, 1)).astype(np.int64)
@@ -407,9 +411,12 @@ class SprintAttention(AttentionKernel):
                 if rec is not None:
                     self.record.append((layer, j, rec[0].reshape(g, T, S),
                                         None if ref is None else ref.reshape(g, T, 1), free,
-                                        float(np.quantile(rec[1].reshape(g, T, S)[:, allowed], 0.999))))
+                                        _quantile_sample(rec[1].reshape(g, T, S)[:, allowed], 0.999)))
+                    keep = np.broadcast_to(allowed, (g, T, S))  # calibration: the model runs unpruned
                 st.decisions[layer] += float(free.sum()) * g
             st.queries[layer] += g * T
+            if self.keep_log is not None:
+                self.keep_log.append((layer, j, positions.copy(), kpos.copy(), np.array(keep)))
             # softmax over the kept keys; the ideal softmax's mass on them is a statistic
             kk = np.ascontiguousarray(keep).reshape(g * T, S)
             ex2 = exact.reshape(g * T, S)
@@ -497,32 +504,46 @@ def calibrate_sprint(model, token_windows, xbar: Crossbar, config: SprintConfig,
             g = z.shape[0]
             for i in range(g):
                 vals = (ref[i] - z[i])[free] if ref is not None else z[i][free]
-                if vals.size > 200_000:  # a random subsample is plenty for the quantiles
-                    vals = vals[rng.choice(vals.size, 200_000, replace=False)]
+                if vals.size > 100_000:  # a random subsample is plenty for the quantiles
+                    vals = vals[rng.integers(0, vals.size, 100_000)]
                 pools.setdefault((layer, j * g + i), []).append((vals.astype(np.float32), int(free.sum())))
         kern.record = []
     scales.r_diff = xbar.r_f * config.swing / np.maximum(vmax, 1e-12)
     if config.rule in ("fixed", "anchor"):
         # the forced and allowed counts per row are the same for every head
+        n_allowed_total = _allowed_count(token_windows, config, model)
+        # heads sharing one threshold: every head alone, every layer, or the whole model
+        groups = {}
+        for (layer, h) in pools:
+            key = {"head": (layer, h), "layer": layer, "global": 0}[config.budget]
+            groups.setdefault(key, []).append((layer, h))
         for keep in keeps:
             theta = np.zeros((c.n_layers, c.n_heads))
-            n_allowed_total = _allowed_count(token_windows, config, model)
-            for (layer, h), parts in pools.items():
-                vals = np.concatenate([p[0] for p in parts])
-                n_free = sum(p[1] for p in parts)
+            for members in groups.values():
+                vals = np.concatenate([p[0] for m in members for p in pools[m]])
+                n_free = sum(p[1] for p in pools[members[0]])  # the same for every head
                 n_forced = n_allowed_total - n_free
-                want = (keep * n_allowed_total - n_forced) / max(n_free, 1)
-                want = float(np.clip(want, 0.0, 1.0))
-                if config.rule == "fixed":
-                    theta[layer, h] = np.quantile(vals, 1 - want) if vals.size else 0.0
-                else:
-                    theta[layer, h] = np.quantile(vals, want) if vals.size else 0.0
+                want = float(np.clip((keep * n_allowed_total - n_forced) / max(n_free, 1), 0.0, 1.0))
                 if want <= 0:
-                    theta[layer, h] = np.inf if config.rule == "fixed" else -np.inf
+                    t = np.inf if config.rule == "fixed" else -np.inf
+                elif config.rule == "fixed":
+                    t = np.quantile(vals, 1 - want) if vals.size else 0.0
+                else:
+                    t = np.quantile(vals, want) if vals.size else 0.0
+                for layer, h in members:
+                    theta[layer, h] = t
             out[keep] = SprintScales(k_step, k_chan, theta, scales.r_diff)
     else:
         out = {k: SprintScales(k_step, k_chan, np.zeros((c.n_layers, c.n_heads)), scales.r_diff) for k in keeps}
     return out if len(keeps) > 1 else out[keeps[0]]
+
+
+def _quantile_sample(a, q, n=200_000):
+    """Quantile of a (a strided subsample of at most n values of) an array."""
+    a = a.ravel()
+    if a.size > n:
+        a = a[:: a.size // n]
+    return float(np.quantile(a, q)) if a.size else 0.0
 
 
 def _load_npz(path, kind, required, optional):
