@@ -110,7 +110,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-KERNELS = ("ideal", "gaincell")
+KERNELS = ("ideal", "gaincell", "sprint")
 
 
 def _check_kernel(name: str) -> None:
@@ -123,41 +123,105 @@ def _kernel(name: str, args=None, model=None, text_path=None):
     _check_kernel(name)
     if name == "gaincell":
         return _gaincell_kernel(args, model, text_path)
+    if name == "sprint":
+        return _sprint_kernel(args, model, text_path)
     return IdealAttention()
 
 
-def _gaincell_kernel(args, model, text_path):
-    """Gain-cell kernel from a surrogate bundle, range-calibrated on the first windows of the text
-    (work in progress for issue #6)."""
-    from .attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, calibrate_output,
-                                     calibrate_ranges, calibrate_tiles)
+def _calibration_windows(args, model, text_path, window):
+    """Token windows for calibration: --calibration-text, else the last 40,000 characters of the
+    text (disjoint from the windows scored first when the text is longer than 80,000 characters)."""
     from .evaluate.perplexity import stream_tokens
-    from .surrogates import bundle
-    if not getattr(args, "surrogates", None):
-        raise AnalogAttnError("--attention gaincell needs --surrogates FILE (made by: analogattn fit)")
-    b = bundle.load(args.surrogates)
-    cfg = GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
-                         output_levels=args.output_levels, token_period=args.token_period,
-                         temperature=args.temperature, activation=args.activation, adc_bits=args.adc_bits,
-                         window=args.window or 0)
-    cell = CellModel.from_bundle(b, temperature=cfg.temperature)
-    cal_path = Path(args.calibration_text) if args.calibration_text else text_path
     if args.calibration_text:
-        ids = np.concatenate(list(stream_tokens(cal_path, model.tokenizer, max_chars=40000)))
-    else:  # the last 40,000 characters of the text: disjoint from the windows scored first
-        raw = cal_path.read_text(encoding="utf-8", errors="replace")
+        ids = np.concatenate(list(stream_tokens(Path(args.calibration_text), model.tokenizer, max_chars=40000)))
+    else:
+        raw = Path(text_path).read_text(encoding="utf-8", errors="replace")
         tail = raw[-40000:]
         tail = tail[tail.find("\n") + 1:] if len(raw) > 80000 else raw
         if len(raw) <= 80000:
             print("warning: text shorter than 80,000 characters: calibrating on scored text", file=sys.stderr)
         ids = np.asarray(model.tokenizer.encode(tail))
-    w = args.window or 256
+    n = max(1, args.calibration_windows)
+    wins = [ids[i:i + window] for i in range(0, min(ids.size, n * window), window)]
+    return [w for w in wins if w.size > 1]
+
+
+def _bundle(args, kind):
+    from .surrogates import bundle
+    if not getattr(args, "surrogates", None):
+        raise AnalogAttnError(f"--attention {kind} needs --surrogates FILE (made by: analogattn fit)")
+    return bundle.load(args.surrogates)
+
+
+def _cal_meta(model, b, cfg, extra=None):
+    return {"model": model.name, "surrogates": b.info.get("source_digest", ""), "config": cfg.to_json(),
+            **(extra or {})}
+
+
+def _gaincell_config(args):
+    from .attention.gaincell import GainCellConfig
+    return GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
+                          output_levels=args.output_levels, token_period=args.token_period,
+                          temperature=args.temperature, activation=args.activation, adc_bits=args.adc_bits,
+                          window=args.window or 0, mismatch=args.mismatch, read_noise=args.read_noise,
+                          seed=args.seed)
+
+
+def _gaincell_kernel(args, model, text_path):
+    """Gain-cell kernel from a surrogate bundle, calibrated on calibration text (or loaded from
+    --calibration-file, which is written after a calibration when it does not exist yet)."""
+    from .attention.gaincell import (CellModel, GainCellAttention, Scalers, calibrate_output, calibrate_ranges,
+                                     calibrate_tiles)
+    b = _bundle(args, "gaincell")
+    cfg = _gaincell_config(args)
+    cell = CellModel.from_bundle(b, temperature=cfg.temperature)
     kernel = GainCellAttention(cell, cfg, None)
-    windows = [ids[i:i + w] for i in range(0, min(ids.size, 2 * w), w)]
+    meta = _cal_meta(model, b, cfg, {"calibration": args.calibration, "equalise": bool(args.equalise)})
+    cal_file = Path(args.calibration_file) if getattr(args, "calibration_file", None) else None
+    kernel.bundle = b
+    if cal_file is not None and cal_file.exists():
+        kernel.sc = Scalers.load(cal_file, expect=meta)
+        print(f"calibration: loaded {cal_file}", file=sys.stderr)
+        return kernel
+    windows = _calibration_windows(args, model, text_path, args.window or 256)
     kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel, equalise=args.equalise)
     calibrate_tiles(model, windows[:1], kernel)
     if args.calibration != "none":
         calibrate_output(model, windows[:1], kernel, args.calibration)
+    if cal_file is not None:
+        kernel.sc.save(cal_file, meta)
+        print(f"calibration: wrote {cal_file}", file=sys.stderr)
+    return kernel
+
+
+def _sprint_config(args):
+    from .attention.sprint import SprintConfig
+    return SprintConfig(key_bits=args.key_bits, dac_bits=args.dac_bits, rule=args.rule, keep=args.keep,
+                        sink=args.sink, local=args.local, budget=args.budget, mass=args.mass,
+                        variation=args.variation, read_noise=args.circuit_noise, comparator_offset=args.variation,
+                        comparator_noise=args.circuit_noise, equalise=args.equalise, seed=args.seed)
+
+
+def _sprint_kernel(args, model, text_path):
+    """ReRAM pruning kernel from a surrogate bundle, calibrated (key scales, TIA gains,
+    thresholds for --keep) on calibration text or loaded from --calibration-file."""
+    from .attention.sprint import Crossbar, SprintAttention, SprintScales, calibrate_sprint
+    b = _bundle(args, "sprint")
+    cfg = _sprint_config(args)
+    xbar = Crossbar.from_bundle(b)
+    meta = _cal_meta(model, b, cfg.replace(seed=0, read_noise=True, comparator_noise=True, comparator_offset=True,
+                                          variation=True))
+    cal_file = Path(args.calibration_file) if getattr(args, "calibration_file", None) else None
+    if cal_file is not None and cal_file.exists():
+        sc = SprintScales.load(cal_file, expect=meta)
+        print(f"calibration: loaded {cal_file}", file=sys.stderr)
+    else:
+        sc = calibrate_sprint(model, _calibration_windows(args, model, text_path, args.window or 256), xbar, cfg)
+        if cal_file is not None:
+            sc.save(cal_file, meta)
+            print(f"calibration: wrote {cal_file}", file=sys.stderr)
+    kernel = SprintAttention(xbar, cfg, sc, model.config.n_layers)
+    kernel.bundle = b
     return kernel
 
 
@@ -207,6 +271,22 @@ def cmd_run(args) -> int:
                       window=r.window, stride=r.stride, tokens_per_s=r.tokens_per_s, seconds=r.seconds)
         print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
               f"({r.windows} windows of {r.window}, stride {r.stride}, {kernel.name} attention)")
+        stats = getattr(kernel, "stats", None)
+        if stats is not None:
+            result["pruning"] = stats.summary()
+            sm = result["pruning"]
+            print(f"pruning: kept {sm['kept_fraction']:.4f} of causal scores (per layer "
+                  f"{min(sm['kept_fraction_per_layer']):.3f}-{max(sm['kept_fraction_per_layer']):.3f}), "
+                  f"ideal softmax mass kept {sm['softmax_mass_kept']:.4f}, newly fetched per query "
+                  f"{sm['newly_fetched_fraction']:.4f} of the visible keys")
+        from .evaluate.cost import cost_for, format_cost, paper_lines
+        ctx = window
+        cost = cost_for(kernel.name, model.config, ctx, getattr(kernel, "bundle", None), stats, kernel)
+        result["cost"] = {"context": ctx, **cost}
+        print(format_cost(f"{kernel.name} (decoding at a {ctx}-token context)", cost))
+        if not args.quiet:
+            for line in paper_lines():
+                print("  " + line)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(f"tokens/s {result['tokens_per_s']:.1f}; peak memory {result['peak_rss_mb']:.0f} MB; "
           f"model load {load_s:.1f} s")
@@ -255,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-scored", type=int, default=None, help="stop after this many scored tokens")
     r.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
     r.add_argument("--max-sentences", type=int, default=64, help="encoder: sentences to embed")
-    r.add_argument("--attention", default="ideal", help="ideal | gaincell (work in progress)")
+    r.add_argument("--attention", default="ideal", help="ideal | gaincell | sprint")
     r.add_argument("--surrogates", help="surrogate bundle for circuit kernels")
     r.add_argument("--storage-levels", type=int, default=8)
     r.add_argument("--input-levels", type=int, default=16)
@@ -267,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--equalise", action=argparse.BooleanOptionalAction, default=True,
                    help="per-channel k/v equalisation folded into q and the output (exact digitally)")
     r.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
+    r.add_argument("--calibration-windows", type=int, default=2, help="calibration windows (of --window tokens)")
+    r.add_argument("--calibration-file", help="calibrated scalers/thresholds: loaded if it exists, else written")
+    r.add_argument("--mismatch", action="store_true", help="gain cell: fixed per-cell mismatch (Monte Carlo)")
+    r.add_argument("--read-noise", type=float, default=0.0, help="gain cell: per-read noise, relative to full scale")
+    r.add_argument("--seed", type=int, default=0, help="seed of circuit variation and noise")
+    r.add_argument("--key-bits", type=int, default=4, help="sprint: key MSBs in the crossbar")
+    r.add_argument("--dac-bits", type=int, default=4, help="sprint: query DAC bits per sign")
+    r.add_argument("--rule", default="anchor", help="sprint: anchor | fixed | oracle | none")
+    r.add_argument("--keep", type=float, default=0.30, help="sprint: kept fraction the thresholds aim at")
+    r.add_argument("--sink", type=int, default=1, help="sprint anchor rule: first tokens always kept")
+    r.add_argument("--local", type=int, default=4, help="sprint anchor rule: recent tokens always kept")
+    r.add_argument("--budget", default="global", help="sprint: global | layer | head (shared thresholds)")
+    r.add_argument("--mass", type=float, default=0.99, help="sprint oracle rule: softmax mass kept")
+    r.add_argument("--variation", action=argparse.BooleanOptionalAction, default=True,
+                   help="sprint: conductance variation and comparator offsets")
+    r.add_argument("--circuit-noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="sprint: column read noise and comparator noise")
     r.add_argument("--temperature", type=float, default=27.0)
     r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
     r.add_argument("--json", help="write the result as JSON here")

@@ -152,6 +152,18 @@ class Scalers:
     k_chan: np.ndarray | None = None
     v_chan: np.ndarray | None = None
 
+    def save(self, path, meta: dict | None = None):
+        from . import calfile
+        calfile.save(path, "gaincell", dataclasses.asdict(self), meta or {})
+
+    @classmethod
+    def load(cls, path, expect: dict | None = None):
+        from . import calfile
+        names = [f.name for f in dataclasses.fields(cls)]
+        arrays, _ = calfile.load(path, "gaincell", [n for n in names if n not in ("k_chan", "v_chan")],
+                                 ("k_chan", "v_chan"), expect)
+        return cls(**arrays)
+
     @classmethod
     def identity(cls, layers, heads, kv_heads, cell: CellModel):
         """q in [-1, 1] per unit, k and v centred on mid-rail with a 1 V/unit gain; the output

@@ -168,18 +168,14 @@ class SprintScales:
     r_diff: np.ndarray | None = None
 
     def save(self, path, meta: dict | None = None):
-        from ..atomic import write_bytes
-        import io
-        import json
-        buf = io.BytesIO()
-        arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        np.savez(buf, __meta__=np.frombuffer(json.dumps({"kind": "sprint", **(meta or {})}).encode(), np.uint8),
-                 **arrays)
-        write_bytes(path, buf.getvalue())
+        from . import calfile
+        calfile.save(path, "sprint", dataclasses.asdict(self), meta or {})
 
     @classmethod
-    def load(cls, path):
-        return cls(**_load_npz(path, "sprint", ("k_step", "theta"), ("k_chan", "r_diff")))
+    def load(cls, path, expect: dict | None = None):
+        from . import calfile
+        arrays, _ = calfile.load(path, "sprint", ("k_step", "theta"), ("k_chan", "r_diff"), expect)
+        return cls(**arrays)
 
 
 @dataclasses.dataclass
@@ -221,7 +217,7 @@ class SprintAttention(AttentionKernel):
         self.x, self.cfg, self.sc = xbar, config, scales
         self.rng = np.random.default_rng(config.seed)
         self.stats = SprintStats.zeros(n_layers)
-        self.record = None  # calibration hook: list collecting (layer, kv head, z_approx, ref, free, v_q)
+        self.record = None  # calibration hook: called with (layer, kv head, z_approx, ref, free, v_q) per block
         self.keep_log = None  # set to a list to collect (layer, kv head, positions, key positions, keep)
         half = 2 ** (config.key_bits - 1)
         codes = np.arange(-half, half)
@@ -409,7 +405,7 @@ class SprintAttention(AttentionKernel):
                                            self.kappa * math.sqrt(d) / sc.k_step[layer, j], allowed, forced, T, rec)
                 keep = keep.reshape(g, T, S)
                 if rec is not None:
-                    self.record.append((layer, j, rec[0].reshape(g, T, S),
+                    self.record((layer, j, rec[0].reshape(g, T, S),
                                         None if ref is None else ref.reshape(g, T, 1), free,
                                         _quantile_sample(rec[1].reshape(g, T, S)[:, allowed], 0.999)))
                     keep = np.broadcast_to(allowed, (g, T, S))  # calibration: the model runs unpruned
@@ -494,20 +490,21 @@ def calibrate_sprint(model, token_windows, xbar: Crossbar, config: SprintConfig,
                                 variation=False, rule="fixed" if config.rule not in ("fixed", "anchor") else config.rule)
     kern = SprintAttention(xbar, quiet, scales, c.n_layers)
     kern.sc.theta[:] = 0.0
-    kern.record = []
     pools, vmax = {}, np.zeros((c.n_layers, c.n_kv_heads))
     rng = np.random.default_rng(0)
+
+    def take(item):  # reduce each block at once: whole windows of (T x S) scores would be GBs
+        layer, j, z, ref, free, vq = item
+        vmax[layer, j] = max(vmax[layer, j], vq)
+        for i in range(z.shape[0]):
+            vals = (ref[i] - z[i])[free] if ref is not None else z[i][free]
+            if vals.size > 2_000:  # a 5% random subsample (same rate everywhere) is plenty for quantiles
+                vals = vals[rng.integers(0, vals.size, max(2_000, vals.size // 20))]
+            pools.setdefault((layer, j * z.shape[0] + i), []).append((vals.astype(np.float32), int(free.sum())))
+
+    kern.record = take
     for ids in token_windows:
         model.forward(ids, caches=model.new_caches(kern), kernel=kern, logits="none")
-        for layer, j, z, ref, free, vq in kern.record:
-            vmax[layer, j] = max(vmax[layer, j], vq)
-            g = z.shape[0]
-            for i in range(g):
-                vals = (ref[i] - z[i])[free] if ref is not None else z[i][free]
-                if vals.size > 100_000:  # a random subsample is plenty for the quantiles
-                    vals = vals[rng.integers(0, vals.size, 100_000)]
-                pools.setdefault((layer, j * g + i), []).append((vals.astype(np.float32), int(free.sum())))
-        kern.record = []
     scales.r_diff = xbar.r_f * config.swing / np.maximum(vmax, 1e-12)
     if config.rule in ("fixed", "anchor"):
         # the forced and allowed counts per row are the same for every head
@@ -544,26 +541,6 @@ def _quantile_sample(a, q, n=200_000):
     if a.size > n:
         a = a[:: a.size // n]
     return float(np.quantile(a, q)) if a.size else 0.0
-
-
-def _load_npz(path, kind, required, optional):
-    """Arrays of a saved calibration; a missing, truncated or wrong-kind file is refused."""
-    import json
-    import zipfile
-    from ..errors import AnalogAttnError
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(bytes(f["__meta__"]).decode())
-            if meta.get("kind") != kind:
-                raise AnalogAttnError(f"{path} is a {meta.get('kind')!r} calibration, not {kind!r}")
-            missing = [k for k in required if k not in f.files]
-            if missing:
-                raise AnalogAttnError(f"{path}: calibration lacks {', '.join(missing)}")
-            return {**{k: f[k] for k in required}, **{k: (f[k] if k in f.files else None) for k in optional}}
-    except FileNotFoundError:
-        raise AnalogAttnError(f"{path}: no such calibration file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise AnalogAttnError(f"{path}: not a readable calibration file ({type(e).__name__})") from None
 
 
 def _allowed_count(token_windows, config, model):
