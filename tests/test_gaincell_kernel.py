@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention.base import IdealAttention, Mask
-from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, Scalers, ideal_kernel,
+from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, Scalers, adc, ideal_kernel,
                                            quantise, tiled_sum)
 from analogattn.transformer.cache import KVCache
 
@@ -46,8 +46,17 @@ def test_tiled_sum_clamps_each_tile():
     # tiles of 4 and 2 rows: 4 -> clamped to 3, 2 stays 2 -> 5 (an untiled sum would give 6)
     assert tiled_sum(w, cells, 4, 0, 3.0)[0, 0] == 5.0
     assert tiled_sum(w, cells, 6, 0, np.inf)[0, 0] == 6.0
-    # digitised to 4 levels over [-3, 3]: 2 -> 1 (levels -3, -1, 1, 3), 3 -> 3
-    assert tiled_sum(w, cells, 4, 4, 3.0)[0, 0] == 4.0
+    # a 4-code signed ADC over [-3, 3): codes -2..1 x 1.5 -> levels -3, -1.5, 0, 1.5 (zero is a code);
+    # the 4-row tile (4, clamped) -> 1.5, the 2-row tile (2) -> 1.5: 3.0
+    assert tiled_sum(w, cells, 4, 4, 3.0)[0, 0] == 3.0
+    # a tile of zeros stays exactly zero (mid-tread ADC): no bias from tiles without pulses
+    assert tiled_sum(np.zeros((1, 6)), cells, 2, 32, 3.0)[0, 0] == 0.0
+
+
+def test_adc_is_mid_tread_twos_complement():
+    x = np.array([-5.0, -1.0, -0.2, 0.0, 0.24, 0.26, 0.99, 5.0])
+    # 8 codes over [-1, 1): step 0.25, codes -4..3
+    assert np.allclose(adc(x, 1.0, 8), [-1.0, -1.0, -0.25, 0.0, 0.25, 0.25, 0.75, 0.75])
 
 
 def test_decay_hand_computed():

@@ -79,22 +79,42 @@ def cmd_fit(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on built-in defaults: characterize every circuit family (cached), fit and
-    export the surrogates with plots, and run SmolLM2 with ideal attention on a shipped text.
-    (Circuit attention kernels are the next stage of the pipeline.)"""
+    export the surrogates with plots, calibrate the circuit kernels and run SmolLM2 with ideal,
+    gain-cell (both activations) and ReRAM-pruning attention on a text shipped with the system;
+    one comparison table, a JSON file and figures."""
+    from .evaluate import compare as cmp
+    from .evaluate.perplexity import stream_tokens
+    from .evaluate.texts import default_text_path
+    from .surrogates import bundle
+    from .transformer.loaders import load
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     char, sur = out / "characterization.h5", out / "surrogates.h5"
-    print(f"== 1/3 characterize -> {char}")
+    print(f"== 1/4 characterize -> {char}")
     rc = cmd_characterize(argparse.Namespace(design=None, only=None, jobs=args.jobs, output=str(char),
                                              cache_dir=None, quiet=False))
-    print(f"== 2/3 fit -> {sur} (figures in {out / 'plots'})")
+    print(f"== 2/4 fit -> {sur} (figures in {out / 'plots'})")
     rc = rc or cmd_fit(argparse.Namespace(characterization=str(char), output=str(sur), plot=str(out / "plots"),
                                           degree=3, surface="auto"))
-    print("== 3/3 SmolLM2, ideal attention, on a text shipped with the system")
-    rc = rc or cmd_run(argparse.Namespace(model="smollm2", text=None, window=256, stride=None, max_scored=512,
-                                          max_chars=None, max_sentences=64, attention="ideal",
-                                          json=str(out / "run_ideal.json"), quiet=False))
-    return rc
+    if rc:
+        return rc
+    path = Path(args.text) if args.text else default_text_path()
+    model = load("smollm2")
+    ids = np.concatenate(list(stream_tokens(path, model.tokenizer)))
+    w = args.window
+    if ids.size < 3 * w + 2:
+        raise AnalogAttnError(f"--text {path}: {ids.size} tokens, need at least {3 * w + 2} for window {w}")
+    cal = [ids[-2 * w:-w], ids[-w:]]  # calibration on the end of the text, scoring from its start
+    score = ids[:-2 * w]
+    print(f"== 3/4 calibrate and run SmolLM2 on {path} ({ids.size} tokens; calibration on the last {2 * w}, "
+          f"scoring up to {args.max_scored} from the start)")
+    rows = cmp.compare(model, score, cal, bundle.load(sur), out, window=w, max_scored=args.max_scored,
+                       levels=tuple(args.levels), keeps=tuple(args.keeps))
+    print("== 4/4 comparison")
+    print(cmp.table(rows))
+    files = cmp.plots(rows, out, model, score, cal, bundle.load(sur))
+    print(f"wrote {out / 'comparison.json'} and {', '.join(str(f) for f in files)}")
+    return 0
 
 
 def _peak_rss_mb() -> float:
@@ -389,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole pipeline on built-in defaults")
     d.add_argument("--outdir", default="analogattn-demo")
     d.add_argument("--jobs", type=int, default=None)
+    d.add_argument("--text", help="text file (default: a text shipped with the system)")
+    d.add_argument("--window", type=int, default=512)
+    d.add_argument("--max-scored", type=int, default=1024)
+    d.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="gain-cell storage levels")
+    d.add_argument("--keeps", type=float, nargs="+", default=[0.15, 0.2, 0.3, 0.4], help="pruning keep targets")
     d.set_defaults(func=cmd_demo)
     return ap
 

@@ -54,6 +54,8 @@ class GainCellConfig(Validated):
     seed: int = param(0, "", 0, 2**31 - 1, "seed of mismatch and noise draws")
     query_scale: bool = param(False, doc="scale each query's pulses to its largest element (DAC reference "
                                         "per token), undone digitally on the scores")
+    tile_scale: bool = param(True, doc="softmax: each value tile's pulses span the tile's largest weight (a "
+                                       "per-tile DAC reference), multiplied back digitally after its ADC")
     predistort: bool = param(True, doc="write through the inverse cell and write-transfer curves, so the "
                                        "read current (not the voltage) is linear in k and v")
 
@@ -106,6 +108,16 @@ def quantise(x, lo, hi, levels):
     return x
 
 
+def adc(x, full, levels):
+    """A signed ADC of ``levels`` codes (two's complement: -levels/2 .. levels/2 - 1) over
+    [-full, full): mid-tread, so zero is a code (levels 0: clip only)."""
+    if not levels or levels < 2:
+        return np.clip(x, -full, full)
+    half = levels // 2
+    step = full / half
+    return np.clip(np.round(x / step), -half, half - 1) * step
+
+
 def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0):
     """sum_k weights[..., k] * cells[k, ...] with k in tiles of ``rows``: each tile's result is
     clamped to [-full_scale, full_scale] and digitised to ``out_levels`` before the digital sum.
@@ -117,7 +129,7 @@ def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0)
         if rng is not None and noise > 0:
             part = part + noise * full_scale * rng.standard_normal(part.shape)
         if np.isfinite(full_scale):
-            part = quantise(part, -full_scale, full_scale, out_levels)
+            part = adc(part, full_scale, out_levels)
         out += part
     return out
 
@@ -217,7 +229,8 @@ class GainCellAttention(AttentionKernel):
             target = quantise(a[:, None, None] * x + b[:, None, None], 0.0, self.cell.vdd, self.cfg.storage_levels)
             return np.asarray(self.cell.write(target), float)
         v, w, vs, i, i_sym = self._inverse_tables()
-        frac = quantise(a[:, None, None] * x, -1.0, 1.0, self.cfg.storage_levels)
+        # signed storage codes: a mid-tread grid of storage_levels over [-1, 1] (zero is a level)
+        frac = adc(a[:, None, None] * x, 1.0, self.cfg.storage_levels)
         v_target = np.interp(frac * i_sym, i, vs)   # voltage whose read current is frac x I_sym
         v_write = np.interp(v_target, w, v)          # what to drive so the cell ends there
         return np.asarray(self.cell.write(v_write), float)
@@ -264,24 +277,40 @@ class GainCellAttention(AttentionKernel):
         return out
 
     def _values(self, p, vv, D, full):
-        """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of rows over s."""
+        """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
+        Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
+        tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
+        output is multiplied back by that weight digitally."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else np.inf
-        if not self._decays():
+        per_tile = cfg.activation == "softmax" and cfg.tile_scale
+        decays = self._decays()
+        if decays:
+            y = vv - c.v_eq
+            coeffs = self._expansion()
+        else:
             cur = c.current(vv) * c.t_max
-            if getattr(self, "_tile_record", None) is not None:
-                for k0 in range(0, vv.shape[0], cfg.rows):
-                    self._note_tile(p[:, k0:k0 + cfg.rows] @ cur[k0:k0 + cfg.rows])
-            return tiled_sum(p, cur, cfg.rows, cfg.output_levels, full, self.rng, cfg.read_noise)
-        y = vv - c.v_eq
         out = np.zeros((p.shape[0], vv.shape[1]))
         for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
             sl = slice(k0, k0 + cfg.rows)
-            part = np.zeros_like(out)
-            for i, ci in enumerate(self._expansion()):
-                part += ((p[:, sl] * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
+            pt = p[:, sl]
+            m = None
+            if per_tile:
+                m = pt.max(axis=1, keepdims=True)
+                m[m == 0] = 1.0
+                pt = pt / m
+            pq = quantise(pt, 0.0, 1.0, cfg.input_levels)
+            if not pq.any():  # no pulse drives this tile (outside every query's window): not read
+                continue
+            if decays:
+                part = np.zeros_like(out)
+                for i, ci in enumerate(coeffs):
+                    part += ((pq * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
+            else:
+                part = pq @ cur[sl]
             self._note_tile(part)
-            out += self._digitise(part, full)
+            part = self._digitise(part, full)
+            out += part * m if m is not None else part
         return out
 
     def _note_tile(self, part):
@@ -294,7 +323,7 @@ class GainCellAttention(AttentionKernel):
         levels = cfg.output_levels if levels is None else levels
         if cfg.read_noise > 0 and np.isfinite(full):
             x = x + cfg.read_noise * full * self.rng.standard_normal(x.shape)
-        return quantise(x, -full, full, levels) if np.isfinite(full) else x
+        return adc(x, full, levels) if np.isfinite(full) else x
 
     def attend(self, q, positions, mask, cache, layer):
         cfg, sc = self.cfg, self.sc
@@ -331,15 +360,20 @@ class GainCellAttention(AttentionKernel):
                 z = s / (gain * sc.a_q[layer, h] * sc.a_k[layer, j] * np.sqrt(d))
                 if cfg.adc_bits and allowed.any():
                     lim = float(np.max(np.abs(z[allowed])))
-                    z = quantise(z, -lim, lim, 2 ** cfg.adc_bits)
+                    z = adc(z, lim, 2 ** cfg.adc_bits)
                 z = np.where(allowed, z, -np.inf)
                 p = z / exp_rows_(z)
-            # pulses span each row's largest weight (DAC full scale = row max, undone digitally
-            # after the value array), so small softmax weights survive 16 pulse levels
-            p_max = p.max(axis=1, keepdims=True) if cfg.activation == "softmax" else np.ones((T, 1))
-            p_max[p_max == 0] = 1.0
-            p = quantise(p / p_max, 0.0, 1.0, cfg.input_levels)
+            # softmax without tile_scale: pulses span each row's largest weight (DAC full scale =
+            # row max, undone digitally after the value array); with tile_scale, each tile's own
+            # largest weight (in _values)
+            p_max = np.ones((T, 1))
+            if cfg.activation == "softmax" and not cfg.tile_scale:
+                p_max = p.max(axis=1, keepdims=True)
+                p_max[p_max == 0] = 1.0
+                p = p / p_max
             self._ctx = (layer, h)
+            if getattr(self, "probe", None) == (layer, h) and getattr(self, "probe_out", None) is None:
+                self.probe_out = (positions.copy(), kpos.copy(), p * p_max)  # the head's attention weights
             a = self._values(p, values[j], D, sc.out_scale[layer, h]) * p_max  # (T, d)
             if sc.v_chan is not None:
                 a = a * sc.v_chan[layer, j]
@@ -355,7 +389,7 @@ def ideal_kernel(layers, heads, kv_heads):
     return GainCellAttention(cell, cfg, Scalers.identity(layers, heads, kv_heads, cell))
 
 
-__all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "tiled_sum",
+__all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "adc", "tiled_sum",
            "ideal_kernel"]
 
 

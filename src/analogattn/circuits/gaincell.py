@@ -30,7 +30,8 @@ class GainCellParams(Validated):
     vdd: float = param(0.9, "V", 0.5, 1.5, "supply; signals live in [0, vdd]")
     v_bl: float = param(0.45, "V", 0.0, 1.5, "bit-line bias (mid-rail zero of stored values)")
     v_in: float = param(0.9, "V", 0.0, 1.5, "read pulse amplitude on RWL (largest V_in swept)")
-    c_store: float = param(2e-15, "F", 1e-17, 1e-11, "storage capacitance")
+    c_store: float = param(20e-15, "F", 1e-17, 1e-11, "storage capacitance (20 fF: retention tau ~0.7 ms, so a "
+                           "1024-token window at 65 ns per token decays by ~9%, the paper's regime)")
     w_write: float = param(0.12, "um", 0.06, 10.0, "write transistor width")
     l_write: float = param(0.12, "um", 0.06, 10.0, "write transistor length")
     w_read_p: float = param(0.6, "um", 0.06, 10.0, "read PMOS width")
