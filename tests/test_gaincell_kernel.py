@@ -1,4 +1,6 @@
 """Gain-cell attention kernel (work in progress for issue #6): exact limits and hand-computed cases."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -169,3 +171,21 @@ def test_channel_equalisation_is_exact_for_an_ideal_cell():
     ker.sc.a_k[:] = ker.sc.a_v[:] = 0.5  # k / k_chan and v / v_chan stay within +-0.45 V of mid-rail
     got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_per_tile_pulse_scaling_hand_computed():
+    """Softmax weights [0.5, 0.5 | 0.02, 0.01] on tiles of 2 rows, 4 pulse levels (0, 1/3, 2/3, 1):
+    per tile the pulses span the tile's largest weight -> [1, 1] x 0.5 and [1, 2/3] x 0.02;
+    scaled to the row's largest weight instead, the second tile's pulses round to zero."""
+    cell = CellModel.ideal()
+    vv = np.array([[0.55], [0.65], [0.75], [0.85]])  # stored voltages; current = g (v - 0.45)
+    cur = 20e-6 * (vv[:, 0] - 0.45) * cell.t_max
+    p = np.array([[0.5, 0.5, 0.02, 0.01]])
+    cfg = GainCellConfig(input_levels=4, output_levels=0, token_period=0.0, rows=2, tile_scale=True)
+    ker = GainCellAttention(cell, cfg, None)
+    got = ker._values(p, vv, None, np.inf)[0, 0]
+    want = 0.5 * (cur[0] + cur[1]) + 0.02 * (cur[2] + (2 / 3) * cur[3])
+    assert abs(got - want) < 1e-12 * abs(want) + 1e-30
+    ker2 = GainCellAttention(cell, dataclasses.replace(cfg, tile_scale=False), None)
+    row = ker2._values(p / 0.5, vv, None, np.inf)[0, 0] * 0.5
+    assert abs(row - 0.5 * (cur[0] + cur[1])) < 1e-12 * abs(want)

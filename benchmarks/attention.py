@@ -1,0 +1,151 @@
+"""Circuit attention kernels on SmolLM2: quality against ideal attention and prefill speed, as
+ratios measured in the same run.
+
+Protocol: ``../shared/data/wikitext2_valid.txt`` (or --text), windows of --window tokens
+(default 1024), at least --scored tokens (default 8192) from the start of the text; calibration
+on the last 2 windows of the text (disjoint from the scored tokens). Prints:
+- ReRAM pruning (circuit noise and variation on): perplexity / ideal versus kept fraction for
+  our anchor rule, a fixed per-head threshold, and the 99%-mass oracle family, side by side;
+- gain cell, softmax hybrid with every circuit effect, over storage levels 4..64 (on
+  --gaincell-scored tokens: the kernel is slow);
+- gain cell, hardsigmoid, for each calibration method;
+- whole-model prefill tokens/s of each kernel / the ideal kernel (targets: pruning >= 0.7x,
+  gain cell >= 0.5x).
+
+Usage: python benchmarks/attention.py [--surrogates FILE] [--scored N] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from analogattn.attention.base import IdealAttention  # noqa: E402
+from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig,  # noqa: E402
+                                           calibrate_output, calibrate_ranges, calibrate_tiles)
+from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint  # noqa: E402
+from analogattn.evaluate.perplexity import perplexity, stream_tokens  # noqa: E402
+from analogattn.surrogates import bundle as bundle_mod  # noqa: E402
+from analogattn.transformer.loaders import load  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--surrogates", default=str(ROOT / "analogattn-demo" / "surrogates.h5"))
+    ap.add_argument("--text", default=str(ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"))
+    ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--scored", type=int, default=8192)
+    ap.add_argument("--gaincell-scored", type=int, default=2048)
+    ap.add_argument("--keeps", type=float, nargs="+", default=[0.2, 0.25, 0.3, 0.35])
+    ap.add_argument("--masses", type=float, nargs="+", default=[0.95, 0.98, 0.99, 0.995])
+    ap.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    ap.add_argument("--quick", action="store_true", help="one window each (a smoke run)")
+    ap.add_argument("--skip-gaincell", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.scored, a.gaincell_scored, a.keeps, a.masses, a.levels = a.window, a.window, [0.3], [0.99], [32]
+    b = bundle_mod.load(a.surrogates)
+    model = load("smollm2")
+    ids = np.concatenate(list(stream_tokens(a.text, model.tokenizer)))
+    W = a.window
+    cal = [ids[-2 * W:-W], ids[-W:]]
+    score = ids[:-2 * W]
+    c = model.config
+
+    def run(kernel, n):
+        return perplexity(model, score, W, kernel=kernel, max_scored=n, progress=False)
+
+    print(f"SmolLM2 on {Path(a.text).name}: window {W}, {a.scored} scored tokens "
+          f"(gain cell: {a.gaincell_scored}); calibration on the text's last {2 * W} tokens", flush=True)
+    ideal = run(IdealAttention(), a.scored)
+    ideal_g = run(IdealAttention(), a.gaincell_scored) if a.gaincell_scored != a.scored else ideal
+    print(f"ideal: perplexity {ideal.perplexity:.4f} ({ideal.tokens_per_s:.1f} tok/s); "
+          f"on the gain-cell span {ideal_g.perplexity:.4f}", flush=True)
+
+    # -- ReRAM pruning ---------------------------------------------------------------------------
+    xbar = Crossbar.from_bundle(b)
+    curves = {}
+    speed = {}
+    for rule, budget in (("anchor", "global"), ("fixed", "head")):
+        cfg = SprintConfig(rule=rule, budget=budget)
+        t = time.perf_counter()
+        cals = calibrate_sprint(model, cal, xbar, cfg, keeps=tuple(a.keeps) + ((0.5,) if len(a.keeps) == 1 else ()))
+        print(f"  calibrated {rule} thresholds in {time.perf_counter() - t:.0f} s", flush=True)
+        for kp in a.keeps:
+            ker = SprintAttention(xbar, dataclasses.replace(cfg, keep=kp), cals[kp], c.n_layers)
+            r = run(ker, a.scored)
+            s = ker.stats.summary()
+            curves.setdefault(rule, []).append((kp, s["kept_fraction"], r.perplexity / ideal.perplexity,
+                                                s["softmax_mass_kept"], s["newly_fetched_fraction"]))
+            speed.setdefault(rule, []).append(r.tokens_per_s)
+            print(f"  {rule:6s} target {kp:.2f}: kept {s['kept_fraction']:.3f}  ppl x{r.perplexity / ideal.perplexity:.4f}"
+                  f"  mass {s['softmax_mass_kept']:.4f}  new/query {s['newly_fetched_fraction']:.4f}"
+                  f"  {r.tokens_per_s:.1f} tok/s", flush=True)
+    for mass in a.masses:
+        ker = SprintAttention(xbar, SprintConfig(rule="oracle", mass=mass), cals[a.keeps[0]], c.n_layers)
+        r = run(ker, a.scored)
+        s = ker.stats.summary()
+        curves.setdefault("oracle", []).append((mass, s["kept_fraction"], r.perplexity / ideal.perplexity,
+                                                s["softmax_mass_kept"], s["newly_fetched_fraction"]))
+        print(f"  oracle mass {mass:.3f}: kept {s['kept_fraction']:.3f}  ppl x{r.perplexity / ideal.perplexity:.4f}",
+              flush=True)
+    print("\nperplexity / ideal versus kept fraction (ReRAM pruning, circuit noise and variation on)")
+    print(f"{'anchor rule (ours)':>28s} | {'fixed per-head threshold':>28s} | {'99%-mass oracle family':>28s}")
+    for i in range(max(len(v) for v in curves.values())):
+        cells = []
+        for rule in ("anchor", "fixed", "oracle"):
+            v = curves.get(rule, [])
+            cells.append(f"kept {v[i][1]:.3f}  x{v[i][2]:.4f}" if i < len(v) else "")
+        print(" | ".join(f"{x:>28s}" for x in cells))
+    best = [p for p in curves["anchor"] if p[1] <= 0.35]
+    if best:
+        kb = min(best, key=lambda p: p[2])
+        print(f"target (<= 1.02x at <= 35% kept): anchor rule {kb[2]:.4f}x at {kb[1]:.3f} kept -> "
+              f"{'PASS' if kb[2] <= 1.02 else 'MISS'}")
+    sp = float(np.median(speed["anchor"])) / ideal.tokens_per_s
+    print(f"speed: pruning kernel {np.median(speed['anchor']):.1f} tok/s / ideal {ideal.tokens_per_s:.1f} = {sp:.2f}x "
+          f"(target 0.7x) -> {'PASS' if sp >= 0.7 else 'MISS'}", flush=True)
+    if a.skip_gaincell:
+        return
+
+    # -- gain cell --------------------------------------------------------------------------------
+    cell = CellModel.from_bundle(b)
+    base = GainCellConfig(window=W)
+    ranges = None
+    res = {}
+    gspeed = []
+    for act, lv, method in ([("softmax", n, "meanstd") for n in a.levels]
+                            + [("hardsigmoid", 8, m) for m in ("meanstd", "lstsq")]):
+        ker = GainCellAttention(cell, dataclasses.replace(base, activation=act, storage_levels=lv), None)
+        if ranges is None:
+            ranges = calibrate_ranges(model, cal, cell, kernel=ker)
+        ker.sc = dataclasses.replace(ranges, a_o=ranges.a_o.copy(), b_o=ranges.b_o.copy(),
+                                     out_scale=ranges.out_scale.copy())
+        calibrate_tiles(model, cal[:1], ker)
+        calibrate_output(model, cal[:1], ker, method)
+        r = run(ker, a.gaincell_scored)
+        res[(act, lv, method)] = r.perplexity / ideal_g.perplexity
+        gspeed.append(r.tokens_per_s)
+        print(f"  gain cell {act:11s} {lv:2d} levels, {method:7s}: ppl {r.perplexity:.4f}  x{res[(act, lv, method)]:.4f}"
+              f"  {r.tokens_per_s:.1f} tok/s", flush=True)
+    print("\ngain cell, softmax hybrid, all circuit effects: perplexity / ideal over storage levels")
+    print("  " + "  ".join(f"{lv}: x{res[('softmax', lv, 'meanstd')]:.4f}" for lv in a.levels))
+    if 32 in a.levels:
+        v = res[("softmax", 32, "meanstd")]
+        print(f"target (<= 1.15x at 32 levels): x{v:.4f} -> {'PASS' if v <= 1.15 else 'MISS'}")
+    print("gain cell, hardsigmoid (8 levels): " + ", ".join(f"{m} x{res[('hardsigmoid', 8, m)]:.4f}"
+                                                          for m in ("meanstd", "lstsq")))
+    gs = float(np.median(gspeed)) / ideal.tokens_per_s
+    print(f"speed: gain-cell kernel {np.median(gspeed):.1f} tok/s / ideal {ideal.tokens_per_s:.1f} = {gs:.2f}x "
+          f"(target 0.5x) -> {'PASS' if gs >= 0.5 else 'MISS'}")
+
+
+if __name__ == "__main__":
+    main()
