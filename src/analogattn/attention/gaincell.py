@@ -113,6 +113,8 @@ def adc(x, full, levels):
     [-full, full): mid-tread, so zero is a code (levels 0: clip only)."""
     if not levels or levels < 2:
         return np.clip(x, -full, full)
+    if not full > 0:
+        return np.zeros_like(x)
     half = levels // 2
     step = full / half
     return np.clip(np.round(x / step), -half, half - 1) * step
@@ -132,6 +134,27 @@ def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0)
             part = adc(part, full_scale, out_levels)
         out += part
     return out
+
+
+class Separable:
+    """Decay D[t, s] = r_t k_s (r: query rows, k: keys, relative to the block's first query) and
+    its powers D^i = r_t^i k_s^i; a key written after t0 but before t has k_s > 1, r_t < 1.
+    (Keys after the query, masked anyway, get the same formula instead of D = 1.)"""
+
+    def __init__(self, r, k, n):
+        self.r, self.k, self.n = np.asarray(r, float), np.asarray(k, float), n
+
+    def row_weights(self, coeffs, t_max):
+        """[(T, 1) c_i t_max r^i for each term i]."""
+        return [(ci * t_max * self.r ** i)[:, None] for i, ci in enumerate(coeffs)]
+
+    def key_powers(self, y):
+        """[(S, d) (y k)^i for each term i] (y: stored V - V_eq of the keys)."""
+        yk = y * self.k[:, None]
+        out = [np.ones_like(yk)]
+        for _ in range(self.n - 1):
+            out.append(out[-1] * yk)
+        return out
 
 
 class GainCellCache(KVCache):
@@ -268,6 +291,14 @@ class GainCellAttention(AttentionKernel):
         if not self._decays():
             return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
         y = vk - c.v_eq
+        if isinstance(D, Separable):
+            out = np.zeros((u.shape[0], vk.shape[0]), np.float32)
+            for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims: one GEMM each
+                sl = slice(k0, k0 + cfg.rows)
+                lhs = np.concatenate([u[:, sl] * w for w in D.row_weights(self._expansion(), c.t_max)], axis=1)
+                rhs = np.concatenate([yi[:, sl] for yi in D.key_powers(y)], axis=1)
+                out += self._digitise(lhs.astype(np.float32) @ rhs.astype(np.float32).T, full, levels=0)
+            return out
         out = np.zeros(D[0].shape)
         for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims
             part = np.zeros(D[0].shape)
@@ -302,7 +333,13 @@ class GainCellAttention(AttentionKernel):
             pq = quantise(pt, 0.0, 1.0, cfg.input_levels)
             if not pq.any():  # no pulse drives this tile (outside every query's window): not read
                 continue
-            if decays:
+            if decays and isinstance(D, Separable):  # one GEMM per tile, n terms wide
+                n, dd = len(coeffs), vv.shape[1]
+                rhs = np.concatenate([yi[sl] for yi in D.key_powers(y)], axis=1).astype(np.float32)
+                m_all = (pq.astype(np.float32) @ rhs).reshape(pq.shape[0], n, dd)
+                wts = np.stack(D.row_weights(coeffs, c.t_max), axis=1).astype(np.float32)  # (T, n, 1)
+                part = np.einsum("tnd,tn->td", m_all, wts[:, :, 0]).astype(np.float64)
+            elif decays:
                 part = np.zeros_like(out)
                 for i, ci in enumerate(coeffs):
                     part += ((pq * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
@@ -335,11 +372,19 @@ class GainCellAttention(AttentionKernel):
         if cfg.window:
             allowed &= kpos[None, :] > positions[:, None] - cfg.window
         D = None
-        if self._decays():  # powers D^i, shared by every head of the layer
-            d1 = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * cfg.token_period / self.cell.tau)
-            D = [np.ones_like(d1)]
-            for _ in range(len(self._expansion()) - 1):
-                D.append(D[-1] * d1)
+        if self._decays():
+            lam = cfg.token_period / self.cell.tau  # decay per token step
+            t0 = int(positions.min())
+            span = max(int(positions.max()) - t0, 0) + max(t0 - int(kpos.min()), 0)
+            if span * lam * len(self._expansion()) < 60:
+                # D[t, s] = exp(-lam (t - t0)) exp(-lam (t0 - s)): separable, so every power of it
+                # folds into the query rows and the key columns of one matrix product
+                D = Separable(np.exp(-lam * (positions - t0)), np.exp(-lam * (t0 - kpos)), len(self._expansion()))
+            else:  # factors would overflow: the explicit (T, S) powers, shared by the layer's heads
+                d1 = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * lam)
+                D = [np.ones_like(d1)]
+                for _ in range(len(self._expansion()) - 1):
+                    D.append(D[-1] * d1)
         gain = self.unit_charge()
         out = np.empty((H, T, d), np.float64)
         for h in range(H):

@@ -72,7 +72,8 @@ def fit_read_surface(g, v_bl, degree=3, refine=4):
     sub = I[np.ix_(ix, iy)]
     if not np.isfinite(sub).all():
         sub = np.where(np.isfinite(sub), sub, np.nanmean(sub))
-    sp = RectBivariateSpline(vs[ix], vi[iy], sub, kx=3, ky=3)
+    # cubic where the training sub-grid allows it (a spline of degree k needs k + 1 points)
+    sp = RectBivariateSpline(vs[ix], vi[iy], sub, kx=min(3, len(ix) - 1), ky=min(3, len(iy) - 1))
     fx = np.linspace(vs[0], vs[-1], (len(vs) - 1) * refine + 1)
     fy = np.linspace(vi[0], vi[-1], (len(vi) - 1) * refine + 1)
     table = M.Table2D(sp(fx, fy), fx, fy, domain=dom, units=units, meta={"refine": refine, "spline": "bicubic"})
