@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from analogattn.attention.base import IdealAttention  # noqa: E402
-from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig,  # noqa: E402
-                                           calibrate_output, calibrate_ranges, calibrate_tiles)
+from analogattn.attention.gaincell import CellModel, GainCellConfig, calibrated_kernel  # noqa: E402
 from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint  # noqa: E402
 from analogattn.evaluate.perplexity import perplexity, stream_tokens  # noqa: E402
 from analogattn.surrogates import bundle as bundle_mod  # noqa: E402
@@ -123,13 +122,8 @@ def main():
     gspeed = []
     for act, lv, method in ([("softmax", n, "meanstd") for n in a.levels]
                             + [("hardsigmoid", 8, m) for m in ("meanstd", "lstsq")]):
-        ker = GainCellAttention(cell, dataclasses.replace(base, activation=act, storage_levels=lv), None)
-        if ranges is None:
-            ranges = calibrate_ranges(model, cal, cell, kernel=ker)
-        ker.sc = dataclasses.replace(ranges, a_o=ranges.a_o.copy(), b_o=ranges.b_o.copy(),
-                                     out_scale=ranges.out_scale.copy())
-        calibrate_tiles(model, cal[:1], ker)
-        calibrate_output(model, cal[:1], ker, method)
+        ker, ranges = calibrated_kernel(model, cal, cell, dataclasses.replace(base, activation=act, storage_levels=lv),
+                                        method, ranges=ranges)
         r = run(ker, a.gaincell_scored)
         res[(act, lv, method)] = r.perplexity / ideal_g.perplexity
         gspeed.append(r.tokens_per_s)

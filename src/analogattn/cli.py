@@ -190,8 +190,7 @@ def _gaincell_config(args):
 def _gaincell_kernel(args, model, text_path):
     """Gain-cell kernel from a surrogate bundle, calibrated on calibration text (or loaded from
     --calibration-file, which is written after a calibration when it does not exist yet)."""
-    from .attention.gaincell import (CellModel, GainCellAttention, Scalers, calibrate_output, calibrate_ranges,
-                                     calibrate_tiles)
+    from .attention.gaincell import CellModel, GainCellAttention, Scalers, calibrated_kernel
     b = _bundle(args, "gaincell")
     cfg = _gaincell_config(args)
     cell = CellModel.from_bundle(b, temperature=cfg.temperature)
@@ -204,10 +203,8 @@ def _gaincell_kernel(args, model, text_path):
         print(f"calibration: loaded {cal_file}", file=sys.stderr)
         return kernel
     windows = _calibration_windows(args, model, text_path, args.window or 256)
-    kernel.sc = calibrate_ranges(model, windows, cell, kernel=kernel, equalise=args.equalise)
-    calibrate_tiles(model, windows[:1], kernel)
-    if args.calibration != "none":
-        calibrate_output(model, windows[:1], kernel, args.calibration)
+    cal, _ = calibrated_kernel(model, windows, cell, cfg, args.calibration, equalise=args.equalise)
+    kernel.sc = cal.sc
     if cal_file is not None:
         kernel.sc.save(cal_file, meta)
         print(f"calibration: wrote {cal_file}", file=sys.stderr)

@@ -68,6 +68,15 @@ def grouped(q, n_kv):
     return q.reshape(n_kv, h // n_kv, t, d)
 
 
+def visible(mask: "Mask", q_pos, k_pos, window: int = 0):
+    """Boolean (T, S) of the keys each query may use: the model's mask, narrowed to a kernel's
+    own sliding window of ``window`` tokens when that is non-zero."""
+    ok = mask.allowed(q_pos, k_pos)
+    if window:
+        ok &= np.asarray(k_pos)[None, :] > np.asarray(q_pos)[:, None] - window
+    return ok
+
+
 def mask_bias(mask: "Mask", q_pos, k_pos):
     """Additive float32 bias (T, S): 0 where allowed, -inf elsewhere."""
     return np.where(mask.allowed(q_pos, k_pos), np.float32(0), np.float32(-np.inf)).astype(np.float32)

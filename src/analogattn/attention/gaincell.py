@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..params import Validated, param
 from ..transformer.cache import KVCache
-from .base import AttentionKernel, exp_rows_
+from .base import AttentionKernel, exp_rows_, visible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,9 +368,7 @@ class GainCellAttention(AttentionKernel):
         n_kv, S, d = keys.shape
         H, T, _ = q.shape
         g = H // n_kv
-        allowed = mask.allowed(positions, kpos)
-        if cfg.window:
-            allowed &= kpos[None, :] > positions[:, None] - cfg.window
+        allowed = visible(mask, positions, kpos, cfg.window)
         D = None
         if self._decays():
             lam = cfg.token_period / self.cell.tau  # decay per token step
@@ -591,3 +589,19 @@ def calibrate_output(model, token_windows, kernel: "GainCellAttention", method: 
                 a, b = np.polyfit(xh, yh, 1)
             sc.a_o[layer, h], sc.b_o[layer, h] = a * base, b
     return sc
+
+
+def calibrated_kernel(model, token_windows, cell: CellModel, config: GainCellConfig, method: str = "meanstd",
+                      equalise: bool = True, ranges: "Scalers | None" = None):
+    """A gain-cell kernel with every calibration step: ranges (or a copy of ``ranges`` from an
+    earlier call: they do not depend on levels or activation), value-tile full scales on the first
+    window, and the output scaler by ``method`` (meanstd | lstsq | none). Returns (kernel, ranges)."""
+    kernel = GainCellAttention(cell, config, None)
+    if ranges is None:
+        ranges = calibrate_ranges(model, token_windows, cell, kernel=kernel, equalise=equalise)
+    kernel.sc = dataclasses.replace(ranges, a_o=ranges.a_o.copy(), b_o=ranges.b_o.copy(),
+                                    out_scale=ranges.out_scale.copy())
+    calibrate_tiles(model, token_windows[:1], kernel)
+    if method != "none":
+        calibrate_output(model, token_windows[:1], kernel, method)
+    return kernel, ranges

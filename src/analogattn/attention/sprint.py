@@ -47,11 +47,10 @@ import math
 
 import numpy as np
 
-from ..errors import ParameterError
 from ..params import Validated, param
 from ..transformer.cache import KVCache
 from . import _fused
-from .base import AttentionKernel, key_range
+from .base import AttentionKernel, key_range, visible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,9 +370,7 @@ class SprintAttention(AttentionKernel):
         n_kv, S, d = keys.shape
         H, T, _ = q.shape
         g = H // n_kv
-        allowed = mask.allowed(positions, kpos)
-        if cfg.window:
-            allowed &= kpos[None, :] > positions[:, None] - cfg.window
+        allowed = visible(mask, positions, kpos, cfg.window)
         forced = positions[:, None] == kpos[None, :]  # the query's own key
         if cfg.rule == "anchor":
             forced |= (kpos[None, :] < cfg.sink) | (kpos[None, :] > positions[:, None] - cfg.local)

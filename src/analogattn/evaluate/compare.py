@@ -37,8 +37,7 @@ def _run(model, tokens, window, kernel, max_scored):
 def compare(model, tokens, cal_windows, bundle, out_dir: Path, window: int = 512, max_scored: int = 1024,
             levels=(4, 8, 16, 32, 64), keeps=(0.15, 0.2, 0.3, 0.4), masses=(0.9, 0.95, 0.99),
             log=print) -> list[Row]:
-    from ..attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, calibrate_output,
-                                      calibrate_ranges, calibrate_tiles)
+    from ..attention.gaincell import CellModel, GainCellConfig, calibrated_kernel
     from ..attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,13 +85,7 @@ def compare(model, tokens, cal_windows, bundle, out_dir: Path, window: int = 512
     for act, lv, method in ([("softmax", n, "meanstd") for n in levels]
                             + [("hardsigmoid", 8, m) for m in ("meanstd", "lstsq")]):
         cfg = dataclasses.replace(base, activation=act, storage_levels=lv)
-        ker = GainCellAttention(cell, cfg, None)
-        if ranges is None:
-            ranges = calibrate_ranges(model, cal_windows, cell, kernel=ker)
-        ker.sc = dataclasses.replace(ranges, a_o=ranges.a_o.copy(), b_o=ranges.b_o.copy(),
-                                     out_scale=ranges.out_scale.copy())
-        calibrate_tiles(model, cal_windows[:1], ker)
-        calibrate_output(model, cal_windows[:1], ker, method)
+        ker, ranges = calibrated_kernel(model, cal_windows, cell, cfg, method, ranges=ranges)
         ker.bundle = bundle
         add("gaincell", f"{act}, {lv} storage levels, {method}", _run(model, tokens, window, ker, max_scored), ker)
     log(f"comparison done in {time.perf_counter() - t0:.0f} s")
@@ -166,8 +159,7 @@ def attention_maps(model, ids, cal_windows, bundle, out_dir, layer, head):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, calibrate_output,
-                                      calibrate_ranges, calibrate_tiles)
+    from ..attention.gaincell import CellModel, GainCellConfig, calibrated_kernel
     from ..attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint
     c = model.config
     T = len(ids)
@@ -186,10 +178,7 @@ def attention_maps(model, ids, cal_windows, bundle, out_dir, layer, head):
     p = _Probe()
     model.forward(ids, caches=model.new_caches(p), kernel=p, logits="none")
     cell = CellModel.from_bundle(bundle)
-    gk = GainCellAttention(cell, GainCellConfig(storage_levels=32), None)
-    gk.sc = calibrate_ranges(model, cal_windows, cell, kernel=gk)
-    calibrate_tiles(model, cal_windows[:1], gk)
-    calibrate_output(model, cal_windows[:1], gk, "meanstd")
+    gk, _ = calibrated_kernel(model, cal_windows, cell, GainCellConfig(storage_levels=32))
     gk.probe, gk.probe_out = (layer, head), None
     model.forward(ids, caches=model.new_caches(gk), kernel=gk, logits="none")
     gw = gk.probe_out[2]
