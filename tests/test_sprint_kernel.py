@@ -47,6 +47,11 @@ def test_nothing_survives_gives_the_own_value():
     assert np.abs(got - own).max() < 1e-6
     s = ker.stats.summary()
     assert s["kept_scores"] == 6 * 40  # one key per row
+    # scores hundreds of logits apart: the own key's weight underflows against the pruned
+    # maximum, and the rule still holds (weights taken relative to the kept keys)
+    ker = SprintAttention(Crossbar.ideal(), SprintConfig(rule="fixed"), _scales(np.inf))
+    got = ker(300 * q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    assert np.isfinite(got).all() and np.abs(got - own).max() < 1e-6
 
 
 def _reference_scores(ker, xbar, q, k, layer=0):

@@ -36,26 +36,19 @@ def anchor_best(exact, forced, T):
 
 @nb.jit(**_fast)
 def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, keep):
-    """keep[i, s] = allowed and (forced or the comparator fires), the comparator input being
-    r (iw (1 + c2 sab)) + row[i] + off[s] + sqrt(cn2 + k2 (sab^2 + iw^2)) z, z from ``pool``
-    read at (start + i S + s) modulo its (power-of-two) size."""
+    """keep[i, s] = (allowed and the comparator fires) or forced, the comparator input being
+    r (iw (1 + c2 sab)) + row[i] + off[s] + sqrt(cn2 + k2 (sab^2 + iw^2)) z, z = pool[start + i S + s]
+    (the caller keeps that inside the pool). Branch-free inner loop, so it vectorises."""
     n, S = iw.shape
-    mask = pool.size - 1
     for i in range(n):
         t = i % T
         base = start + i * S
         ri = row[i]
         for s in range(S):
-            if not allowed[t, s]:
-                keep[i, s] = False
-            elif forced[t, s]:
-                keep[i, s] = True
-            else:
-                a, b = iw[i, s], sab[i, s]
-                v = r * (a * (1.0 + c2 * b)) + ri + off[s]
-                if k2 > 0.0 or cn2 > 0.0:
-                    v += math.sqrt(cn2 + k2 * (a * a + b * b)) * pool[(base + s) & mask]
-                keep[i, s] = v > 0.0
+            a = iw[i, s]
+            b = sab[i, s]
+            v = r * (a * (1.0 + c2 * b)) + ri + off[s] + math.sqrt(cn2 + k2 * (a * a + b * b)) * pool[base + s]
+            keep[i, s] = (allowed[t, s] and v > 0.0) or forced[t, s]
 
 
 @nb.jit(**_opts)
@@ -77,7 +70,7 @@ def row_max(exact, allowed, T):
 def kept_weights(e, allowed, keep, T):
     """In place on e = exp(exact - row max): zero the keys not kept (and not allowed); returns
     per row (sum of kept weights, share of the ideal softmax mass kept, kept count, keys kept
-    here but not by the previous query of the same head)."""
+    here but not by the previous query of the same head). Kept keys must be allowed."""
     n, S = e.shape
     tot = np.empty(n, np.float64)
     mass = np.empty(n, np.float64)
@@ -85,23 +78,20 @@ def kept_weights(e, allowed, keep, T):
     new = np.zeros(n, np.int64)
     for i in range(n):
         t = i % T
-        a = 0.0
-        k = 0.0
+        prev = i - 1 if t > 0 else i  # the first query of a head has no previous one: count nothing
+        a = np.float32(0.0)
+        k = np.float32(0.0)
         c = 0
         nw = 0
         for s in range(S):
-            v = e[i, s]
-            if allowed[t, s]:
-                a += v
-                if keep[i, s]:
-                    k += v
-                    c += 1
-                    if t > 0 and not keep[i - 1, s]:
-                        nw += 1
-                else:
-                    e[i, s] = 0.0
-            else:
-                e[i, s] = 0.0
+            v = e[i, s] if allowed[t, s] else np.float32(0.0)
+            a += v
+            kp = keep[i, s]
+            w = v if kp else np.float32(0.0)
+            e[i, s] = w
+            k += w
+            c += kp
+            nw += kp and not keep[prev, s]
         tot[i] = k
         mass[i] = k / a if a > 0 else 0.0
         kept[i] = c

@@ -337,7 +337,10 @@ class SprintAttention(AttentionKernel):
         cn2 = x.cmp_noise ** 2 if cfg.comparator_noise else 0.0
         keep = np.empty(iw.shape, np.bool_)
         pool = self._noise_pool()
-        start = int(self.rng.integers(0, pool.size))
+        start = int(self.rng.integers(0, max(1, pool.size - iw.size)))  # the block's samples stay inside the pool
+        if iw.size > pool.size:
+            pool = self.rng.standard_normal(iw.size, dtype=np.float32)
+            start = 0
         _fused.decide(iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool, start, allowed, forced, T, keep)
         return keep
 
@@ -414,12 +417,13 @@ class SprintAttention(AttentionKernel):
             kk = np.ascontiguousarray(keep).reshape(g * T, S)
             ex2 = exact.reshape(g * T, S)
             mx = _fused.row_max(ex2, allowed, T)
-            ek = ex2 - mx[:, None]
-            np.exp(ek, out=ek)
+            ek = np.subtract(ex2, mx[:, None], out=ex2)  # in place: the exact scores are not needed again
+            with np.errstate(over="ignore"):  # keys after the query may overflow; they are masked next
+                np.exp(ek, out=ek)
             tot, mass, kept, new = _fused.kept_weights(ek, allowed, kk, T)
             bad = tot < 1e-30  # every kept weight underflowed against a pruned maximum
             if bad.any():
-                z = np.where(kk[bad], ex2[bad], -np.inf)
+                z = np.where(kk[bad], (qg[bad] * scale) @ keys[j].T, -np.inf)  # ex2 now holds exponentials
                 z = np.exp(z - z.max(axis=-1, keepdims=True))
                 ek[bad], tot[bad] = z, z.sum(axis=-1)
             st.mass[layer] += float(mass.sum())
