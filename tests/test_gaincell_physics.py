@@ -36,12 +36,13 @@ def test_retention_decays_faster_when_hot(small_char):
         g = f["gaincell/retention"]
         v, t, tau, veq = g["v_store"][()], g["time"][()], g["tau"][()], g["v_eq"][()]
         temps = g["temperature"][()]
-        assert g["time"].attrs["units"] == "s" and t[-1] >= 2e-3 * 0.99
+        assert g["time"].attrs["units"] == "s" and t[-1] >= 1e-2 * 0.99
     assert temps[0] < temps[1]
     for k in range(v.shape[0]):
-        dev = np.abs(v[k] - veq[k])
-        # every curve ends much closer to its equilibrium than it started
-        assert np.all(dev[:, -1] < 0.2 * dev[:, 0] + 5e-3)
+        # the cell forgets: curves from every start voltage end together (after ~20 time
+        # constants), near the fitted equilibrium (a single exponential fits it to ~15 mV)
+        assert np.ptp(v[k][:, -1]) < 0.05 * np.ptp(v[k][:, 0])
+        assert np.all(np.abs(v[k][:, -1] - veq[k]) < 0.02)
     assert tau[1] < tau[0]  # leakage grows with temperature
     # the hot curve has lost more of its way at the cold time constant
     k_hi = 0  # highest start voltage
@@ -69,9 +70,13 @@ def test_write_transfer_and_energy(small_char):
     assert np.abs(vs[low] - vw[low]).max() < 0.05
     # NMOS pass gate: cannot pass more than WWL_high - Vt (1.2 V - ~0.4 V)
     assert vs.max() < 0.85
-    # energies are positive and in the femtojoule range for a 2 fF cell
+    # read energies positive, femtojoules; the write driver's energy is set by the storage
+    # capacitor: up to ~C VDD^2 to charge it, slightly negative when the write discharges the
+    # cell below its previous state (the charge returns to the driver)
+    from analogattn.circuits.gaincell import GainCellParams
+    cv2 = GainCellParams().c_store * 0.9 ** 2
     assert np.all(er > 0) and np.all(er < 1e-12)
-    assert np.all(ew >= -1e-17) and ew.max() < 1e-12
+    assert np.all(ew >= -0.5 * cv2) and ew.max() < 2 * cv2 and ew[-1] > ew[0]
 
 
 def _mc_std(scale):
