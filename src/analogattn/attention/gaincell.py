@@ -521,6 +521,8 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
     gain = kernel.unit_charge() if kernel is not None else cell.gain()
     kv_of = np.arange(c.n_heads) // (c.n_heads // c.n_kv_heads)
     sc.score_scale = gain * sc.a_q * sc.a_k[:, kv_of] * qk
+    # hardsigmoid: the calibration quantile of |q.k| saturates the pulse (training-free S_sat)
+    sc.s_sat = sc.score_scale.copy()
     sc.out_scale = gain * sc.a_v[:, kv_of] * vs[:, kv_of]  # a value tile's output at most ~ max |v|
     return sc
 
@@ -582,11 +584,16 @@ def calibrate_output(model, token_windows, kernel: "GainCellAttention", method: 
         y = np.concatenate(ys, axis=1).astype(np.float64)
         for h in range(c.n_heads):
             xh, yh = x[h].ravel(), y[h].ravel()
+            if not (np.isfinite(xh).all() and np.isfinite(yh).all()):
+                raise ParameterError(f"calibration (layer {layer}, head {h})", "non-finite output",
+                                     "finite kernel outputs on the calibration text")
             if method == "meanstd":
                 a = yh.std() / max(xh.std(), 1e-30)
                 b = yh.mean() - a * xh.mean()
             else:
-                a, b = np.polyfit(xh, yh, 1)
+                xc = xh - xh.mean()  # closed-form least squares (polyfit's SVD fails on degenerate heads)
+                a = float((xc * (yh - yh.mean())).sum() / max((xc * xc).sum(), 1e-300))
+                b = yh.mean() - a * xh.mean()
             sc.a_o[layer, h], sc.b_o[layer, h] = a * base, b
     return sc
 
