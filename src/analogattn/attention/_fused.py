@@ -19,21 +19,6 @@ _opts = dict(nopython=True, cache=True, fastmath=False, nogil=True)
 _fast = dict(_opts, fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
 
 
-@nb.jit(**_opts)
-def anchor_best(exact, forced, T):
-    """Largest exact score among each row's forced (anchor) keys; -inf if none."""
-    n, S = exact.shape
-    out = np.empty(n, np.float32)
-    for i in range(n):
-        t = i % T
-        m = -np.inf
-        for s in range(S):
-            if forced[t, s] and exact[i, s] > m:
-                m = exact[i, s]
-        out[i] = m
-    return out
-
-
 @nb.jit(**_fast)
 def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, keep):
     """keep[i, s] = (allowed and the comparator fires) or forced, the comparator input being
@@ -52,15 +37,16 @@ def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, k
 
 
 @nb.jit(**_opts)
-def row_max(exact, allowed, T):
-    """Largest allowed score of each row (-inf if none)."""
+def masked_row_max(exact, mask, T):
+    """Largest score of each row among the keys its query's row of ``mask`` (T, S) marks
+    (-inf if none): the allowed keys' maximum, or the anchors' best."""
     n, S = exact.shape
     out = np.empty(n, np.float32)
     for i in range(n):
         t = i % T
         m = np.float32(-np.inf)
         for s in range(S):
-            v = exact[i, s] if allowed[t, s] else np.float32(-np.inf)
+            v = exact[i, s] if mask[t, s] else np.float32(-np.inf)
             m = max(m, v)
         out[i] = m
     return out

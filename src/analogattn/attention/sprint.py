@@ -395,7 +395,7 @@ class SprintAttention(AttentionKernel):
                 r_diff = sc.r_diff[layer, j] if sc.r_diff is not None else x.r_f
                 ex2 = exact.reshape(g * T, S)
                 if cfg.rule == "anchor":  # reference: the anchors' best exact score, minus the margin
-                    ref = _fused.anchor_best(ex2, forced, T)
+                    ref = _fused.masked_row_max(ex2, forced, T)
                     thr = ref - np.repeat(sc.theta[layer, j * g:(j + 1) * g], T)
                 else:
                     ref, thr = None, np.repeat(sc.theta[layer, j * g:(j + 1) * g], T)
@@ -416,7 +416,7 @@ class SprintAttention(AttentionKernel):
             # softmax over the kept keys; the ideal softmax's mass on them is a statistic
             kk = np.ascontiguousarray(keep).reshape(g * T, S)
             ex2 = exact.reshape(g * T, S)
-            mx = _fused.row_max(ex2, allowed, T)
+            mx = _fused.masked_row_max(ex2, allowed, T)
             ek = np.subtract(ex2, mx[:, None], out=ex2)  # in place: the exact scores are not needed again
             with np.errstate(over="ignore"):  # keys after the query may overflow; they are masked next
                 np.exp(ek, out=ek)
