@@ -122,3 +122,18 @@ overdrives = [0.01, 0.1]
                 "--cache-dir", tmp_path / "cache", "-q")
     with h5py.File(out) as f:  # earlier families kept
         assert {"reram", "comparator", "gaincell"} <= set(f)
+
+
+def test_guided_offset_search_matches_full_search():
+    """The guided search (window around the probe-predicted offset) finds the same offsets as a
+    bisection over the full range, to the search's resolution."""
+    p = ComparatorParams()
+    kw = dict(mc_samples=20, per_task=10, iterations=9, dv_range=0.05)
+    guided = run_local(comparator.analyses(p, comparator.ComparatorSweep(**kw), {"decision"}))["comparator/decision"]
+    full = run_local(comparator.analyses(p, comparator.ComparatorSweep(guide_shift=0, **kw), {"decision"}))["comparator/decision"]
+    res = 2 * 0.05 / 2 ** 9
+    assert np.array_equal(guided["dvt"], full["dvt"])
+    assert full["full_search"].all() and not guided["full_search"].all()
+    assert np.max(np.abs(guided["offset"] - full["offset"])) <= 2 * res
+    # the linear prediction from probe slopes explains > 99% of the SPICE offsets' variance
+    assert np.var(full["offset"] - full["offset_linear"]) < 0.01 * np.var(full["offset"])

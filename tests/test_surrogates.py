@@ -29,10 +29,8 @@ mc_samples = 8
 ir_positions = [0, 15]
 ir_counts = [1, 16]
 [comparator.sweep]
-mc_samples = 60
-per_task = 60
-iterations = 8
-dv_range = 0.06
+mc_samples = 400
+per_task = 10
 noise_reps = 8
 noise_dv = [-0.001, 0.0, 0.001]
 overdrives = [0.002, 0.01, 0.05]
@@ -61,14 +59,43 @@ def test_held_out_scores_meet_targets(fitted):
     # the column model is better than the ideal dot product it replaces
     assert b["reram.column"].scores["nrmse"] < 0.5 * b["reram.column"].scores["nrmse_ideal_dot"]
     pr = b["comparator.probit"].scores
-    # 0.02 is out of reach of 30 held-out samples for any model: a perfect probit scores about
-    # sampling_floor_95 there. The fit must be no worse than sampling noise allows.
-    assert pr["max_abs_error"] <= max(TARGETS["comparator.probit"][1], pr["sampling_floor_95"])
-    assert "FAIL" in stdout or pr["max_abs_error"] <= 0.02  # a miss is reported, not hidden
+    # 200 held-out latches: the plain fraction deciding keep is good to 1.36/sqrt(200) = 0.096
+    # (95% Kolmogorov band); the control-variate estimate to far less
+    assert pr["estimator"] == "control variates" and pr["sampling_floor_95"] < 0.25 * 1.36 / np.sqrt(pr["held_out_samples"])
+    assert pr["max_abs_error"] <= TARGETS["comparator.probit"][1]
     assert b.info["source_digest"] == file_digest(char)
     assert {p.name for p in (d / "plots").iterdir()} >= {"gaincell_read_surface.png", "reram_column_scatter.png",
                                                          "comparator_probit.png", "gaincell_retention.png",
                                                          "gaincell_write_transfer.png"}
+
+
+def test_comparator_control_variates_are_unbiased(fitted):
+    """The held-out keep probability estimated with control variates agrees with the plain
+    fraction of held-out SPICE latches deciding keep, within the plain estimate's own 99%
+    Kolmogorov band; and the probe-measured slopes predict each latch's SPICE offset to a small
+    fraction of the offset spread."""
+    from math import erf, sqrt
+    char, out, *_ = fitted
+    with h5py.File(char) as f:
+        d = f["comparator/decision"]
+        off, lin, dv = d["offset"][()], d["offset_linear"][()], d["dv"][()]
+        m_lin = float(d["offset_nominal"][()])
+        s_lin = float(np.sqrt(np.sum((d["sensitivity"][()] * d["dvt_sigma"][()]) ** 2)))
+    b_off, b_lin = off[1::2], lin[1::2]
+    plain = (dv[None, :] > b_off[:, None]).mean(axis=0)
+    cv = plain - (dv[None, :] > b_lin[:, None]).mean(axis=0) + np.array([0.5 * (1 + erf((x - m_lin) / s_lin / sqrt(2))) for x in dv])
+    assert np.max(np.abs(cv - plain)) <= 1.63 / np.sqrt(b_off.size)
+    assert np.var(off - lin) < 0.01 * np.var(off)
+    # the stored score is this comparison (probit without decision noise: mismatch only)
+    pm = _no_noise(bundle.load(out)["comparator.probit"])
+    assert np.isclose(pm.scores["max_abs_error"], np.max(np.abs(pm(dv) - cv)))
+
+
+def _no_noise(m):
+    import copy
+    m = copy.copy(m)
+    m.noise_sigma = np.asarray(0.0)
+    return m
 
 
 def test_scores_recomputed_independently(fitted):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 
@@ -20,10 +21,13 @@ ANALYSES = ("decision", "noise", "delay", "energy")
 
 @dataclasses.dataclass(frozen=True)
 class ComparatorSweep(Validated):
-    mc_samples: int = param(500, "", 0, 100000, "Monte Carlo samples of Vt mismatch")
-    per_task: int = param(50, "", 1, 10000, "comparators simulated side by side per task")
+    mc_samples: int = param(2000, "", 0, 100000, "Monte Carlo samples of Vt mismatch")
+    per_task: int = param(10, "", 1, 10000, "comparators simulated side by side per task (small: the shared "
+                                            "time step follows every latch's regeneration)")
     dv_range: float = param(0.05, "V", 1e-4, 0.5, "offsets searched over +-dv_range")
     iterations: int = param(10, "", 1, 40, "bisection steps per offset (resolution 2 dv_range / 2^n)")
+    guide_shift: int = param(5, "", 0, 20, "guided search window +-dv_range / 2^n around the predicted "
+                                            "offset, n fewer decisions per latch (0: full-range search)")
     dv_steps: int = param(101, "", 3, 10001, "points of the stored keep-probability curve")
     noise_dv: tuple[float, ...] = param((-2e-3, -1e-3, -0.5e-3, 0.0, 0.5e-3, 1e-3, 2e-3), "V",
                                         -0.5, 0.5, "differential inputs of the noise run")
@@ -47,38 +51,120 @@ def _tran(sim, p, cycles):
     sim.command(f"tran {p.t_edge / 4:.6g} {cycles * p.t_clk:.6g} 0 {p.t_edge / 2:.6g}")
 
 
-@worker
-def comparator_offsets(sim, task):
-    """Input-referred offset of every latch by bisection: each iteration sets each latch's own
-    differential input (alter), simulates one reset + evaluate cycle, and halves the interval
-    on the side the decision points to."""
-    a = task.args
-    p = ComparatorParams.from_dict(a["params"])
-    sim.load(task.netlist)
+T_RISE = 0.1e-9  # decision runs: reset state given as initial conditions, clock edge here
+T_EVAL = 0.25e-9  # ... and the decision read this long after it (delay < 0.1 ns at 0.5 mV overdrive)
+PROBE_DVT = 5e-3  # V: threshold shift of the sensitivity probes
+
+
+def decision_netlist(p: ComparatorParams, draws, title: str) -> str:
+    """Latches side by side, one per row of ``draws`` (threshold shifts of DEVICES), each with its
+    own input sources, starting in the reset state (initial conditions, simulated with ``uic``:
+    the operating point of hundreds of latches costs more than the transient) and evaluating
+    once at T_RISE."""
+    hdr = p.header(title)
+    clk = f"vclk clk 0 pulse(0 {p.vdd} {T_RISE:.6g} {p.t_edge:.6g} {p.t_edge:.6g} 1 2)\n"
+    hdr = re.sub(r"^vclk .*\n", clk, hdr, flags=re.M)
+    body, ics = [], []
+    for k, row in enumerate(np.atleast_2d(draws)):
+        body.append(f"vinp_{k} inp_{k} 0 {p.v_cm}\nvinn_{k} inn_{k} 0 {p.v_cm}\n"
+                    + p.instance(k, f"inp_{k}", f"inn_{k}", dict(zip(DEVICES, row))))
+        ics.append(" ".join(f"v({n}_{k})={p.vdd}" for n in ("outp", "outn", "dip", "din")) + f" v(tail_{k})=0")
+    return hdr + "".join(body) + "".join(f".ic {i}\n" for i in ics) + ".end\n"
+
+
+def _bisect(sim, p, lo, hi, iterations):
+    """Each latch's offset within [lo, hi] by bisection: set each latch's differential input to
+    the interval's middle, simulate one decision, keep the half the decision points to.
+    Returns the final (lo, hi) and whether any decision went each way."""
+    n = lo.size
+    lo, hi = lo.copy(), hi.copy()
+    saw_keep, saw_prune = np.zeros(n, bool), np.zeros(n, bool)
+    t_read = T_RISE + T_EVAL - p.t_edge
+    names = [f"outp_{k}" for k in range(n)] + [f"outn_{k}" for k in range(n)]
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        for k in range(n):
+            sim.command(f"alter vinp_{k} dc={p.v_cm + mid[k] / 2:.9g}")
+            sim.command(f"alter vinn_{k} dc={p.v_cm - mid[k] / 2:.9g}")
+        sim.command(f"tran {p.t_edge / 4:.6g} {T_RISE + T_EVAL:.6g} 0 {p.t_edge / 2:.6g} uic")
+        vec = sim.vectors(["time"] + names)
+        keep = np.array([np.interp(t_read, vec["time"], vec[f"outp_{k}"] - vec[f"outn_{k}"]) for k in range(n)]) > 0
+        hi = np.where(keep, mid, hi)  # keeps at mid: the offset is below mid
+        lo = np.where(keep, lo, mid)
+        saw_keep |= keep
+        saw_prune |= ~keep
+    return lo, hi, saw_keep, saw_prune
+
+
+_SENS: dict = {}
+
+
+def _sensitivities(sim, p, a):
+    """Offset of the nominal latch and its slope to each device's threshold shift, by bisection
+    on probe latches (nominal + one +PROBE_DVT shift per device) at 16x the sweep's resolution.
+    Cached per process (the same for every task of a sweep)."""
+    key = json.dumps(a["params"], sort_keys=True) + json.dumps(a.get("options", {}), sort_keys=True)
+    if key not in _SENS:
+        draws = np.vstack([np.zeros(len(DEVICES)), PROBE_DVT * np.eye(len(DEVICES))])
+        sim.load(decision_netlist(p, draws, "comparator offset sensitivity probes"))
+        for name, value in a.get("options", {}).items():
+            sim.command(f"option {name}={value}")
+        r = a["dv_range"]
+        lo, hi, *_ = _bisect(sim, p, np.full(len(draws), -r), np.full(len(draws), r), a["iterations"] + 4)
+        off = 0.5 * (lo + hi)
+        _SENS[key] = (off[0], (off[1:] - off[0]) / PROBE_DVT)
+    return _SENS[key]
+
+
+def _run_offsets(sim, p, a, draws, lo, hi, iterations):
+    sim.load(decision_netlist(p, draws, f"{p.name} decision MC"))
     for name, value in a.get("options", {}).items():
         sim.command(f"option {name}={value}")
-    n = a["n_inst"]
-    lo, hi = np.full(n, -a["dv_range"]), np.full(n, a["dv_range"])
+    return _bisect(sim, p, lo, hi, iterations)
+
+
+@worker
+def comparator_offsets(sim, task):
+    """Input-referred offset of every Monte Carlo latch by bisection over single decisions.
+
+    Guided (default): a latch's offset is first predicted from its threshold shifts with the
+    slopes measured on probe latches (linear, residual ~2% of the offset spread), and bisected
+    within +-dv_range / 2^guide_shift of that prediction, reaching the full search's resolution
+    in guide_shift fewer decisions. A latch whose decisions never changed direction may lie
+    outside that window and is measured again over the full +-dv_range."""
+    a = task.args
+    p = ComparatorParams.from_dict(a["params"])
+    draws = np.asarray(a["draws"], float)
+    n, r, it = len(draws), a["dv_range"], a["iterations"]
     st = np.zeros(n, np.int8)
+    refit = np.zeros(n, bool)
+    off0, sens = np.nan, np.full(len(DEVICES), np.nan)
+    linear = np.full(n, np.nan)
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
     try:
-        for _ in range(a["iterations"]):
-            mid = 0.5 * (lo + hi)
-            for k in range(n):
-                sim.command(f"alter vinp_{k} dc={p.v_cm + mid[k] / 2:.9g}")
-                sim.command(f"alter vinn_{k} dc={p.v_cm - mid[k] / 2:.9g}")
-            _tran(sim, p, 1)
-            keep, _ = _decisions(sim, p, n, 1)
-            keep = keep[:, 0]
-            hi = np.where(keep, mid, hi)  # keeps at mid: the offset is below mid
-            lo = np.where(keep, lo, mid)
+        off0, sens = _sensitivities(sim, p, a)
+        linear = off0 + draws @ sens  # predicted offsets (stored: control variates for the fit)
+        shift = a.get("guide_shift", 0)
+        if 0 < shift < it:
+            w = r * 2.0 ** -shift
+            pred = np.clip(linear, -r, r)
+            lo, hi, saw_keep, saw_prune = _run_offsets(sim, p, a, draws, pred - w, pred + w, it - shift)
+            refit = ~(saw_keep & saw_prune)
+        else:
+            lo, hi, refit = np.full(n, -r), np.full(n, r), np.ones(n, bool)
+        if refit.any():
+            idx = np.nonzero(refit)[0]
+            lo2, hi2, *_ = _run_offsets(sim, p, a, draws[idx], np.full(idx.size, -r), np.full(idx.size, r), it)
+            lo[idx], hi[idx] = lo2, hi2
     except SimulationFailed:
         st[:] = NO_CONVERGENCE
     off = 0.5 * (lo + hi)
     off[st != 0] = np.nan
     # an offset pinned at the range edge is outside the searched range
-    edge = (np.abs(off) > a["dv_range"] * (1 - 2.0 ** (1 - a["iterations"])))
+    edge = (np.abs(off) > r * (1 - 2.0 ** (1 - it)))
     st[edge & (st == 0)] = 3
-    return {"offset": off, "status": st}
+    return {"offset": off, "status": st, "full_search": refit, "linear": linear, "sens": sens,
+            "off0": np.asarray(off0)}
 
 
 @worker
@@ -180,13 +266,10 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
         tasks = []
         for i, k0 in enumerate(range(0, s.mc_samples, s.per_task)):
             chunk = draws[k0:k0 + s.per_task]
-            body = "".join(f"vinp_{k} inp_{k} 0 {p.v_cm}\nvinn_{k} inn_{k} 0 {p.v_cm}\n"
-                           + p.instance(k, f"inp_{k}", f"inn_{k}", dict(zip(DEVICES, row)))
-                           for k, row in enumerate(chunk))
-            net = p.header(f"{p.name} decision MC") + body + ".end\n"
+            net = decision_netlist(p, chunk, f"{p.name} decision MC")
             tasks.append(make_task(FAMILY, "decision", i, mod + ":comparator_offsets", net, md,
-                                   params=p.to_dict(), n_inst=len(chunk), dv_range=s.dv_range,
-                                   iterations=s.iterations, options=opts))
+                                   params=p.to_dict(), draws=chunk.tolist(), dv_range=s.dv_range,
+                                   iterations=s.iterations, guide_shift=s.guide_shift, options=opts))
 
         def merge_dec(res):
             off = np.concatenate([r["offset"] for r in res])
@@ -201,11 +284,22 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
                     "offset_mean": Dataset(np.asarray(mu), "V", "mean offset"),
                     "offset_sigma": Dataset(np.asarray(sigma), "V", "standard deviation of the offsets (mismatch)"),
                     "dvt": Dataset(draws, "V", f"threshold shifts of {', '.join(DEVICES)}"),
+                    "offset_linear": Dataset(np.concatenate([r["linear"] for r in res]), "V",
+                                             "offset predicted from the threshold shifts with the probe slopes"),
+                    "sensitivity": Dataset(res[0]["sens"], "V/V", f"d offset / d Vt of {', '.join(DEVICES)} "
+                                           "(probe latches, +5 mV each)"),
+                    "offset_nominal": Dataset(res[0]["off0"], "V", "offset of the latch without mismatch"),
+                    "dvt_sigma": Dataset(sig, "V", f"Pelgrom sigma of the threshold shift of {', '.join(DEVICES)}"),
+                    "full_search": Dataset(np.concatenate([r["full_search"] for r in res]), "",
+                                           "offset measured by the full-range search (not guided)"),
                     "status": Dataset(np.concatenate([r["status"] for r in res]), "", "")}
         out.append(Analysis(FAMILY, "decision", tasks, merge_dec, pj,
-                            method="side-by-side latches with Pelgrom delvto per device; offset of each by "
-                                   "bisection over one-cycle transients; status 3 = offset outside +-dv_range",
-                            attrs={"seed": s.seed, "iterations": s.iterations}))
+                            method="side-by-side latches with Pelgrom delvto per device, each evaluating once from the "
+                                   "reset state; offset of each by bisection over single decisions, guided by the "
+                                   "offset predicted from probe-measured slopes (window +-dv_range/2^guide_shift, "
+                                   "full range where the decisions never changed direction); status 3 = offset "
+                                   "outside +-dv_range",
+                            attrs={"seed": s.seed, "iterations": s.iterations, "guide_shift": s.guide_shift}))
 
     if want("noise"):
         dvn = np.asarray(s.noise_dv)
