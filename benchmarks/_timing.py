@@ -9,3 +9,21 @@ def best_of(fn, n=3):
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def paired_ratio(fn, baseline, rounds=7):
+    """Median over rounds of time(fn) / time(baseline), the two timed back to back in each round
+    (a slow spell of the machine hits both), and the best time of each."""
+    import statistics
+    fn(), baseline()  # warm (compilation, first-touch pages)
+    ratios, tf, tb = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        baseline()
+        t1 = time.perf_counter()
+        fn()
+        t2 = time.perf_counter()
+        tb.append(t1 - t0)
+        tf.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(ratios), min(tf), min(tb)

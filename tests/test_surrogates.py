@@ -189,3 +189,25 @@ def test_vectorised_any_shape(fitted):
     for shape in [(), (4,), (2, 3, 5)]:
         x = np.full(shape, 0.7)
         assert np.shape(s(x, np.full(shape, 0.9))) == shape
+
+
+def test_compiled_and_numpy_paths_agree(fitted, monkeypatch):
+    """The numba kernels (serial and split over cores) compute what the NumPy-only path computes,
+    clipping included."""
+    from analogattn.surrogates import _accel
+    if not _accel.AVAILABLE:
+        pytest.skip("numba not importable: only the NumPy path exists")
+    b = bundle.load(fitted[1])
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-0.2, 1.2, (1 << 20) + 17), rng.uniform(0.2, 1.2, (1 << 20) + 17)
+    for name in ("gaincell.read_surface_table", "gaincell.read_surface_poly"):
+        m = b[name]
+        par = m(x, y)
+        monkeypatch.setattr(_accel, "PARALLEL_MIN", 1 << 62)
+        ser = m(x[:5000].reshape(50, 100), y[:5000].reshape(50, 100))
+        monkeypatch.setattr(_accel, "AVAILABLE", False)
+        ref = m(x, y)
+        monkeypatch.undo()
+        scale = np.ptp(ref)
+        assert np.max(np.abs(par - ref)) <= 1e-5 * scale, name
+        assert ser.shape == (50, 100) and np.array_equal(ser.reshape(-1), par[:5000])

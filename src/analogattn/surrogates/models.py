@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from . import _accel
+
 BLOCK = 1 << 16  # elements per block: evaluation stays in cache, one pass over memory
 F32 = np.float32  # in-block arithmetic (surrogate error is far above float32 rounding)
 
@@ -23,6 +25,12 @@ def _blocked(fn, *arrays, dtype=np.float64):
     for i in range(0, out.size, BLOCK):
         out[i:i + BLOCK] = fn(*[f[i:i + BLOCK] for f in flat])
     return out.reshape(shape)
+
+
+def _flat(*arrays):
+    """Broadcast float64 inputs, flattened (contiguous), and their common shape."""
+    arrs = np.broadcast_arrays(*[np.asarray(a, dtype=np.float64) for a in arrays])
+    return [np.ascontiguousarray(a).reshape(-1) for a in arrs], arrs[0].shape
 
 
 class Model:
@@ -69,6 +77,12 @@ class Poly2D(Model):
 
     def __call__(self, x, y):
         (xl, xh), (yl, yh) = self.domain["x"], self.domain["y"]
+        if _accel.AVAILABLE:
+            (fx, fy), shape = _flat(x, y)
+            out = np.empty(fx.size)
+            _accel.poly2d(fx, fy, self.coef, float(self.center[0]), float(self.center[1]),
+                          float(xl), float(xh), float(yl), float(yh), out)
+            return out.reshape(shape)
         c = self.coef.astype(F32)
         x0, y0 = (F32(v) for v in self.center)
         deg = c.shape[0] - 1
@@ -118,6 +132,16 @@ class Table2D(Model):
         p0, p1, p2, p3 = self._patches()
         hx, hy = F32(nx - 1) * F32(1 - 1e-6), F32(ny - 1) * F32(1 - 1e-6)
         sx, sy, ox, oy = F32(1 / dx), F32(1 / dy), F32(x0), F32(y0)
+        if _accel.AVAILABLE:
+            (fx, fy), shape = _flat(x, y)
+            out = np.empty(fx.size)
+            if getattr(self, "_p64", None) is None:
+                t = self.table
+                a, b, c, d = t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]
+                self._p64 = np.ascontiguousarray(np.stack([q.reshape(-1) for q in (a, b - a, c - a, d - c - b + a)], 1))
+            _accel.table2d(fx, fy, self._p64, ny - 1, float(ox), float(sx), float(hx), float(oy), float(sy),
+                           float(hy), out)
+            return out.reshape(shape)
 
         def f(xb, yb):
             fx = xb.astype(F32)

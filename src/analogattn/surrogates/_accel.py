@@ -1,0 +1,88 @@
+"""Optional compiled evaluation of the surrogate kinds (numba, one pass over memory in blocks
+that stay in cache; the per-element passes are written so LLVM vectorises them).
+
+Loading and evaluating a bundle needs only NumPy: when numba is not importable (or
+ANALOGATTN_NO_NUMBA is set), ``AVAILABLE`` is False and the models use their NumPy paths, which
+compute the same function (tested equal to float32 rounding).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+AVAILABLE = False
+if not os.environ.get("ANALOGATTN_NO_NUMBA"):
+    try:
+        import numba as _nb
+        AVAILABLE = True
+    except ImportError:  # pragma: no cover - numba is a dependency of the package, optional here
+        AVAILABLE = False
+
+BLOCK = 4096
+PARALLEL_MIN = 1 << 20  # arrays at least this large are split over the cores in blocks
+
+
+def table2d(x, y, patches, ny1, ox, sx, hx, oy, sy, hy, out):
+    (_table2d_par if x.size >= PARALLEL_MIN else _table2d)(x, y, patches, ny1, ox, sx, hx, oy, sy, hy, out)
+
+
+def poly2d(x, y, c, x0, y0, xl, xh, yl, yh, out):
+    (_poly2d_par if x.size >= PARALLEL_MIN else _poly2d)(x, y, c, x0, y0, xl, xh, yl, yh, out)
+
+
+def _table2d_py(x, y, patches, ny1, ox, sx, hx, oy, sy, hy, out):
+    """Bilinear patch (p0, p1, p2, p3) of grid cell (ix, iy): p0 + p1 wy + p2 wx + p3 wx wy,
+    inputs clipped to the grid. Per block: a vectorised pass for cell indices and weights,
+    then the gathers."""
+    n = x.size
+    for b in _nb.prange((n + BLOCK - 1) // BLOCK):
+        idx = np.empty(BLOCK, np.int32)
+        wxs, wys = np.empty(BLOCK), np.empty(BLOCK)
+        s = b * BLOCK
+        e = min(s + BLOCK, n)
+        for k in range(s, e):
+            fx = min(max((x[k] - ox) * sx, 0.0), hx)
+            fy = min(max((y[k] - oy) * sy, 0.0), hy)
+            ix, iy = np.int32(fx), np.int32(fy)
+            wxs[k - s], wys[k - s] = fx - ix, fy - iy
+            idx[k - s] = ix * ny1 + iy
+        for k in range(s, e):
+            i, wx, wy = idx[k - s], wxs[k - s], wys[k - s]
+            out[k] = (patches[i, 3] * wx + patches[i, 1]) * wy + patches[i, 2] * wx + patches[i, 0]
+
+
+def _poly2d_py(x, y, c, x0, y0, xl, xh, yl, yh, out):
+    """Horner in y inside Horner in x of sum c[i, j] (x - x0)^i (y - y0)^j, i + j <= deg;
+    each Horner step a vectorised pass over a block."""
+    n = x.size
+    deg = c.shape[0] - 1
+    for b in _nb.prange((n + BLOCK - 1) // BLOCK):
+        u, v = np.empty(BLOCK), np.empty(BLOCK)
+        acc, inner = np.empty(BLOCK), np.empty(BLOCK)
+        s = b * BLOCK
+        m = min(s + BLOCK, n) - s
+        for k in range(m):
+            u[k] = min(max(x[s + k], xl), xh) - x0
+            v[k] = min(max(y[s + k], yl), yh) - y0
+            acc[k] = 0.0
+        for i in range(deg, -1, -1):
+            top = c[i, deg - i]
+            for k in range(m):
+                inner[k] = top
+            for j in range(deg - i - 1, -1, -1):
+                cij = c[i, j]
+                for k in range(m):
+                    inner[k] = inner[k] * v[k] + cij
+            for k in range(m):
+                acc[k] = acc[k] * u[k] + inner[k]
+        for k in range(m):
+            out[s + k] = acc[k]
+
+
+if AVAILABLE:
+    _opts = dict(cache=True, nogil=True, fastmath=True)
+    _table2d = _nb.njit(**_opts)(_table2d_py)
+    _table2d_par = _nb.njit(parallel=True, **_opts)(_table2d_py)
+    _poly2d = _nb.njit(**_opts)(_poly2d_py)
+    _poly2d_par = _nb.njit(parallel=True, **_opts)(_poly2d_py)
