@@ -189,3 +189,26 @@ def test_per_tile_pulse_scaling_hand_computed():
     ker2 = GainCellAttention(cell, dataclasses.replace(cfg, tile_scale=False), None)
     row = ker2._values(p / 0.5, vv, None, np.inf)[0, 0] * 0.5
     assert abs(row - 0.5 * (cur[0] + cur[1])) < 1e-12 * abs(want)
+
+
+def test_ratiometric_tile_adc_hand_computed():
+    """Tiles of 2 rows, pulses [1, 1] and [1, 0]: the ADC sees each tile's charge divided by its
+    pulse sum (2 and 1), digitised on 4 codes over +-F (step F/2), then multiplied back; with a
+    fixed reference the same charges are digitised directly."""
+    cell = CellModel.ideal()
+    vv = np.array([[0.60], [0.70], [0.80], [0.45]])
+    cur = 20e-6 * (vv[:, 0] - 0.45) * cell.t_max  # charge of each cell at a full pulse
+    F = 1.2 * cur[2]
+    p = np.array([[0.5, 0.5, 0.25, 0.0]])
+    cfg = GainCellConfig(input_levels=0, output_levels=4, token_period=0.0, rows=2, tile_scale=True, predistort=False)
+    ker = GainCellAttention(cell, cfg, None)
+    got = ker._values(p, vv, None, F)[0, 0]
+    step = F / 2
+
+    def code(x):
+        return np.clip(np.round(x / step), -2, 1) * step
+    want = 0.5 * 2 * code((cur[0] + cur[1]) / 2) + 0.25 * code(cur[2])
+    assert abs(got - want) < 1e-9 * abs(want)
+    fixed = GainCellAttention(cell, dataclasses.replace(cfg, ratiometric=False), None)._values(p, vv, None, F)[0, 0]
+    assert abs(fixed - (0.5 * code(cur[0] + cur[1]) + 0.25 * code(cur[2]))) < 1e-9 * abs(want)
+    assert abs(got - fixed) > 0.1 * abs(want)  # the two references really differ here

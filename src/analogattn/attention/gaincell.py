@@ -58,6 +58,9 @@ class GainCellConfig(Validated):
                                        "per-tile DAC reference), multiplied back digitally after its ADC")
     predistort: bool = param(True, doc="write through the inverse cell and write-transfer curves, so the "
                                        "read current (not the voltage) is linear in k and v")
+    ratiometric: bool = param(True, doc="softmax: each value tile's ADC reference follows the tile's pulse sum "
+                                        "(a reference column of full-scale cells driven by the same pulses), so "
+                                        "the ADC digitises the weighted mean of the tile's values")
 
 
 @dataclasses.dataclass
@@ -333,6 +336,10 @@ class GainCellAttention(AttentionKernel):
             pq = quantise(pt, 0.0, 1.0, cfg.input_levels)
             if not pq.any():  # no pulse drives this tile (outside every query's window): not read
                 continue
+            w = None
+            if per_tile and cfg.ratiometric:
+                w = pq.sum(axis=1, keepdims=True)  # pulse sum: the reference column's charge / full pulse
+                w[w == 0] = 1.0
             if decays and isinstance(D, Separable):  # one GEMM per tile, n terms wide
                 n, dd = len(coeffs), vv.shape[1]
                 rhs = np.concatenate([yi[sl] for yi in D.key_powers(y)], axis=1).astype(np.float32)
@@ -345,8 +352,12 @@ class GainCellAttention(AttentionKernel):
                     part += ((pq * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
             else:
                 part = pq @ cur[sl]
+            if w is not None:  # digitise the tile's weighted mean against a reference of the pulse sum
+                part = part / w
             self._note_tile(part)
             part = self._digitise(part, full)
+            if w is not None:
+                part = part * w
             out += part * m if m is not None else part
         return out
 
