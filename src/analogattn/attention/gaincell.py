@@ -58,6 +58,8 @@ class GainCellConfig(Validated):
                                        "per-tile DAC reference), multiplied back digitally after its ADC")
     predistort: bool = param(True, doc="write through the inverse cell and write-transfer curves, so the "
                                        "read current (not the voltage) is linear in k and v")
+    retention_comp: bool = param(True, doc="softmax: undo the known decay digitally (each score divided by "
+                                           "its decay factor after the ADC; each weight's pulse lengthened by it)")
     ratiometric: bool = param(True, doc="softmax: each value tile's ADC reference follows the tile's pulse sum "
                                         "(a reference column of full-scale cells driven by the same pulses), so "
                                         "the ADC digitises the weighted mean of the tile's values")
@@ -151,6 +153,9 @@ class Separable:
         """[(T, 1) c_i t_max r^i for each term i]."""
         return [(ci * t_max * self.r ** i)[:, None] for i, ci in enumerate(coeffs)]
 
+    def matrix(self):
+        return self.r[:, None] * self.k[None, :]
+
     def key_powers(self, y):
         """[(S, d) (y k)^i for each term i] (y: stored V - V_eq of the keys)."""
         yk = y * self.k[:, None]
@@ -238,10 +243,21 @@ class GainCellAttention(AttentionKernel):
             w = np.maximum.accumulate(w)  # monotone for inversion
             v_max = float(w.max())  # highest storable voltage
             vs = np.linspace(0.0, v_max, 2001)
-            i = np.asarray(c.current(vs), float)
+            i = np.asarray(self.read_current(vs), float)
             i_sym = float(min(abs(i[0]), abs(i[-1])))
             self._inv = (v, w, vs, i, i_sym)
         return self._inv
+
+    def read_current(self, v):
+        """What a bit line delivers per cell: with pre-distortion, the cell's current minus that of
+        a reference column of cells held at the retention equilibrium V_eq (differential read), so
+        a stored zero is written at V_eq and decay shrinks codes towards zero instead of dragging
+        them towards I(V_eq); without, the cell current itself."""
+        if not self.cfg.predistort:
+            return self.cell.current(v)
+        if getattr(self, "_i_eq", None) is None:
+            self._i_eq = float(self.cell.current(np.array([self.cell.v_eq]))[0])
+        return self.cell.current(v) - self._i_eq
 
     def unit_charge(self) -> float:
         """Charge per unit of scaled key/value (and unit pulse): t_max x I_sym with
@@ -277,7 +293,7 @@ class GainCellAttention(AttentionKernel):
         if self._poly is None:
             v = np.linspace(0.0, self.cell.vdd, 201)
             y = v - self.cell.v_eq
-            self._poly = np.polynomial.polynomial.polyfit(y, self.cell.current(v), self.cfg.poly_degree)
+            self._poly = np.polynomial.polynomial.polyfit(y, self.read_current(v), self.cfg.poly_degree)
         return self._poly
 
 
@@ -292,7 +308,7 @@ class GainCellAttention(AttentionKernel):
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else np.inf
         if not self._decays():
-            return tiled_sum(u, (c.current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
+            return tiled_sum(u, (self.read_current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
         y = vk - c.v_eq
         if isinstance(D, Separable):
             out = np.zeros((u.shape[0], vk.shape[0]), np.float32)
@@ -323,7 +339,7 @@ class GainCellAttention(AttentionKernel):
             y = vv - c.v_eq
             coeffs = self._expansion()
         else:
-            cur = c.current(vv) * c.t_max
+            cur = self.read_current(vv) * c.t_max
         out = np.zeros((p.shape[0], vv.shape[1]))
         for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
             sl = slice(k0, k0 + cfg.rows)
@@ -395,6 +411,10 @@ class GainCellAttention(AttentionKernel):
                 for _ in range(len(self._expansion()) - 1):
                     D.append(D[-1] * d1)
         gain = self.unit_charge()
+        comp = None
+        if D is not None and cfg.activation == "softmax" and cfg.retention_comp:
+            comp = D.matrix() if isinstance(D, Separable) else D[1]
+            comp = np.where(allowed, comp, 1.0)
         out = np.empty((H, T, d), np.float64)
         for h in range(H):
             j = h // g
@@ -415,8 +435,12 @@ class GainCellAttention(AttentionKernel):
                 if cfg.adc_bits and allowed.any():
                     lim = float(np.max(np.abs(z[allowed])))
                     z = adc(z, lim, 2 ** cfg.adc_bits)
+                if comp is not None:  # the known decay of each key at each query, undone digitally
+                    z = z / comp
                 z = np.where(allowed, z, -np.inf)
                 p = z / exp_rows_(z)
+                if comp is not None:  # older keys' pulses lengthened by their decay (digital, before the DAC)
+                    p = p / comp
             # softmax without tile_scale: pulses span each row's largest weight (DAC full scale =
             # row max, undone digitally after the value array); with tile_scale, each tile's own
             # largest weight (in _values)
@@ -450,8 +474,9 @@ __all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quant
 class _Recorder:
     """Wraps a kernel and records per-layer, per-head statistics of q, k, v (for calibration)."""
 
-    def __init__(self, inner, layers, heads, kv_heads, quantile, transform=None):
+    def __init__(self, inner, layers, heads, kv_heads, quantile, transform=None, score_quantile=None):
         self.inner, self.name, self.quantile, self.transform = inner, "recorder", quantile, transform
+        self.score_quantile = quantile if score_quantile is None else score_quantile
         self.q = [[[] for _ in range(heads)] for _ in range(layers)]
         self.k = [[[] for _ in range(kv_heads)] for _ in range(layers)]
         self.v = [[[] for _ in range(kv_heads)] for _ in range(layers)]
@@ -466,7 +491,7 @@ class _Recorder:
         g = q.shape[0] // k.shape[0]
         for h in range(q.shape[0]):
             self.q[layer][h].append(np.quantile(np.abs(q[h]), self.quantile))
-            self.qk[layer][h].append(np.quantile(np.abs(q[h] @ k[h // g].T), self.quantile))
+            self.qk[layer][h].append(np.quantile(np.abs(q[h] @ k[h // g].T), self.score_quantile))
         for j in range(k.shape[0]):
             self.k[layer][j].append(np.quantile(np.abs(k[j]), self.quantile))
             self.v[layer][j].append(np.quantile(np.abs(v[j]), self.quantile))
@@ -498,7 +523,8 @@ def _channel_scales(model, token_windows):
 
 
 def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.999, headroom: float = 0.9,
-                     kernel: "GainCellAttention | None" = None, equalise: bool = True):
+                     kernel: "GainCellAttention | None" = None, equalise: bool = True,
+                     score_quantile: float | None = None, score_margin: float = 1.0):
     """Training-free range calibration: per layer and head, the ``quantile`` of |q| maps to a full
     pulse and that of |k| and |v| to ``headroom`` x (VDD/2) around mid-rail. Output scaler:
     1 / (t_max dI/dV) so a linear cell gives back sum p v. (A first calibration; the paper's
@@ -514,7 +540,7 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
         return (q * np.repeat(k_chan[layer], g, axis=0)[:, None, :], k / k_chan[layer][:, None, :],
                 v / v_chan[layer][:, None, :])
 
-    rec = _Recorder(IdealAttention(), c.n_layers, c.n_heads, c.n_kv_heads, quantile, equalised)
+    rec = _Recorder(IdealAttention(), c.n_layers, c.n_heads, c.n_kv_heads, quantile, equalised, score_quantile)
     for ids in token_windows:
         model.forward(ids, caches=model.new_caches(rec), kernel=rec, logits="none")
     qs = np.array([[np.mean(x) for x in layer] for layer in rec.q])
@@ -531,7 +557,7 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
     qk = np.array([[np.mean(x) for x in layer] for layer in rec.qk])
     gain = kernel.unit_charge() if kernel is not None else cell.gain()
     kv_of = np.arange(c.n_heads) // (c.n_heads // c.n_kv_heads)
-    sc.score_scale = gain * sc.a_q * sc.a_k[:, kv_of] * qk
+    sc.score_scale = score_margin * gain * sc.a_q * sc.a_k[:, kv_of] * qk
     # hardsigmoid: the calibration quantile of |q.k| saturates the pulse (training-free S_sat)
     sc.s_sat = sc.score_scale.copy()
     sc.out_scale = gain * sc.a_v[:, kv_of] * vs[:, kv_of]  # a value tile's output at most ~ max |v|
@@ -610,13 +636,13 @@ def calibrate_output(model, token_windows, kernel: "GainCellAttention", method: 
 
 
 def calibrated_kernel(model, token_windows, cell: CellModel, config: GainCellConfig, method: str = "meanstd",
-                      equalise: bool = True, ranges: "Scalers | None" = None):
+                      equalise: bool = True, ranges: "Scalers | None" = None, **range_options):
     """A gain-cell kernel with every calibration step: ranges (or a copy of ``ranges`` from an
     earlier call: they do not depend on levels or activation), value-tile full scales on the first
     window, and the output scaler by ``method`` (meanstd | lstsq | none). Returns (kernel, ranges)."""
     kernel = GainCellAttention(cell, config, None)
     if ranges is None:
-        ranges = calibrate_ranges(model, token_windows, cell, kernel=kernel, equalise=equalise)
+        ranges = calibrate_ranges(model, token_windows, cell, kernel=kernel, equalise=equalise, **range_options)
     kernel.sc = dataclasses.replace(ranges, a_o=ranges.a_o.copy(), b_o=ranges.b_o.copy(),
                                     out_scale=ranges.out_scale.copy())
     calibrate_tiles(model, token_windows[:1], kernel)
