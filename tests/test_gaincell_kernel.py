@@ -185,10 +185,10 @@ def test_per_tile_pulse_scaling_hand_computed():
     ker = GainCellAttention(cell, cfg, None)
     got = ker._values(p, vv, None, np.inf)[0, 0]
     want = 0.5 * (cur[0] + cur[1]) + 0.02 * (cur[2] + (2 / 3) * cur[3])
-    assert abs(got - want) < 1e-12 * abs(want) + 1e-30
+    assert abs(got - want) < 1e-6 * abs(want)  # float32 kernel: rounding ~1e-7
     ker2 = GainCellAttention(cell, dataclasses.replace(cfg, tile_scale=False), None)
     row = ker2._values(p / 0.5, vv, None, np.inf)[0, 0] * 0.5
-    assert abs(row - 0.5 * (cur[0] + cur[1])) < 1e-12 * abs(want)
+    assert abs(row - 0.5 * (cur[0] + cur[1])) < 1e-6 * abs(want)
 
 
 def test_ratiometric_tile_adc_hand_computed():
@@ -208,7 +208,7 @@ def test_ratiometric_tile_adc_hand_computed():
     def code(x):
         return np.clip(np.round(x / step), -2, 1) * step
     want = 0.5 * 2 * code((cur[0] + cur[1]) / 2) + 0.25 * code(cur[2])
-    assert abs(got - want) < 1e-9 * abs(want)
+    assert abs(got - want) < 1e-6 * abs(want)  # float32 kernel
     fixed = GainCellAttention(cell, dataclasses.replace(cfg, ratiometric=False), None)._values(p, vv, None, F)[0, 0]
-    assert abs(fixed - (0.5 * code(cur[0] + cur[1]) + 0.25 * code(cur[2]))) < 1e-9 * abs(want)
+    assert abs(fixed - (0.5 * code(cur[0] + cur[1]) + 0.25 * code(cur[2]))) < 1e-6 * abs(want)
     assert abs(got - fixed) > 0.1 * abs(want)  # the two references really differ here

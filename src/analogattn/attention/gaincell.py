@@ -115,14 +115,22 @@ def quantise(x, lo, hi, levels):
 
 def adc(x, full, levels):
     """A signed ADC of ``levels`` codes (two's complement: -levels/2 .. levels/2 - 1) over
-    [-full, full): mid-tread, so zero is a code (levels 0: clip only)."""
+    [-full, full): mid-tread, so zero is a code (levels 0: clip only). ``full`` may be an array
+    broadcasting against x (one reference per row); a reference of 0 reads 0."""
     if not levels or levels < 2:
         return np.clip(x, -full, full)
-    if not full > 0:
-        return np.zeros_like(x)
+    if np.isscalar(full) or np.ndim(full) == 0:
+        if not full > 0:
+            return np.zeros_like(x)
+        step = full / (levels // 2)
+    else:
+        full = np.asarray(full)
+        step = np.where(full > 0, full, 1.0) / (levels // 2)
     half = levels // 2
-    step = full / half
-    return np.clip(np.round(x / step), -half, half - 1) * step
+    out = np.clip(np.round(x / step), -half, half - 1) * step
+    if not (np.isscalar(full) or np.ndim(full) == 0):
+        out = np.where(full > 0, out, 0.0)
+    return out.astype(x.dtype, copy=False) if isinstance(x, np.ndarray) else out
 
 
 def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0):
@@ -300,47 +308,75 @@ class GainCellAttention(AttentionKernel):
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
-    def _scores(self, u, vk, D, full):
-        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d
-        (D: list of the powers D^i),
-        each clamped to +-full (the charge-to-pulse stage's range) but not digitised: the score
-        goes on in analog (to the hardsigmoid pulse, or to the ADC before the softmax)."""
+    def _scores(self, u, vk, D, full, powers=None):
+        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
+        each clamped to +-full (the charge-to-pulse stage's range; scalar or one per row) but not
+        digitised: the score goes on in analog (to the hardsigmoid pulse, or to the ADC before the
+        softmax). u may stack several heads' queries (rows); D's row factors repeat per head.
+        ``powers``: the keys' term matrices from :meth:`_key_terms`, when already computed."""
         c, cfg = self.cell, self.cfg
-        full = full if cfg.output_levels else np.inf
+        full = full if cfg.output_levels else None
+        R, d = u.shape
+        out = np.zeros((R, vk.shape[0]), np.float32)
         if not self._decays():
-            return tiled_sum(u, (self.read_current(vk) * c.t_max).T, cfg.rows, 0, full, self.rng, cfg.read_noise)
-        y = vk - c.v_eq
-        if isinstance(D, Separable):
-            out = np.zeros((u.shape[0], vk.shape[0]), np.float32)
-            for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims: one GEMM each
+            cur = (self.read_current(vk) * c.t_max).astype(np.float32)
+            for k0 in range(0, d, cfg.rows):
                 sl = slice(k0, k0 + cfg.rows)
-                lhs = np.concatenate([u[:, sl] * w for w in D.row_weights(self._expansion(), c.t_max)], axis=1)
-                rhs = np.concatenate([yi[:, sl] for yi in D.key_powers(y)], axis=1)
-                out += self._digitise(lhs.astype(np.float32) @ rhs.astype(np.float32).T, full, levels=0)
+                out += self._digitise(u[:, sl].astype(np.float32) @ cur[:, sl].T, full, levels=0)
             return out
-        out = np.zeros(D[0].shape)
-        for k0 in range(0, vk.shape[1], cfg.rows):  # tiles over head dims
-            part = np.zeros(D[0].shape)
+        if isinstance(D, Separable):
+            terms = self._key_terms(vk, D) if powers is None else powers
+            wts = self._row_weights(D, R)
+            n = len(wts)
+            for k0 in range(0, d, cfg.rows):  # tiles over head dims: one GEMM each
+                sl = slice(k0, k0 + cfg.rows)
+                w = sl.stop - sl.start if sl.stop <= d else d - k0
+                lhs = np.empty((R, n * w), np.float32)
+                for i in range(n):
+                    np.multiply(u[:, sl], wts[i], out=lhs[:, i * w:(i + 1) * w])
+                rhs = terms if w == d else terms[:, np.concatenate([np.arange(i * d + k0, i * d + k0 + w)
+                                                                    for i in range(n)])]
+                out += self._digitise(lhs @ rhs.T, full, levels=0)
+            return out
+        y = vk - c.v_eq
+        Dr = [np.tile(x, (R // x.shape[0], 1)) for x in D]
+        for k0 in range(0, d, cfg.rows):  # tiles over head dims, explicit decay powers
+            part = np.zeros(out.shape)
             for i, ci in enumerate(self._expansion()):
-                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * D[i]
+                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * Dr[i]
             out += self._digitise(part, full, levels=0)
         return out
 
-    def _values(self, p, vv, D, full):
+    def _key_terms(self, vv, D):
+        """(S, n d) float32: [(y k_s)^0 | (y k_s)^1 | ...] of stored y = V - V_eq (Separable decay)."""
+        return np.concatenate(D.key_powers(vv - self.cell.v_eq), axis=1).astype(np.float32)
+
+    def _row_weights(self, D, R):
+        """Per term i, (R, 1) float32 c_i t_max r_t^i, repeated for each stacked head."""
+        return [np.tile(w, (R // w.shape[0], 1)).astype(np.float32) for w in D.row_weights(self._expansion(), self.cell.t_max)]
+
+    def _values(self, p, vv, D, full, powers=None):
         """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
         Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
         tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
-        output is multiplied back by that weight digitally."""
+        output is multiplied back by that weight digitally. ``full``: scalar or one per row."""
         c, cfg = self.cell, self.cfg
-        full = full if cfg.output_levels else np.inf
+        full = full if cfg.output_levels else None
         per_tile = cfg.activation == "softmax" and cfg.tile_scale
         decays = self._decays()
-        if decays:
+        R, dd = p.shape[0], vv.shape[1]
+        sep = decays and isinstance(D, Separable)
+        if sep:
+            terms = self._key_terms(vv, D) if powers is None else powers
+            wts = self._row_weights(D, R)
+            n = len(wts)
+        elif decays:
             y = vv - c.v_eq
             coeffs = self._expansion()
+            Dr = [np.tile(x, (R // x.shape[0], 1)) for x in D]
         else:
-            cur = self.read_current(vv) * c.t_max
-        out = np.zeros((p.shape[0], vv.shape[1]))
+            cur = (self.read_current(vv) * c.t_max).astype(np.float32)
+        out = np.zeros((R, dd), np.float32)
         for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
             sl = slice(k0, k0 + cfg.rows)
             pt = p[:, sl]
@@ -349,23 +385,22 @@ class GainCellAttention(AttentionKernel):
                 m = pt.max(axis=1, keepdims=True)
                 m[m == 0] = 1.0
                 pt = pt / m
-            pq = quantise(pt, 0.0, 1.0, cfg.input_levels)
+            pq = quantise(pt, 0.0, 1.0, cfg.input_levels).astype(np.float32)
             if not pq.any():  # no pulse drives this tile (outside every query's window): not read
                 continue
             w = None
             if per_tile and cfg.ratiometric:
                 w = pq.sum(axis=1, keepdims=True)  # pulse sum: the reference column's charge / full pulse
                 w[w == 0] = 1.0
-            if decays and isinstance(D, Separable):  # one GEMM per tile, n terms wide
-                n, dd = len(coeffs), vv.shape[1]
-                rhs = np.concatenate([yi[sl] for yi in D.key_powers(y)], axis=1).astype(np.float32)
-                m_all = (pq.astype(np.float32) @ rhs).reshape(pq.shape[0], n, dd)
-                wts = np.stack(D.row_weights(coeffs, c.t_max), axis=1).astype(np.float32)  # (T, n, 1)
-                part = np.einsum("tnd,tn->td", m_all, wts[:, :, 0]).astype(np.float64)
+            if sep:  # one GEMM per tile, n terms wide
+                m_all = pq @ terms[sl]
+                part = m_all[:, :dd] * wts[0]
+                for i in range(1, n):
+                    part += m_all[:, i * dd:(i + 1) * dd] * wts[i]
             elif decays:
-                part = np.zeros_like(out)
+                part = np.zeros((R, dd))
                 for i, ci in enumerate(coeffs):
-                    part += ((pq * D[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
+                    part += ((pq * Dr[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
             else:
                 part = pq @ cur[sl]
             if w is not None:  # digitise the tile's weighted mean against a reference of the pulse sum
@@ -380,14 +415,27 @@ class GainCellAttention(AttentionKernel):
     def _note_tile(self, part):
         rec = getattr(self, "_tile_record", None)
         if rec is not None:
-            rec.setdefault(self._ctx, []).append(np.quantile(np.abs(part), self._tile_quantile))
+            g = self._ctx_heads
+            for i, h in enumerate(g):  # rows are stacked per head
+                blk = part[i * (part.shape[0] // len(g)):(i + 1) * (part.shape[0] // len(g))]
+                rec.setdefault((self._ctx_layer, h), []).append(np.quantile(np.abs(blk), self._tile_quantile))
 
     def _digitise(self, x, full, levels=None):
+        """Read noise and the ADC of a tile's output; full: None (no clamp), a scalar, or one per row."""
+        if full is None:
+            return x
         cfg = self.cfg
         levels = cfg.output_levels if levels is None else levels
-        if cfg.read_noise > 0 and np.isfinite(full):
-            x = x + cfg.read_noise * full * self.rng.standard_normal(x.shape)
-        return adc(x, full, levels) if np.isfinite(full) else x
+        if np.all(np.isinf(full)):
+            return x
+        if cfg.read_noise > 0:
+            x = x + (cfg.read_noise * full * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        return adc(x, full, levels)
+
+    def _cell_gain(self):
+        if getattr(self, "_gain", None) is None:
+            self._gain = self.cell.gain()
+        return self._gain
 
     def attend(self, q, positions, mask, cache, layer):
         cfg, sc = self.cfg, self.sc
@@ -414,48 +462,58 @@ class GainCellAttention(AttentionKernel):
         comp = None
         if D is not None and cfg.activation == "softmax" and cfg.retention_comp:
             comp = D.matrix() if isinstance(D, Separable) else D[1]
-            comp = np.where(allowed, comp, 1.0)
-        out = np.empty((H, T, d), np.float64)
-        for h in range(H):
-            j = h // g
-            qh = q[h].astype(np.float64)
+            comp = np.where(allowed, comp, 1.0).astype(np.float32)
+        out = np.empty((H, T, d), np.float32)
+        sep = isinstance(D, Separable)
+        for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
+            hs = np.arange(j * g, (j + 1) * g)
+            qh = q[hs].astype(np.float32)
             if sc.k_chan is not None:
-                qh = qh * sc.k_chan[layer, j]
-            u = sc.a_q[layer, h] * qh + sc.b_q[layer, h]
+                qh = qh * sc.k_chan[layer, j].astype(np.float32)
+            u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
             # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
-            u_max = np.abs(u).max(axis=1, keepdims=True).clip(min=1e-12) if cfg.query_scale else np.ones((T, 1))
+            u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cfg.query_scale
+                     else np.ones((g, T, 1), np.float32))
             u = np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
-            s = self._scores(u, keys[j], D, sc.score_scale[layer, h]) * u_max  # (T, S) charge
+            u = u.reshape(g * T, d).astype(np.float32)
+            row_full = np.repeat(sc.score_scale[layer, hs], T)[:, None]
+            s = self._scores(u, keys[j], D, row_full, self._key_terms(keys[j], D) if sep else None)
+            s = s.reshape(g, T, S) * u_max.astype(np.float32)  # (g, T, S) charge
             if cfg.activation == "hardsigmoid":
-                p = np.clip(s / sc.s_sat[layer, h], 0.0, 1.0)
-                p = np.where(allowed, p, 0.0)
+                p = np.clip(s / sc.s_sat[layer, hs][:, None, None].astype(np.float32), 0.0, 1.0)
+                p = np.where(allowed, p, np.float32(0.0))
             else:
                 # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d)
-                z = s / (gain * sc.a_q[layer, h] * sc.a_k[layer, j] * np.sqrt(d))
+                z = s / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)).astype(np.float32)[:, None, None]
                 if cfg.adc_bits and allowed.any():
-                    lim = float(np.max(np.abs(z[allowed])))
-                    z = adc(z, lim, 2 ** cfg.adc_bits)
+                    lim = np.abs(np.where(allowed, z, 0)).max(axis=(1, 2), keepdims=True)  # per head
+                    z = adc(z, lim, 2 ** cfg.adc_bits).astype(np.float32)
                 if comp is not None:  # the known decay of each key at each query, undone digitally
                     z = z / comp
-                z = np.where(allowed, z, -np.inf)
+                z = np.where(allowed, z, np.float32(-np.inf))
                 p = z / exp_rows_(z)
                 if comp is not None:  # older keys' pulses lengthened by their decay (digital, before the DAC)
                     p = p / comp
             # softmax without tile_scale: pulses span each row's largest weight (DAC full scale =
             # row max, undone digitally after the value array); with tile_scale, each tile's own
             # largest weight (in _values)
-            p_max = np.ones((T, 1))
+            p_max = np.ones((g, T, 1), np.float32)
             if cfg.activation == "softmax" and not cfg.tile_scale:
-                p_max = p.max(axis=1, keepdims=True)
+                p_max = p.max(axis=2, keepdims=True)
                 p_max[p_max == 0] = 1.0
                 p = p / p_max
-            self._ctx = (layer, h)
-            if getattr(self, "probe", None) == (layer, h) and getattr(self, "probe_out", None) is None:
-                self.probe_out = (positions.copy(), kpos.copy(), p * p_max)  # the head's attention weights
-            a = self._values(p, values[j], D, sc.out_scale[layer, h]) * p_max  # (T, d)
+            self._ctx_layer, self._ctx_heads = layer, hs
+            pr = getattr(self, "probe", None)
+            if pr is not None and pr[0] == layer and pr[1] in hs and getattr(self, "probe_out", None) is None:
+                i = int(pr[1] - hs[0])
+                self.probe_out = (positions.copy(), kpos.copy(), p[i] * p_max[i])  # the head's attention weights
+            row_full = np.repeat(sc.out_scale[layer, hs], T)[:, None]
+            a = self._values(p.reshape(g * T, S), values[j], D, row_full,
+                             self._key_terms(values[j], D) if sep else None).reshape(g, T, d) * p_max
             if sc.v_chan is not None:
-                a = a * sc.v_chan[layer, j]
-            out[h] = sc.a_o[layer, h] * a * (self.cell.gain() / gain) / sc.a_v[layer, j] + sc.b_o[layer, h]
+                a = a * sc.v_chan[layer, j].astype(np.float32)
+            scale = (sc.a_o[layer, hs] * (self._cell_gain() / gain) / sc.a_v[layer, j])[:, None, None]
+            out[hs] = scale * a + sc.b_o[layer, hs][:, None, None]
         return out.astype(q.dtype)
 
 
