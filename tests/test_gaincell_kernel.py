@@ -212,3 +212,36 @@ def test_ratiometric_tile_adc_hand_computed():
     fixed = GainCellAttention(cell, dataclasses.replace(cfg, ratiometric=False), None)._values(p, vv, None, F)[0, 0]
     assert abs(fixed - (0.5 * code(cur[0] + cur[1]) + 0.25 * code(cur[2]))) < 1e-6 * abs(want)
     assert abs(got - fixed) > 0.1 * abs(want)  # the two references really differ here
+
+
+def test_decayed_read_of_a_nonlinear_cell_matches_the_exact_current():
+    """A curved cell I(V) = g (V - 0.3) + h (V - 0.3)^3, retention towards V_eq = 0.3: the score of
+    a query reading keys of several ages equals t_max sum_d u_d I(V_eq + (V_d - V_eq) D) computed
+    directly, both for the three-term expansion in (D - 1) (D >= 0.75) and the polynomial one
+    (older keys)."""
+    g, h, veq = 20e-6, 60e-6, 0.3
+
+    def cur(v):
+        x = np.asarray(v, float) - veq
+        return g * x + h * x ** 3
+    tau, period = 1e-6, 1e-8
+    cell = CellModel(0.9, 0.45, cur, lambda v: np.asarray(v, float), tau, veq)
+    for n_old in (20, 150):  # oldest D = exp(-0.2) = 0.82 (Taylor) and exp(-1.5) = 0.22 (polynomial)
+        cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=period, adc_bits=0,
+                             window=0, activation="hardsigmoid", poly_degree=7, predistort=False)
+        sc = Scalers.identity(1, 1, 1, cell)
+        sc.s_sat[:] = 1e9
+        ker = GainCellAttention(cell, cfg, sc)
+        c = ker.new_cache(0, 1, 3)
+        rng = np.random.default_rng(n_old)
+        ks = rng.uniform(-0.35, 0.4, (n_old, 3)).astype(np.float32)
+        pos = np.arange(n_old)
+        ker(np.zeros((1, n_old, 3), np.float32), ks[None], ks[None], pos, Mask(), c, 0)
+        u = np.array([[[0.7, -0.4, 0.9]]], np.float32)
+        stored = c.keys[0].copy()  # V after the write (mid-rail + k)
+        ker.probe, ker.probe_out = (0, 0), None
+        ker(u, np.zeros((1, 1, 3), np.float32), np.zeros((1, 1, 3), np.float32), np.array([n_old]), Mask(), c, 0)
+        p = ker.probe_out[2][0, :n_old]  # hardsigmoid weights = score / s_sat
+        D = np.exp(-(n_old - pos) * period / tau)[:, None]
+        want = 15e-9 * (cur(veq + (stored - veq) * D) @ u[0, 0].astype(float)) / 1e9
+        assert np.allclose(p, np.clip(want, 0, 1), rtol=2e-3, atol=2e-3 * np.abs(want).max()), n_old

@@ -83,3 +83,28 @@ def kept_weights(e, allowed, keep, T):
         kept[i] = c
         new[i] = nw
     return tot, mass, kept, new
+
+
+# -- gain-cell kernel ------------------------------------------------------------------------------
+
+@nb.jit(**_fast)
+def adc_rows(x, full, half):
+    """In place: x[i, :] through a mid-tread ADC of codes -half .. half - 1 over +-full[i]
+    (full[i] <= 0 reads 0); half 0: clamp to +-full[i] only. One pass, float32."""
+    n, m = x.shape
+    for i in range(n):
+        f = full[i]
+        if f <= 0:
+            for k in range(m):
+                x[i, k] = 0.0
+            continue
+        if half == 0:
+            for k in range(m):
+                x[i, k] = min(max(x[i, k], -f), f)
+            continue
+        step = f / half
+        inv = half / f
+        lo, hi = -float(half), float(half - 1)
+        for k in range(m):
+            c = min(max(np.rint(x[i, k] * inv), lo), hi)
+            x[i, k] = c * step

@@ -28,12 +28,14 @@ y = V - V_eq: I = sum_i c_i y^i, so S = sum_i c_i (U (Y^i)^T) .* D^i with D[t, s
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from ..errors import ParameterError
 from ..params import Validated, param
 from ..transformer.cache import KVCache
+from . import _fused
 from .base import AttentionKernel, exp_rows_, visible
 
 
@@ -150,27 +152,26 @@ def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0)
 
 
 class Separable:
-    """Decay D[t, s] = r_t k_s (r: query rows, k: keys, relative to the block's first query) and
-    its powers D^i = r_t^i k_s^i; a key written after t0 but before t has k_s > 1, r_t < 1.
-    (Keys after the query, masked anyway, get the same formula instead of D = 1.)"""
+    """Decay D[t, s] = r_t k_s (r: query rows, k: keys, relative to the block's first query), and
+    the read current of a decayed cell as a short sum of separable terms,
+    I(V_eq + y D) ~ sum_i r_t^i k_s^i f_i(y_s), so every term folds into the query rows and the
+    key columns of one matrix product. (A key written after t0 but before t has k_s > 1, r_t < 1;
+    keys after the query, masked anyway, get the same formula instead of D = 1.)"""
 
-    def __init__(self, r, k, n):
-        self.r, self.k, self.n = np.asarray(r, float), np.asarray(k, float), n
+    def __init__(self, r, k, terms):
+        self.r, self.k, self.terms = np.asarray(r, float), np.asarray(k, float), terms
+        self.n = len(terms)
 
-    def row_weights(self, coeffs, t_max):
-        """[(T, 1) c_i t_max r^i for each term i]."""
-        return [(ci * t_max * self.r ** i)[:, None] for i, ci in enumerate(coeffs)]
+    def row_weights(self, t_max):
+        """[(T, 1) t_max r^i for each term i]."""
+        return [(t_max * self.r ** i)[:, None] for i in range(self.n)]
+
+    def key_terms(self, y):
+        """[(S, d) k^i f_i(y) for each term i] (y: stored V - V_eq of the keys)."""
+        return [f(y) * (self.k ** i)[:, None] for i, f in enumerate(self.terms)]
 
     def matrix(self):
         return self.r[:, None] * self.k[None, :]
-
-    def key_powers(self, y):
-        """[(S, d) (y k)^i for each term i] (y: stored V - V_eq of the keys)."""
-        yk = y * self.k[:, None]
-        out = [np.ones_like(yk)]
-        for _ in range(self.n - 1):
-            out.append(out[-1] * yk)
-        return out
 
 
 class GainCellCache(KVCache):
@@ -296,6 +297,39 @@ class GainCellAttention(AttentionKernel):
         return self.attend(q, positions, mask, cache, layer)
 
     # -- reading ------------------------------------------------------------------------------
+    TAYLOR_LIMIT = 0.25  # largest decay 1 - D read with the expansion in (D - 1)
+
+    def _decay_terms(self, d_min):
+        """f_i with I(V_eq + y D) ~ sum_i (r k)^i f_i(y) (D = r k), by the smaller of two
+        expansions that fit the block's decay:
+
+        - while every D >= 1 - TAYLOR_LIMIT: Taylor in (D - 1) around the stored voltage V,
+          I(V + y (D - 1)) = I - I' y (1 - D) + I'' y^2 (1 - D)^2 / 2 + O((1 - D)^3), collected
+          in powers of D: three terms, I itself exact from the surrogate (derivatives from a
+          degree-9 fit over the storable range);
+        - otherwise the polynomial in y of degree poly_degree, (y D)^i c_i."""
+        if 1.0 - d_min <= self.TAYLOR_LIMIT:
+            if getattr(self, "_taylor", None) is None:
+                c = self.cell
+                hi = self._inverse_tables()[2][-1] if self.cfg.predistort else c.vdd
+                v = np.linspace(0.0, hi, 401)
+                fit = np.polynomial.Polynomial.fit(v, self.read_current(v), 9)
+                d1, d2 = fit.deriv(1), fit.deriv(2)
+
+                def f0(y):
+                    v = y + c.v_eq
+                    return self.read_current(v) - d1(v) * y + 0.5 * d2(v) * y * y
+
+                def f1(y):
+                    v = y + c.v_eq
+                    return d1(v) * y - d2(v) * y * y
+
+                def f2(y):
+                    return 0.5 * d2(y + c.v_eq) * y * y
+                self._taylor = [f0, f1, f2]
+            return self._taylor
+        return [(lambda y, ci=ci, i=i: ci * y ** i) for i, ci in enumerate(self._expansion())]
+
     def _expansion(self):
         """c_i of I(V_eq + y) = sum_i c_i y^i over the stored range (least squares)."""
         if self._poly is None:
@@ -349,17 +383,19 @@ class GainCellAttention(AttentionKernel):
 
     def _key_terms(self, vv, D):
         """(S, n d) float32: [(y k_s)^0 | (y k_s)^1 | ...] of stored y = V - V_eq (Separable decay)."""
-        return np.concatenate(D.key_powers(vv - self.cell.v_eq), axis=1).astype(np.float32)
+        return np.concatenate(D.key_terms(vv - self.cell.v_eq), axis=1).astype(np.float32)
 
     def _row_weights(self, D, R):
         """Per term i, (R, 1) float32 c_i t_max r_t^i, repeated for each stacked head."""
-        return [np.tile(w, (R // w.shape[0], 1)).astype(np.float32) for w in D.row_weights(self._expansion(), self.cell.t_max)]
+        return [np.tile(w, (R // w.shape[0], 1)).astype(np.float32) for w in D.row_weights(self.cell.t_max)]
 
-    def _values(self, p, vv, D, full, powers=None):
+    def _values(self, p, vv, D, full, powers=None, allowed=None):
         """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
         Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
         tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
-        output is multiplied back by that weight digitally. ``full``: scalar or one per row."""
+        output is multiplied back by that weight digitally. ``full``: scalar or one per row.
+        ``allowed`` (T, S), with p's rows stacked heads of T queries: a tile is read only for the
+        queries that may see one of its keys (the others have no pulse on it)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else None
         per_tile = cfg.activation == "softmax" and cfg.tile_scale
@@ -377,9 +413,18 @@ class GainCellAttention(AttentionKernel):
         else:
             cur = (self.read_current(vv) * c.t_max).astype(np.float32)
         out = np.zeros((R, dd), np.float32)
+        T = allowed.shape[0] if allowed is not None else R
+        row_full = full is not None and np.size(full) == R
         for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
             sl = slice(k0, k0 + cfg.rows)
-            pt = p[:, sl]
+            rsel = None
+            if allowed is not None:
+                on = np.flatnonzero(allowed[:, sl].any(axis=1))
+                if on.size == 0:
+                    continue
+                if on[-1] + 1 - on[0] < T:  # queries on[0] .. on[-1] of every stacked head
+                    rsel = (np.arange(R // T)[:, None] * T + np.arange(on[0], on[-1] + 1)[None, :]).reshape(-1)
+            pt = p[:, sl] if rsel is None else p[rsel, sl]
             m = None
             if per_tile:
                 m = pt.max(axis=1, keepdims=True)
@@ -394,22 +439,29 @@ class GainCellAttention(AttentionKernel):
                 w[w == 0] = 1.0
             if sep:  # one GEMM per tile, n terms wide
                 m_all = pq @ terms[sl]
-                part = m_all[:, :dd] * wts[0]
+                ws = wts if rsel is None else [x[rsel] for x in wts]
+                part = m_all[:, :dd] * ws[0]
                 for i in range(1, n):
-                    part += m_all[:, i * dd:(i + 1) * dd] * wts[i]
+                    part += m_all[:, i * dd:(i + 1) * dd] * ws[i]
             elif decays:
-                part = np.zeros((R, dd))
+                part = np.zeros((pq.shape[0], dd))
                 for i, ci in enumerate(coeffs):
-                    part += ((pq * Dr[i][:, sl]) @ (y[sl] ** i)) * (ci * c.t_max)
+                    di = Dr[i][:, sl] if rsel is None else Dr[i][rsel, sl]
+                    part += ((pq * di) @ (y[sl] ** i)) * (ci * c.t_max)
             else:
                 part = pq @ cur[sl]
             if w is not None:  # digitise the tile's weighted mean against a reference of the pulse sum
                 part = part / w
             self._note_tile(part)
-            part = self._digitise(part, full)
+            part = self._digitise(part, full[rsel] if (row_full and rsel is not None) else full)
             if w is not None:
                 part = part * w
-            out += part * m if m is not None else part
+            if m is not None:
+                part = part * m
+            if rsel is None:
+                out += part
+            else:
+                out[rsel] += part
         return out
 
     def _note_tile(self, part):
@@ -421,7 +473,8 @@ class GainCellAttention(AttentionKernel):
                 rec.setdefault((self._ctx_layer, h), []).append(np.quantile(np.abs(blk), self._tile_quantile))
 
     def _digitise(self, x, full, levels=None):
-        """Read noise and the ADC of a tile's output; full: None (no clamp), a scalar, or one per row."""
+        """Read noise and the ADC of a tile's output; full: None (no clamp), a scalar, or one per
+        row. float32 (rows, n) arrays are digitised in place."""
         if full is None:
             return x
         cfg = self.cfg
@@ -430,6 +483,12 @@ class GainCellAttention(AttentionKernel):
             return x
         if cfg.read_noise > 0:
             x = x + (cfg.read_noise * full * self.rng.standard_normal(x.shape)).astype(x.dtype)
+        if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and (not levels or levels >= 2):
+            rows = np.broadcast_to(np.asarray(full, np.float32).reshape(-1), (x.shape[0],)).copy() \
+                if np.size(full) in (1, x.shape[0]) else None
+            if rows is not None:
+                _fused.adc_rows(x, rows, (levels or 0) // 2)
+                return x
         return adc(x, full, levels)
 
     def _cell_gain(self):
@@ -449,10 +508,13 @@ class GainCellAttention(AttentionKernel):
             lam = cfg.token_period / self.cell.tau  # decay per token step
             t0 = int(positions.min())
             span = max(int(positions.max()) - t0, 0) + max(t0 - int(kpos.min()), 0)
-            if span * lam * len(self._expansion()) < 60:
-                # D[t, s] = exp(-lam (t - t0)) exp(-lam (t0 - s)): separable, so every power of it
-                # folds into the query rows and the key columns of one matrix product
-                D = Separable(np.exp(-lam * (positions - t0)), np.exp(-lam * (t0 - kpos)), len(self._expansion()))
+            oldest = max(int(positions.max()) - int(kpos.min()), 0)  # age of the oldest key a query may read
+            if cfg.window:
+                oldest = min(oldest, cfg.window)
+            terms = self._decay_terms(math.exp(-lam * oldest))
+            if span * lam * len(terms) < 60:
+                # D[t, s] = exp(-lam (t - t0)) exp(-lam (t0 - s)): separable
+                D = Separable(np.exp(-lam * (positions - t0)), np.exp(-lam * (t0 - kpos)), terms)
             else:  # factors would overflow: the explicit (T, S) powers, shared by the layer's heads
                 d1 = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * lam)
                 D = [np.ones_like(d1)]
@@ -486,8 +548,9 @@ class GainCellAttention(AttentionKernel):
                 # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d)
                 z = s / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)).astype(np.float32)[:, None, None]
                 if cfg.adc_bits and allowed.any():
-                    lim = np.abs(np.where(allowed, z, 0)).max(axis=(1, 2), keepdims=True)  # per head
-                    z = adc(z, lim, 2 ** cfg.adc_bits).astype(np.float32)
+                    lim = np.abs(np.where(allowed, z, 0)).max(axis=(1, 2))  # per head
+                    z = np.ascontiguousarray(z, np.float32)
+                    _fused.adc_rows(z.reshape(g * T, S), np.repeat(lim, T).astype(np.float32), 2 ** cfg.adc_bits // 2)
                 if comp is not None:  # the known decay of each key at each query, undone digitally
                     z = z / comp
                 z = np.where(allowed, z, np.float32(-np.inf))
@@ -509,7 +572,7 @@ class GainCellAttention(AttentionKernel):
                 self.probe_out = (positions.copy(), kpos.copy(), p[i] * p_max[i])  # the head's attention weights
             row_full = np.repeat(sc.out_scale[layer, hs], T)[:, None]
             a = self._values(p.reshape(g * T, S), values[j], D, row_full,
-                             self._key_terms(values[j], D) if sep else None).reshape(g, T, d) * p_max
+                             self._key_terms(values[j], D) if sep else None, allowed).reshape(g, T, d) * p_max
             if sc.v_chan is not None:
                 a = a * sc.v_chan[layer, j].astype(np.float32)
             scale = (sc.a_o[layer, hs] * (self._cell_gain() / gain) / sc.a_v[layer, j])[:, None, None]
