@@ -108,3 +108,73 @@ def adc_rows(x, full, half):
         for k in range(m):
             c = min(max(np.rint(x[i, k] * inv), lo), hi)
             x[i, k] = c * step
+
+
+@nb.jit(**_fast)
+def masked_absmax_rows(x, allowed, T, G):
+    """Per group of T rows (a head), the largest |x| where allowed[i % T, s]."""
+    n, S = x.shape
+    out = np.zeros(G, np.float32)
+    for i in range(n):
+        t = i % T
+        m = out[i // T]
+        for s in range(S):
+            if allowed[t, s]:
+                m = max(m, abs(x[i, s]))
+        out[i // T] = m
+    return out
+
+
+@nb.jit(**_fast)
+def _logits(z, full, half, comp, use_comp, allowed, T):
+    """z[i, s] <- ADC(z) / comp - row max over allowed keys; -inf where not allowed."""
+    n, S = z.shape
+    ninf = np.float32(-np.inf)
+    for i in range(n):
+        t = i % T
+        f = full[i]
+        q = half > 0 and f > 0
+        step = np.float32(f / half) if q else np.float32(0.0)
+        inv = np.float32(half / f) if q else np.float32(0.0)
+        lo, hi = np.float32(-half), np.float32(half - 1)
+        m = ninf
+        for s in range(S):
+            v = z[i, s]
+            if half > 0:
+                v = min(max(np.rint(v * inv), lo), hi) * step
+            if use_comp:
+                v = v / comp[t, s]
+            v = v if allowed[t, s] else ninf
+            z[i, s] = v
+            m = max(m, v)
+        if m == ninf:
+            m = np.float32(0.0)
+        for s in range(S):
+            z[i, s] -= m
+
+
+@nb.jit(**_fast)
+def _normalise(z, comp, use_comp, T):
+    n, S = z.shape
+    for i in range(n):
+        t = i % T
+        tot = np.float32(0.0)
+        for s in range(S):
+            tot += z[i, s]
+        r = np.float32(1.0) / tot if tot > 0 else np.float32(0.0)
+        if use_comp:
+            for s in range(S):
+                z[i, s] = z[i, s] * r / comp[t, s]
+        else:
+            for s in range(S):
+                z[i, s] *= r
+
+
+def circuit_softmax(z, full, half, comp, use_comp, allowed, T):
+    """In place, per row i (query i % T) of float32 z: the ADC over +-full[i] (codes
+    -half .. half-1; half 0: none), divided by the decay comp[t, s] when use_comp, softmax over the
+    allowed keys, and the weights divided by comp again (longer pulses for decayed keys). Rows
+    with nothing allowed -> 0. (The exponential is NumPy's: vectorised float32.)"""
+    _logits(z, full, half, comp, use_comp, allowed, T)
+    np.exp(z, out=z)
+    _normalise(z, comp, use_comp, T)
