@@ -151,6 +151,9 @@ def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0)
     return out
 
 
+_ONE = np.ones((1, 1), np.float32)
+
+
 class Separable:
     """Decay D[t, s] = r_t k_s (r: query rows, k: keys, relative to the block's first query), and
     the read current of a decayed cell as a short sum of separable terms,
@@ -280,11 +283,21 @@ class GainCellAttention(AttentionKernel):
             target = quantise(a[:, None, None] * x + b[:, None, None], 0.0, self.cell.vdd, self.cfg.storage_levels)
             return np.asarray(self.cell.write(target), float)
         v, w, vs, i, i_sym = self._inverse_tables()
-        # signed storage codes: a mid-tread grid of storage_levels over [-1, 1] (zero is a level)
-        frac = adc(a[:, None, None] * x, 1.0, self.cfg.storage_levels)
-        v_target = np.interp(frac * i_sym, i, vs)   # voltage whose read current is frac x I_sym
-        v_write = np.interp(v_target, w, v)          # what to drive so the cell ends there
-        return np.asarray(self.cell.write(v_write), float)
+        levels = self.cfg.storage_levels
+
+        def stored(frac):
+            v_target = np.interp(frac * i_sym, i, vs)   # voltage whose read current is frac x I_sym
+            v_write = np.interp(v_target, w, v)          # what to drive so the cell ends there
+            return np.asarray(self.cell.write(v_write), float)
+        if levels and levels >= 2:
+            # signed storage codes: a mid-tread grid of storage_levels over [-1, 1] (zero is a
+            # level); each code's stored voltage computed once
+            half = levels // 2
+            if getattr(self, "_code_table", None) is None:
+                self._code_table = stored(np.arange(-half, half) / half)
+            code = np.clip(np.rint(a[:, None, None] * x * half), -half, half - 1).astype(np.int64)
+            return self._code_table[code + half]
+        return stored(np.clip(a[:, None, None] * x, -1.0, 1.0))
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
         sc = self.sc
@@ -545,18 +558,17 @@ class GainCellAttention(AttentionKernel):
                 p = np.clip(s / sc.s_sat[layer, hs][:, None, None].astype(np.float32), 0.0, 1.0)
                 p = np.where(allowed, p, np.float32(0.0))
             else:
-                # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d)
+                # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d); the score
+                # ADC (reference: the head's largest |logit|), the decay of each key at each query
+                # undone digitally, softmax over the visible keys, and older keys' pulses
+                # lengthened by their decay (digital, before the DAC): one fused pass
                 z = s / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)).astype(np.float32)[:, None, None]
-                if cfg.adc_bits and allowed.any():
-                    lim = np.abs(np.where(allowed, z, 0)).max(axis=(1, 2))  # per head
-                    z = np.ascontiguousarray(z, np.float32)
-                    _fused.adc_rows(z.reshape(g * T, S), np.repeat(lim, T).astype(np.float32), 2 ** cfg.adc_bits // 2)
-                if comp is not None:  # the known decay of each key at each query, undone digitally
-                    z = z / comp
-                z = np.where(allowed, z, np.float32(-np.inf))
-                p = z / exp_rows_(z)
-                if comp is not None:  # older keys' pulses lengthened by their decay (digital, before the DAC)
-                    p = p / comp
+                z = np.ascontiguousarray(z, np.float32).reshape(g * T, S)
+                half = 2 ** cfg.adc_bits // 2 if cfg.adc_bits else 0
+                lim = (np.repeat(_fused.masked_absmax_rows(z, allowed, T, g), T) if half
+                       else np.ones(g * T, np.float32))
+                _fused.circuit_softmax(z, lim, half, comp if comp is not None else _ONE, comp is not None, allowed, T)
+                p = z.reshape(g, T, S)
             # softmax without tile_scale: pulses span each row's largest weight (DAC full scale =
             # row max, undone digitally after the value array); with tile_scale, each tile's own
             # largest weight (in _values)
