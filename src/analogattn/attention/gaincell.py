@@ -293,10 +293,10 @@ class GainCellAttention(AttentionKernel):
             # signed storage codes: a mid-tread grid of storage_levels over [-1, 1] (zero is a
             # level); each code's stored voltage computed once
             half = levels // 2
-            if getattr(self, "_code_table", None) is None:
-                self._code_table = stored(np.arange(-half, half) / half)
+            if getattr(self, "_code_table", (None,))[0] != levels:
+                self._code_table = (levels, stored(np.arange(-half, half) / half))
             code = np.clip(np.rint(a[:, None, None] * x * half), -half, half - 1).astype(np.int64)
-            return self._code_table[code + half]
+            return self._code_table[1][code + half]
         return stored(np.clip(a[:, None, None] * x, -1.0, 1.0))
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
