@@ -84,3 +84,21 @@ def test_gaincell_kernel_end_to_end(bundle_file):
     assert g64["perplexity"] / ideal["perplexity"] < 1.6
     assert g4["perplexity"] / ideal["perplexity"] > 1.2
     assert g64["cost"]["energy_per_token_J"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+@need_smollm
+def test_generate_with_circuit_kernels(bundle_file):
+    """generate runs both circuit kernels (calibrated on the shipped text); the pruning kernel with
+    rule 'none' keeps every key and so decodes exactly what the ideal kernel decodes (greedy)."""
+    d, sur = bundle_file
+    args = ("generate", "--prompt", "The capital of France is", "--max-new-tokens", 6)
+    ideal = run_cli(*args)
+    assert ideal.returncode == 0, ideal.stderr
+    none = run_cli(*args, "--attention", "sprint", "--surrogates", sur, "--rule", "none", "--window", 64)
+    assert none.returncode == 0, none.stderr
+    assert none.stdout == ideal.stdout
+    g = run_cli(*args, "--attention", "gaincell", "--surrogates", sur, "--window", 64, "--calibration-windows", 1)
+    assert g.returncode == 0, g.stderr
+    assert g.stdout.startswith("The capital of France is") and len(g.stdout) > len("The capital of France is")

@@ -182,7 +182,7 @@ def _gaincell_config(args):
     from .attention.gaincell import GainCellConfig
     return GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
                           output_levels=args.output_levels, token_period=args.token_period,
-                          temperature=args.temperature, activation=args.activation, adc_bits=args.adc_bits,
+                          temperature=args.cell_temperature, activation=args.activation, adc_bits=args.adc_bits,
                           window=args.window or 0, mismatch=args.mismatch, read_noise=args.read_noise,
                           seed=args.seed)
 
@@ -323,14 +323,52 @@ def cmd_generate(args) -> int:
     model = load(args.model)
     if model.config.arch == "bert":
         raise AnalogAttnError("--model: generation needs a causal model (smollm2, a GGUF or GPT-2 folder)")
+    _check_kernel(args.attention)
+    from .evaluate.texts import default_text_path
+    text = Path(args.text) if args.text else default_text_path()
+    kernel = _kernel(args.attention, args, model, text)
     ids = model.tokenizer.encode(args.prompt)
     t0 = time.perf_counter()
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, args.seed,
-                   kernel=_kernel(args.attention))
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, args.seed, kernel=kernel)
     dt = time.perf_counter() - t0
     print(args.prompt + model.tokenizer.decode(out))
     print(f"[{len(out)} tokens, {len(out) / dt:.1f} tokens/s]", file=sys.stderr)
     return 0
+
+
+def _kernel_options(p, temperature_flag):
+    """Options of the circuit kernels, shared by run and generate (generate's --temperature is
+    the sampling temperature, so there the cell's is --cell-temperature)."""
+    p.add_argument("--surrogates", help="surrogate bundle for circuit kernels")
+    p.add_argument("--storage-levels", type=int, default=8)
+    p.add_argument("--input-levels", type=int, default=16)
+    p.add_argument("--output-levels", type=int, default=32)
+    p.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
+    p.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
+    p.add_argument("--calibration", default="meanstd", choices=["meanstd", "lstsq", "none"],
+                   help="output-scaler calibration against the ideal model")
+    p.add_argument("--equalise", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-channel k/v equalisation folded into q and the output (exact digitally)")
+    p.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
+    p.add_argument("--calibration-windows", type=int, default=2, help="calibration windows (of --window tokens)")
+    p.add_argument("--calibration-file", help="calibrated scalers/thresholds: loaded if it exists, else written")
+    p.add_argument("--mismatch", action="store_true", help="gain cell: fixed per-cell mismatch (Monte Carlo)")
+    p.add_argument("--read-noise", type=float, default=0.0, help="gain cell: per-read noise, relative to full scale")
+    p.add_argument("--key-bits", type=int, default=4, help="sprint: key MSBs in the crossbar")
+    p.add_argument("--dac-bits", type=int, default=4, help="sprint: query DAC bits per sign")
+    p.add_argument("--rule", default="anchor", help="sprint: anchor | fixed | oracle | none")
+    p.add_argument("--keep", type=float, default=0.30, help="sprint: kept fraction the thresholds aim at")
+    p.add_argument("--sink", type=int, default=1, help="sprint anchor rule: first tokens always kept")
+    p.add_argument("--local", type=int, default=4, help="sprint anchor rule: recent tokens always kept")
+    p.add_argument("--budget", default="global", help="sprint: global | layer | head (shared thresholds)")
+    p.add_argument("--mass", type=float, default=0.99, help="sprint oracle rule: softmax mass kept")
+    p.add_argument("--variation", action=argparse.BooleanOptionalAction, default=True,
+                   help="sprint: conductance variation and comparator offsets")
+    p.add_argument("--circuit-noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="sprint: column read noise and comparator noise")
+    p.add_argument(temperature_flag, dest="cell_temperature", type=float, default=27.0,
+                   help="gain cell: temperature of the retention model (degC)")
+    p.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,36 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
     r.add_argument("--max-sentences", type=int, default=64, help="encoder: sentences to embed")
     r.add_argument("--attention", default="ideal", help="ideal | gaincell | sprint")
-    r.add_argument("--surrogates", help="surrogate bundle for circuit kernels")
-    r.add_argument("--storage-levels", type=int, default=8)
-    r.add_argument("--input-levels", type=int, default=16)
-    r.add_argument("--output-levels", type=int, default=32)
-    r.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
-    r.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
-    r.add_argument("--calibration", default="meanstd", choices=["meanstd", "lstsq", "none"],
-                   help="output-scaler calibration against the ideal model")
-    r.add_argument("--equalise", action=argparse.BooleanOptionalAction, default=True,
-                   help="per-channel k/v equalisation folded into q and the output (exact digitally)")
-    r.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
-    r.add_argument("--calibration-windows", type=int, default=2, help="calibration windows (of --window tokens)")
-    r.add_argument("--calibration-file", help="calibrated scalers/thresholds: loaded if it exists, else written")
-    r.add_argument("--mismatch", action="store_true", help="gain cell: fixed per-cell mismatch (Monte Carlo)")
-    r.add_argument("--read-noise", type=float, default=0.0, help="gain cell: per-read noise, relative to full scale")
+    _kernel_options(r, "--temperature")
     r.add_argument("--seed", type=int, default=0, help="seed of circuit variation and noise")
-    r.add_argument("--key-bits", type=int, default=4, help="sprint: key MSBs in the crossbar")
-    r.add_argument("--dac-bits", type=int, default=4, help="sprint: query DAC bits per sign")
-    r.add_argument("--rule", default="anchor", help="sprint: anchor | fixed | oracle | none")
-    r.add_argument("--keep", type=float, default=0.30, help="sprint: kept fraction the thresholds aim at")
-    r.add_argument("--sink", type=int, default=1, help="sprint anchor rule: first tokens always kept")
-    r.add_argument("--local", type=int, default=4, help="sprint anchor rule: recent tokens always kept")
-    r.add_argument("--budget", default="global", help="sprint: global | layer | head (shared thresholds)")
-    r.add_argument("--mass", type=float, default=0.99, help="sprint oracle rule: softmax mass kept")
-    r.add_argument("--variation", action=argparse.BooleanOptionalAction, default=True,
-                   help="sprint: conductance variation and comparator offsets")
-    r.add_argument("--circuit-noise", action=argparse.BooleanOptionalAction, default=True,
-                   help="sprint: column read noise and comparator noise")
-    r.add_argument("--temperature", type=float, default=27.0)
-    r.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
     r.add_argument("--json", help="write the result as JSON here")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
@@ -392,8 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--attention", default="ideal")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampling and of circuit variation and noise")
+    g.add_argument("--attention", default="ideal", help="ideal | gaincell | sprint")
+    g.add_argument("--text", help="text whose tail calibrates a circuit kernel (default: the shipped text)")
+    g.add_argument("--window", type=int, default=None, help="circuit kernels: causal sliding window (default: none)")
+    _kernel_options(g, "--cell-temperature")
     g.set_defaults(func=cmd_generate)
     ft = sub.add_parser("fit", help="fit, validate and export surrogates of a characterization")
     ft.add_argument("characterization", nargs="?", default="characterization.h5")
