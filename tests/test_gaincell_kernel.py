@@ -245,3 +245,30 @@ def test_decayed_read_of_a_nonlinear_cell_matches_the_exact_current():
         D = np.exp(-(n_old - pos) * period / tau)[:, None]
         want = 15e-9 * (cur(veq + (stored - veq) * D) @ u[0, 0].astype(float)) / 1e9
         assert np.allclose(p, np.clip(want, 0, 1), rtol=2e-3, atol=2e-3 * np.abs(want).max()), n_old
+
+
+def test_mismatch_is_a_fixed_per_cell_current_deviation():
+    """With mismatch on, each written cell gets a deviation sigma(V) z (z ~ N(0, 1), drawn once and
+    kept in the cache); a read adds t_max sum_d u_d dev_d to the score, the same on every read."""
+    g, s0 = 20e-6, 0.4e-6
+    cell = CellModel(0.9, 0.45, lambda v: g * (np.asarray(v) - 0.45), lambda v: np.asarray(v, float), np.inf, 0.45,
+                     sigma=lambda v: np.full(np.shape(v), s0))
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0, window=0,
+                         activation="hardsigmoid", predistort=False, mismatch=True, seed=5)
+    sc = Scalers.identity(1, 1, 1, cell)
+    sc.s_sat[:] = 1e9
+    ker = GainCellAttention(cell, cfg, sc)
+    c = ker.new_cache(0, 1, 64)
+    rng = np.random.default_rng(0)
+    k = rng.uniform(-0.3, 0.3, (1, 200, 64)).astype(np.float32)
+    ker(np.zeros((1, 200, 64), np.float32), k, k, np.arange(200), Mask(), c, 0)
+    dev = c.mismatch_k[0].copy()
+    assert abs(dev.std() / s0 - 1) < 0.03 and abs(dev.mean()) < 0.03 * s0
+    u = rng.uniform(0.1, 1.0, (1, 1, 64)).astype(np.float32)
+    for _ in range(2):  # fixed: the same deviations on every read
+        ker.probe, ker.probe_out = (0, 0), None
+        ker(u, np.zeros((1, 1, 64), np.float32), np.zeros((1, 1, 64), np.float32), np.array([200]), Mask(), c, 0)
+        p = ker.probe_out[2][0, :200]
+        want = 15e-9 * ((g * (c.keys[0, :200] - 0.45) + dev) @ u[0, 0].astype(float)) / 1e9
+        assert np.allclose(p, np.clip(want, 0, 1), rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    assert np.array_equal(c.mismatch_k[0, :200], dev)

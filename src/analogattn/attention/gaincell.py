@@ -178,12 +178,30 @@ class Separable:
 
 
 class GainCellCache(KVCache):
-    """Stored cell voltages of K and V (written, before decay) and their write times."""
+    """Stored cell voltages of K and V (written, before decay) and their write times, and each
+    cell's fixed current deviation (mismatch; zero when off)."""
+
+    token_arrays = KVCache.token_arrays + (("_dk", 1), ("_dv", 1))
 
     def __init__(self, n_kv_heads, head_dim, capacity=256):
         super().__init__(n_kv_heads, head_dim, capacity, dtype=np.float64)
-        self.mismatch_k = None
-        self.mismatch_v = None
+        self._dk = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
+        self._dv = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
+
+    def append_mismatch(self, dk, dv):
+        """The current deviations of the cells the next append() writes (call it first)."""
+        t, n = dk.shape[1], self.length
+        self._grow(n + t)
+        self._dk[:, n:n + t] = dk
+        self._dv[:, n:n + t] = dv
+
+    @property
+    def mismatch_k(self):
+        return self._dk[:, : self.length]
+
+    @property
+    def mismatch_v(self):
+        return self._dv[:, : self.length]
 
 
 @dataclasses.dataclass
@@ -305,8 +323,12 @@ class GainCellAttention(AttentionKernel):
             k = k / sc.k_chan[layer][:, None, :]
         if sc.v_chan is not None:
             v = v / sc.v_chan[layer][:, None, :]
-        cache.append(self._store(k, sc.a_k[layer], sc.b_k[layer]), self._store(v, sc.a_v[layer], sc.b_v[layer]),
-                     positions)
+        vk, vv = self._store(k, sc.a_k[layer], sc.b_k[layer]), self._store(v, sc.a_v[layer], sc.b_v[layer])
+        if self.cfg.mismatch and self.cell.sigma is not None:
+            # each cell's fixed deviation: its Monte Carlo sigma at the written voltage x N(0, 1)
+            cache.append_mismatch(self.cell.sigma(vk) * self.rng.standard_normal(vk.shape),
+                                  self.cell.sigma(vv) * self.rng.standard_normal(vv.shape))
+        cache.append(vk, vv, positions)
         return self.attend(q, positions, mask, cache, layer)
 
     # -- reading ------------------------------------------------------------------------------
@@ -355,24 +377,25 @@ class GainCellAttention(AttentionKernel):
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
-    def _scores(self, u, vk, D, full, powers=None):
+    def _scores(self, u, vk, D, full, powers=None, dev=None):
         """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
         each clamped to +-full (the charge-to-pulse stage's range; scalar or one per row) but not
         digitised: the score goes on in analog (to the hardsigmoid pulse, or to the ADC before the
         softmax). u may stack several heads' queries (rows); D's row factors repeat per head.
-        ``powers``: the keys' term matrices from :meth:`_key_terms`, when already computed."""
+        ``powers``: the keys' term matrices from :meth:`_key_terms`, when already computed;
+        ``dev`` (S, d): the cells' fixed current deviations (mismatch)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else None
         R, d = u.shape
         out = np.zeros((R, vk.shape[0]), np.float32)
         if not self._decays():
-            cur = (self.read_current(vk) * c.t_max).astype(np.float32)
+            cur = ((self.read_current(vk) + (0 if dev is None else dev)) * c.t_max).astype(np.float32)
             for k0 in range(0, d, cfg.rows):
                 sl = slice(k0, k0 + cfg.rows)
                 out += self._digitise(u[:, sl].astype(np.float32) @ cur[:, sl].T, full, levels=0)
             return out
         if isinstance(D, Separable):
-            terms = self._key_terms(vk, D) if powers is None else powers
+            terms = self._key_terms(vk, D, dev) if powers is None else powers
             wts = self._row_weights(D, R)
             n = len(wts)
             for k0 in range(0, d, cfg.rows):  # tiles over head dims: one GEMM each
@@ -391,24 +414,31 @@ class GainCellAttention(AttentionKernel):
             part = np.zeros(out.shape)
             for i, ci in enumerate(self._expansion()):
                 part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * Dr[i]
+            if dev is not None:
+                part += (u[:, k0:k0 + cfg.rows] @ dev[:, k0:k0 + cfg.rows].T) * c.t_max
             out += self._digitise(part, full, levels=0)
         return out
 
-    def _key_terms(self, vv, D):
-        """(S, n d) float32: [(y k_s)^0 | (y k_s)^1 | ...] of stored y = V - V_eq (Separable decay)."""
-        return np.concatenate(D.key_terms(vv - self.cell.v_eq), axis=1).astype(np.float32)
+    def _key_terms(self, vv, D, dev=None):
+        """(S, n d) float32: [k^0 f_0(y) | k^1 f_1(y) | ...] of stored y = V - V_eq (Separable
+        decay); a cell's fixed current deviation ``dev`` (S, d) joins the undecayed term."""
+        t = np.concatenate(D.key_terms(vv - self.cell.v_eq), axis=1).astype(np.float32)
+        if dev is not None:
+            t[:, :vv.shape[1]] += dev
+        return t
 
     def _row_weights(self, D, R):
         """Per term i, (R, 1) float32 c_i t_max r_t^i, repeated for each stacked head."""
         return [np.tile(w, (R // w.shape[0], 1)).astype(np.float32) for w in D.row_weights(self.cell.t_max)]
 
-    def _values(self, p, vv, D, full, powers=None, allowed=None):
+    def _values(self, p, vv, D, full, powers=None, allowed=None, dev=None):
         """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
         Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
         tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
         output is multiplied back by that weight digitally. ``full``: scalar or one per row.
         ``allowed`` (T, S), with p's rows stacked heads of T queries: a tile is read only for the
-        queries that may see one of its keys (the others have no pulse on it)."""
+        queries that may see one of its keys (the others have no pulse on it). ``dev`` (S, d): the
+        cells' fixed current deviations (mismatch)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else None
         per_tile = cfg.activation == "softmax" and cfg.tile_scale
@@ -416,7 +446,7 @@ class GainCellAttention(AttentionKernel):
         R, dd = p.shape[0], vv.shape[1]
         sep = decays and isinstance(D, Separable)
         if sep:
-            terms = self._key_terms(vv, D) if powers is None else powers
+            terms = self._key_terms(vv, D, dev) if powers is None else powers
             wts = self._row_weights(D, R)
             n = len(wts)
         elif decays:
@@ -424,7 +454,7 @@ class GainCellAttention(AttentionKernel):
             coeffs = self._expansion()
             Dr = [np.tile(x, (R // x.shape[0], 1)) for x in D]
         else:
-            cur = (self.read_current(vv) * c.t_max).astype(np.float32)
+            cur = ((self.read_current(vv) + (0 if dev is None else dev)) * c.t_max).astype(np.float32)
         out = np.zeros((R, dd), np.float32)
         T = allowed.shape[0] if allowed is not None else R
         row_full = full is not None and np.size(full) == R
@@ -461,6 +491,8 @@ class GainCellAttention(AttentionKernel):
                 for i, ci in enumerate(coeffs):
                     di = Dr[i][:, sl] if rsel is None else Dr[i][rsel, sl]
                     part += ((pq * di) @ (y[sl] ** i)) * (ci * c.t_max)
+                if dev is not None:
+                    part += (pq @ dev[sl]) * c.t_max
             else:
                 part = pq @ cur[sl]
             if w is not None:  # digitise the tile's weighted mean against a reference of the pulse sum
@@ -552,7 +584,9 @@ class GainCellAttention(AttentionKernel):
             u = np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
             u = u.reshape(g * T, d).astype(np.float32)
             row_full = np.repeat(sc.score_scale[layer, hs], T)[:, None]
-            s = self._scores(u, keys[j], D, row_full, self._key_terms(keys[j], D) if sep else None)
+            dk = cache.mismatch_k[j] if cfg.mismatch else None
+            dv = cache.mismatch_v[j] if cfg.mismatch else None
+            s = self._scores(u, keys[j], D, row_full, self._key_terms(keys[j], D, dk) if sep else None, dk)
             s = s.reshape(g, T, S) * u_max.astype(np.float32)  # (g, T, S) charge
             if cfg.activation == "hardsigmoid":
                 p = np.clip(s / sc.s_sat[layer, hs][:, None, None].astype(np.float32), 0.0, 1.0)
@@ -584,7 +618,7 @@ class GainCellAttention(AttentionKernel):
                 self.probe_out = (positions.copy(), kpos.copy(), p[i] * p_max[i])  # the head's attention weights
             row_full = np.repeat(sc.out_scale[layer, hs], T)[:, None]
             a = self._values(p.reshape(g * T, S), values[j], D, row_full,
-                             self._key_terms(values[j], D) if sep else None, allowed).reshape(g, T, d) * p_max
+                             self._key_terms(values[j], D, dv) if sep else None, allowed, dv).reshape(g, T, d) * p_max
             if sc.v_chan is not None:
                 a = a * sc.v_chan[layer, j].astype(np.float32)
             scale = (sc.a_o[layer, hs] * (self._cell_gain() / gain) / sc.a_v[layer, j])[:, None, None]

@@ -126,21 +126,17 @@ class SprintCache(KVCache):
     """Full-precision keys and values (ordinary memory, fetched on demand) plus the crossbar's
     state: key-side cell factors a(L) x variation (S, d) and each column's comparator offset."""
 
+    token_arrays = KVCache.token_arrays + (("_cells", 1), ("_off", 1))
+
     def __init__(self, n_kv_heads, head_dim, capacity=256):
         super().__init__(n_kv_heads, head_dim, capacity)
         self._cells = np.empty((n_kv_heads, capacity, head_dim), np.float32)
         self._off = np.empty((n_kv_heads, capacity), np.float32)
 
     def append_cells(self, cells, offsets):
+        """The crossbar state of the tokens the next append() adds (call it first)."""
         t, n = cells.shape[1], self.length
-        cap = self._cells.shape[1]
-        if n + t > cap:
-            new = max(n + t, 2 * cap)
-            c = np.empty((cells.shape[0], new, cells.shape[2]), np.float32)
-            c[:, :n] = self._cells[:, :n]
-            o = np.empty((cells.shape[0], new), np.float32)
-            o[:, :n] = self._off[:, :n]
-            self._cells, self._off = c, o
+        self._grow(n + t)
         self._cells[:, n:n + t] = cells
         self._off[:, n:n + t] = offsets
 

@@ -14,19 +14,23 @@ class KVCache:
         self._pos = np.empty(capacity, np.int64)
         self.length = 0
 
+    # arrays indexed by token, and their token axis (subclasses add their own)
+    token_arrays = (("_k", 1), ("_v", 1), ("_pos", 0))
+
     def _grow(self, need: int):
-        cap = self._k.shape[1]
+        cap = self._pos.shape[0]
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        for name in ("_k", "_v"):
+        for name, axis in self.token_arrays:
             a = getattr(self, name)
-            b = np.empty((a.shape[0], new, a.shape[2]), a.dtype)
-            b[:, : self.length] = a[:, : self.length]
+            shape = list(a.shape)
+            shape[axis] = new
+            b = np.empty(shape, a.dtype)
+            keep = [slice(None)] * a.ndim
+            keep[axis] = slice(0, self.length)
+            b[tuple(keep)] = a[tuple(keep)]
             setattr(self, name, b)
-        p = np.empty(new, np.int64)
-        p[: self.length] = self._pos[: self.length]
-        self._pos = p
 
     def append(self, k, v, positions) -> None:
         t = k.shape[1]
