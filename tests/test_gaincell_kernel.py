@@ -6,7 +6,7 @@ import pytest
 
 from analogattn.attention.base import IdealAttention, Mask
 from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, Scalers, adc, ideal_kernel,
-                                           quantise, tiled_sum)
+                                           quantise)
 from analogattn.transformer.cache import KVCache
 
 
@@ -42,17 +42,23 @@ def test_quantise_values():
     assert np.allclose(quantise(x, 0.0, 1.0, 0), [0.0, 0.0, 0.1, 0.26, 0.9, 1.0])
 
 
-def test_tiled_sum_clamps_each_tile():
-    w = np.ones((1, 6))
-    cells = np.ones((6, 1))
-    # tiles of 4 and 2 rows: 4 -> clamped to 3, 2 stays 2 -> 5 (an untiled sum would give 6)
-    assert tiled_sum(w, cells, 4, 0, 3.0)[0, 0] == 5.0
-    assert tiled_sum(w, cells, 6, 0, np.inf)[0, 0] == 6.0
-    # a 4-code signed ADC over [-3, 3): codes -2..1 x 1.5 -> levels -3, -1.5, 0, 1.5 (zero is a code);
-    # the 4-row tile (4, clamped) -> 1.5, the 2-row tile (2) -> 1.5: 3.0
-    assert tiled_sum(w, cells, 4, 4, 3.0)[0, 0] == 3.0
-    # a tile of zeros stays exactly zero (mid-tread ADC): no bias from tiles without pulses
-    assert tiled_sum(np.zeros((1, 6)), cells, 2, 32, 3.0)[0, 0] == 0.0
+def test_value_tiles_are_digitised_one_by_one():
+    """Six keys of charge c each, full pulses, tiles of 4 and 2 rows, a 4-code signed ADC over
+    [-3c, 3c) (codes -2..1 x 1.5c; zero is a code): the 4-row tile (4c, clamped) reads 1.5c and
+    the 2-row tile (2c) 1.5c -> 3c, where one 6-row tile would read 1.5c; a tile without pulses
+    reads exactly zero (no ADC bias from tiles outside the window)."""
+    cell = CellModel.ideal()
+    vv = np.full((6, 1), 0.55)
+    c = 20e-6 * 0.1 * cell.t_max
+    cfg = GainCellConfig(input_levels=0, output_levels=4, token_period=0.0, rows=4, activation="hardsigmoid",
+                         predistort=False)
+    ker = GainCellAttention(cell, cfg, None)
+    assert np.isclose(ker._values(np.ones((1, 6)), vv, None, 3 * c)[0, 0], 3.0 * c, rtol=1e-6)
+    six = GainCellAttention(cell, dataclasses.replace(cfg, rows=6), None)
+    assert np.isclose(six._values(np.ones((1, 6)), vv, None, 3 * c)[0, 0], 1.5 * c, rtol=1e-6)
+    p = np.array([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]])  # first tile: no pulse
+    assert np.isclose(ker._values(p, vv, None, 3 * c)[0, 0], 1.5 * c, rtol=1e-6)
+    assert ker._values(np.zeros((1, 6)), vv, None, 3 * c)[0, 0] == 0.0
 
 
 def test_adc_is_mid_tread_twos_complement():

@@ -135,22 +135,6 @@ def adc(x, full, levels):
     return out.astype(x.dtype, copy=False) if isinstance(x, np.ndarray) else out
 
 
-def tiled_sum(weights, cells, rows, out_levels, full_scale, rng=None, noise=0.0):
-    """sum_k weights[..., k] * cells[k, ...] with k in tiles of ``rows``: each tile's result is
-    clamped to [-full_scale, full_scale] and digitised to ``out_levels`` before the digital sum.
-    weights: (T, K); cells: (K, D) -> (T, D)."""
-    K = cells.shape[0]
-    out = np.zeros((weights.shape[0], cells.shape[1]), np.float64)
-    for k0 in range(0, K, rows):
-        part = weights[:, k0:k0 + rows] @ cells[k0:k0 + rows]
-        if rng is not None and noise > 0:
-            part = part + noise * full_scale * rng.standard_normal(part.shape)
-        if np.isfinite(full_scale):
-            part = adc(part, full_scale, out_levels)
-        out += part
-    return out
-
-
 _ONE = np.ones((1, 1), np.float32)
 
 
@@ -190,10 +174,7 @@ class GainCellCache(KVCache):
 
     def append_mismatch(self, dk, dv):
         """The current deviations of the cells the next append() writes (call it first)."""
-        t, n = dk.shape[1], self.length
-        self._grow(n + t)
-        self._dk[:, n:n + t] = dk
-        self._dv[:, n:n + t] = dv
+        self._write_ahead(_dk=dk, _dv=dv)
 
     @property
     def mismatch_k(self):
@@ -634,7 +615,7 @@ def ideal_kernel(layers, heads, kv_heads):
     return GainCellAttention(cell, cfg, Scalers.identity(layers, heads, kv_heads, cell))
 
 
-__all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "adc", "tiled_sum",
+__all__ = ["GainCellAttention", "GainCellConfig", "CellModel", "Scalers", "quantise", "adc",
            "ideal_kernel"]
 
 

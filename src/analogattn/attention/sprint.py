@@ -135,10 +135,7 @@ class SprintCache(KVCache):
 
     def append_cells(self, cells, offsets):
         """The crossbar state of the tokens the next append() adds (call it first)."""
-        t, n = cells.shape[1], self.length
-        self._grow(n + t)
-        self._cells[:, n:n + t] = cells
-        self._off[:, n:n + t] = offsets
+        self._write_ahead(_cells=cells, _off=offsets)
 
     @property
     def cells(self):
@@ -264,10 +261,13 @@ class SprintAttention(AttentionKernel):
     def column_currents(self, qe, cells, ref):
         """The analog sums for equalised queries qe (n, d) against key cells (S, d).
 
-        Returns (lin, var, ref_lin, ref_var, u_max): ``lin`` (n, S) the key column's two-phase
-        current sum_i w_i (b+_i - b-_i) x_i plus its loss c2 (s+^2 - s-^2), ``var`` (n, S) the
-        sum of the squared phase currents s+^2 + s-^2 (for the relative read noise), the same two
-        for the reference column (n,), and the per-query DAC scale u_max (n, 1).
+        Returns (iw, sab, c2, ref_lin, ref_var, u_max): ``iw`` (n, S) the key column's two-phase
+        current sum_i w_i (b+_i - b-_i) x_i and ``sab`` (n, S) with sab^2 + iw^2 = 2 (s+^2 + s-^2),
+        the summed squared phase currents (for the relative read noise); ``c2`` the loss
+        coefficient still to apply, I = iw (1 + c2 sab) (the column's c2 for one tile, whose raw
+        GEMM outputs go on to the fused loop; 0 for several tiles, whose losses are summed here);
+        the reference column's current and squared phase currents (n,), and the per-query DAC
+        scale u_max (n, 1).
         One GEMM per tile gives both the weighted signed sum and the unsigned sum s+ + s-; the
         loss uses s+^2 - s-^2 = (s+ - s-)(s+ + s-) with the weighted signed sum standing in for
         s+ - s- (w = 1 +- 1%: an error of 1% of a ~1% term) and s+^2 + s-^2 =
@@ -302,8 +302,8 @@ class SprintAttention(AttentionKernel):
             ref_lin += riw + c2 * riw * rsab
             ref_var += 0.5 * (rsab * rsab + riw * riw)
         if tile_lin is None:  # single tile: lin = iw, var = sab still raw (combined by the caller)
-            return (lin, var), None, ref_lin, ref_var, u_max
-        return lin, var, ref_lin, ref_var, u_max
+            return lin, var, float(x.c2), ref_lin, ref_var, u_max
+        return lin, np.sqrt(np.maximum(2.0 * var - lin * lin, 0)).astype(np.float32), 0.0, ref_lin, ref_var, u_max
 
     def keep_decisions(self, qe, cells, ref, r_diff, offsets, thr, vpl_unit, allowed, forced, T, record=None):
         """Comparator decisions (n, S) of the keys a block may see: keep when allowed and (forced
@@ -312,7 +312,7 @@ class SprintAttention(AttentionKernel):
         Read noise (relative, per column evaluation, on both phase currents) and comparator noise
         are independent Gaussians, drawn as one of sigma sqrt(cmp^2 + (noise_rel r)^2 (s+^2 + s-^2))."""
         x, cfg = self.x, self.cfg
-        lin, var, ref_lin, ref_var, u_max = self.column_currents(qe, cells, ref)
+        iw, sab, c2, ref_lin, ref_var, u_max = self.column_currents(qe, cells, ref)
         r = float(r_diff)
         vpl = (r * vpl_unit / u_max[:, 0]).astype(np.float32)  # (n,)
         nr = x.noise_rel if cfg.read_noise else 0.0
@@ -320,12 +320,7 @@ class SprintAttention(AttentionKernel):
         if nr > 0:  # the reference column's read noise: one draw per query
             row = row - r * nr * np.sqrt(ref_var) * self.rng.standard_normal(qe.shape[0], np.float32)
         row = (row - thr * vpl - x.cmp_mu).astype(np.float32)
-        if isinstance(lin, tuple):  # one tile: raw GEMM outputs, combined in the fused loop
-            iw, sab = lin
-            c2, k2 = float(x.c2), 0.5 * (nr * r) ** 2
-        else:  # several tiles: lin and var already combined; feed them through as iw and sab
-            iw, sab = lin, np.sqrt(np.maximum(2.0 * var - lin * lin, 0)).astype(np.float32)
-            c2, k2 = 0.0, 0.5 * (nr * r) ** 2
+        k2 = 0.5 * (nr * r) ** 2
         if record is not None:
             sig = r * iw * (1 + np.float32(c2) * sab)
             record.append((sig + row[:, None] + thr[:, None] * vpl[:, None] + np.float32(x.cmp_mu)) / vpl[:, None])
@@ -505,7 +500,7 @@ def calibrate_sprint(model, token_windows, xbar: Crossbar, config: SprintConfig,
     scales.r_diff = xbar.r_f * config.swing / np.maximum(vmax, 1e-12)
     if config.rule in ("fixed", "anchor"):
         # the forced and allowed counts per row are the same for every head
-        n_allowed_total = _allowed_count(token_windows, config, model)
+        n_allowed_total = _allowed_count(token_windows, config)
         # heads sharing one threshold: every head alone, every layer, or the whole model
         groups = {}
         for (layer, h) in pools:
@@ -540,7 +535,7 @@ def _quantile_sample(a, q, n=200_000):
     return float(np.quantile(a, q)) if a.size else 0.0
 
 
-def _allowed_count(token_windows, config, model):
+def _allowed_count(token_windows, config):
     """Causal (and windowed) scores of the calibration windows: the same for every head."""
     n = 0
     for ids in token_windows:

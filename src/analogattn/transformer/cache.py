@@ -32,6 +32,14 @@ class KVCache:
             b[tuple(keep)] = a[tuple(keep)]
             setattr(self, name, b)
 
+    def _write_ahead(self, **arrays) -> None:
+        """Write subclass state of the tokens the next append() adds: each named token array
+        (see token_arrays, token axis 1) gets its values at [length, length + t)."""
+        t = next(iter(arrays.values())).shape[1]
+        self._grow(self.length + t)
+        for name, value in arrays.items():
+            getattr(self, name)[:, self.length:self.length + t] = value
+
     def append(self, k, v, positions) -> None:
         t = k.shape[1]
         self._grow(self.length + t)
