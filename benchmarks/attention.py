@@ -11,8 +11,8 @@ on the last 2 windows of the text (disjoint from the scored tokens). Prints:
   --gaincell-scored tokens), and at 32 levels once more with the optional per-cell Monte Carlo
   mismatch;
 - gain cell, hardsigmoid, for each calibration method;
-- whole-model prefill tokens/s of each kernel / the ideal kernel (targets: pruning >= 0.7x,
-  gain cell >= 0.5x).
+- whole-model prefill tokens/s of each kernel / the ideal kernel, the kernels timed in turn on
+  the same 2 windows, best of --repeat (targets: pruning >= 0.7x, gain cell >= 0.5x).
 
 Usage: python benchmarks/attention.py [--surrogates FILE] [--scored N] [--quick]
 """
@@ -117,10 +117,10 @@ def main():
         kb = min(best, key=lambda p: p[2])
         print(f"target (<= 1.02x at <= 35% kept): anchor rule {kb[2]:.4f}x at {kb[1]:.3f} kept -> "
               f"{'PASS' if kb[2] <= 1.02 else 'MISS'}")
-    sp = float(np.median(speed["anchor"])) / ideal.tokens_per_s
-    print(f"speed: pruning kernel {np.median(speed['anchor']):.1f} tok/s / ideal {ideal.tokens_per_s:.1f} = {sp:.2f}x "
-          f"(target 0.7x) -> {'PASS' if sp >= 0.7 else 'MISS'}", flush=True)
+    print(f"(pruning kernel {np.median(speed['anchor']):.1f} tok/s during these runs; the speed targets are judged "
+          "by the paired timing at the end)", flush=True)
     if a.skip_gaincell:
+        speed_only(model, score, cal, b, W, a.repeat)
         return
 
     # -- gain cell --------------------------------------------------------------------------------
@@ -151,9 +151,8 @@ def main():
               f"none): x{res['mismatch']:.4f}")
     print("gain cell, hardsigmoid (8 levels): " + ", ".join(f"{m} x{res[('hardsigmoid', 8, m)]:.4f}"
                                                           for m in ("meanstd", "lstsq")))
-    gs = float(np.median(gspeed)) / ideal.tokens_per_s
-    print(f"speed: gain-cell kernel {np.median(gspeed):.1f} tok/s / ideal {ideal.tokens_per_s:.1f} = {gs:.2f}x "
-          f"(target 0.5x) -> {'PASS' if gs >= 0.5 else 'MISS'}")
+    print(f"(gain-cell kernel {np.median(gspeed):.1f} tok/s during these runs)", flush=True)
+    speed_only(model, score, cal, b, W, a.repeat)
 
 
 def speed_only(model, score, cal, b, W, repeat):
