@@ -159,7 +159,7 @@ def _calibration_windows(args, model, text_path, window):
         tail = raw[-40000:]
         tail = tail[tail.find("\n") + 1:] if len(raw) > 80000 else raw
         if len(raw) <= 80000:
-            print("warning: text shorter than 80,000 characters: calibrating on scored text", file=sys.stderr)
+            print("warning: text shorter than 80,000 characters: the calibration windows overlap its start", file=sys.stderr)
         ids = np.asarray(model.tokenizer.encode(tail))
     n = max(1, args.calibration_windows)
     wins = [ids[i:i + window] for i in range(0, min(ids.size, n * window), window)]
