@@ -121,21 +121,19 @@ def adc(x, full, levels):
     broadcasting against x (one reference per row); a reference of 0 reads 0."""
     if not levels or levels < 2:
         return np.clip(x, -full, full)
-    if np.isscalar(full) or np.ndim(full) == 0:
-        if not full > 0:
-            return np.zeros_like(x)
-        step = full / (levels // 2)
-    else:
-        full = np.asarray(full)
-        step = np.where(full > 0, full, 1.0) / (levels // 2)
+    full = np.asarray(full)
     half = levels // 2
-    out = np.clip(np.round(x / step), -half, half - 1) * step
-    if not (np.isscalar(full) or np.ndim(full) == 0):
-        out = np.where(full > 0, out, 0.0)
+    step = np.where(full > 0, full, 1.0) / half
+    out = np.where(full > 0, np.clip(np.round(x / step), -half, half - 1) * step, 0.0)
     return out.astype(x.dtype, copy=False) if isinstance(x, np.ndarray) else out
 
 
 _ONE = np.ones((1, 1), np.float32)
+
+
+def _stack_rows(a, R):
+    """(T, ...) per-query rows repeated for the R // T heads stacked as rows."""
+    return np.tile(a, (R // a.shape[0], 1))
 
 
 class Separable:
@@ -358,12 +356,11 @@ class GainCellAttention(AttentionKernel):
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
-    def _scores(self, u, vk, D, full, powers=None, dev=None):
+    def _scores(self, u, vk, D, full, dev=None):
         """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
         each clamped to +-full (the charge-to-pulse stage's range; scalar or one per row) but not
         digitised: the score goes on in analog (to the hardsigmoid pulse, or to the ADC before the
         softmax). u may stack several heads' queries (rows); D's row factors repeat per head.
-        ``powers``: the keys' term matrices from :meth:`_key_terms`, when already computed;
         ``dev`` (S, d): the cells' fixed current deviations (mismatch)."""
         c, cfg = self.cell, self.cfg
         full = full if cfg.output_levels else None
@@ -376,12 +373,12 @@ class GainCellAttention(AttentionKernel):
                 out += self._digitise(u[:, sl].astype(np.float32) @ cur[:, sl].T, full, levels=0)
             return out
         if isinstance(D, Separable):
-            terms = self._key_terms(vk, D, dev) if powers is None else powers
+            terms = self._key_terms(vk, D, dev)
             wts = self._row_weights(D, R)
             n = len(wts)
             for k0 in range(0, d, cfg.rows):  # tiles over head dims: one GEMM each
                 sl = slice(k0, k0 + cfg.rows)
-                w = sl.stop - sl.start if sl.stop <= d else d - k0
+                w = min(cfg.rows, d - k0)
                 lhs = np.empty((R, n * w), np.float32)
                 for i in range(n):
                     np.multiply(u[:, sl], wts[i], out=lhs[:, i * w:(i + 1) * w])
@@ -390,7 +387,7 @@ class GainCellAttention(AttentionKernel):
                 out += self._digitise(lhs @ rhs.T, full, levels=0)
             return out
         y = vk - c.v_eq
-        Dr = [np.tile(x, (R // x.shape[0], 1)) for x in D]
+        Dr = [_stack_rows(x, R) for x in D]
         for k0 in range(0, d, cfg.rows):  # tiles over head dims, explicit decay powers
             part = np.zeros(out.shape)
             for i, ci in enumerate(self._expansion()):
@@ -410,9 +407,9 @@ class GainCellAttention(AttentionKernel):
 
     def _row_weights(self, D, R):
         """Per term i, (R, 1) float32 c_i t_max r_t^i, repeated for each stacked head."""
-        return [np.tile(w, (R // w.shape[0], 1)).astype(np.float32) for w in D.row_weights(self.cell.t_max)]
+        return [_stack_rows(w, R).astype(np.float32) for w in D.row_weights(self.cell.t_max)]
 
-    def _values(self, p, vv, D, full, powers=None, allowed=None, dev=None):
+    def _values(self, p, vv, D, full, allowed=None, dev=None):
         """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
         Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
         tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
@@ -427,13 +424,13 @@ class GainCellAttention(AttentionKernel):
         R, dd = p.shape[0], vv.shape[1]
         sep = decays and isinstance(D, Separable)
         if sep:
-            terms = self._key_terms(vv, D, dev) if powers is None else powers
+            terms = self._key_terms(vv, D, dev)
             wts = self._row_weights(D, R)
             n = len(wts)
         elif decays:
             y = vv - c.v_eq
             coeffs = self._expansion()
-            Dr = [np.tile(x, (R // x.shape[0], 1)) for x in D]
+            Dr = [_stack_rows(x, R) for x in D]
         else:
             cur = ((self.read_current(vv) + (0 if dev is None else dev)) * c.t_max).astype(np.float32)
         out = np.zeros((R, dd), np.float32)
@@ -552,7 +549,6 @@ class GainCellAttention(AttentionKernel):
             comp = D.matrix() if isinstance(D, Separable) else D[1]
             comp = np.where(allowed, comp, 1.0).astype(np.float32)
         out = np.empty((H, T, d), np.float32)
-        sep = isinstance(D, Separable)
         for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
             hs = np.arange(j * g, (j + 1) * g)
             qh = q[hs].astype(np.float32)
@@ -567,7 +563,7 @@ class GainCellAttention(AttentionKernel):
             row_full = np.repeat(sc.score_scale[layer, hs], T)[:, None]
             dk = cache.mismatch_k[j] if cfg.mismatch else None
             dv = cache.mismatch_v[j] if cfg.mismatch else None
-            s = self._scores(u, keys[j], D, row_full, self._key_terms(keys[j], D, dk) if sep else None, dk)
+            s = self._scores(u, keys[j], D, row_full, dk)
             s = s.reshape(g, T, S) * u_max.astype(np.float32)  # (g, T, S) charge
             if cfg.activation == "hardsigmoid":
                 p = np.clip(s / sc.s_sat[layer, hs][:, None, None].astype(np.float32), 0.0, 1.0)
@@ -598,8 +594,7 @@ class GainCellAttention(AttentionKernel):
                 i = int(pr[1] - hs[0])
                 self.probe_out = (positions.copy(), kpos.copy(), p[i] * p_max[i])  # the head's attention weights
             row_full = np.repeat(sc.out_scale[layer, hs], T)[:, None]
-            a = self._values(p.reshape(g * T, S), values[j], D, row_full,
-                             self._key_terms(values[j], D, dv) if sep else None, allowed, dv).reshape(g, T, d) * p_max
+            a = self._values(p.reshape(g * T, S), values[j], D, row_full, allowed, dv).reshape(g, T, d) * p_max
             if sc.v_chan is not None:
                 a = a * sc.v_chan[layer, j].astype(np.float32)
             scale = (sc.a_o[layer, hs] * (self._cell_gain() / gain) / sc.a_v[layer, j])[:, None, None]
