@@ -32,6 +32,12 @@ def bundle_file(tmp_path_factory):
     return d, d / "sur.h5"
 
 
+@pytest.fixture(scope="module")
+def ideal_run(bundle_file):
+    """The ideal kernel on the same windows, run once for the kernels compared with it."""
+    return _run(bundle_file[0], "ideal")[0]
+
+
 def _run(d, name, *extra):
     out = d / f"{name}.json"
     r = run_cli("run", "--model", "smollm2", "--window", 256, "--max-scored", 256, "--calibration-windows", 1,
@@ -43,9 +49,9 @@ def _run(d, name, *extra):
 @pytest.mark.slow
 @pytest.mark.ci
 @need_smollm
-def test_pruning_kernel_end_to_end(bundle_file):
+def test_pruning_kernel_end_to_end(bundle_file, ideal_run):
     d, sur = bundle_file
-    ideal, _ = _run(d, "ideal")
+    ideal = ideal_run
     cal = d / "cal_sprint.npz"
     sp, r1 = _run(d, "sprint", "--attention", "sprint", "--surrogates", sur, "--calibration-file", cal)
     assert "calibration: wrote" in r1.stderr and cal.exists()
@@ -73,9 +79,9 @@ def test_pruning_kernel_end_to_end(bundle_file):
 @pytest.mark.slow
 @pytest.mark.ci
 @need_smollm
-def test_gaincell_kernel_end_to_end(bundle_file):
+def test_gaincell_kernel_end_to_end(bundle_file, ideal_run):
     d, sur = bundle_file
-    ideal, _ = _run(d, "ideal_g")
+    ideal = ideal_run
     g64, _ = _run(d, "g64", "--attention", "gaincell", "--surrogates", sur, "--storage-levels", 64)
     g4, _ = _run(d, "g4", "--attention", "gaincell", "--surrogates", sur, "--storage-levels", 4)
     # more storage levels, less damage; 64 levels with every circuit effect stays near ideal,

@@ -106,18 +106,17 @@ def _sensitivities(sim, p, a):
     key = json.dumps(a["params"], sort_keys=True) + json.dumps(a.get("options", {}), sort_keys=True)
     if key not in _SENS:
         draws = np.vstack([np.zeros(len(DEVICES)), PROBE_DVT * np.eye(len(DEVICES))])
-        sim.load(decision_netlist(p, draws, "comparator offset sensitivity probes"))
-        for name, value in a.get("options", {}).items():
-            sim.command(f"option {name}={value}")
         r = a["dv_range"]
-        lo, hi, *_ = _bisect(sim, p, np.full(len(draws), -r), np.full(len(draws), r), a["iterations"] + 4)
+        lo, hi, *_ = _run_offsets(sim, p, a, draws, np.full(len(draws), -r), np.full(len(draws), r),
+                                  a["iterations"] + 4, "comparator offset sensitivity probes")
         off = 0.5 * (lo + hi)
         _SENS[key] = (off[0], (off[1:] - off[0]) / PROBE_DVT)
     return _SENS[key]
 
 
-def _run_offsets(sim, p, a, draws, lo, hi, iterations):
-    sim.load(decision_netlist(p, draws, f"{p.name} decision MC"))
+def _run_offsets(sim, p, a, draws, lo, hi, iterations, title=None):
+    """Load the latches of ``draws`` (with the task's simulator options) and bisect their offsets."""
+    sim.load(decision_netlist(p, draws, title or f"{p.name} decision MC"))
     for name, value in a.get("options", {}).items():
         sim.command(f"option {name}={value}")
     return _bisect(sim, p, lo, hi, iterations)

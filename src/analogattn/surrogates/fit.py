@@ -137,10 +137,6 @@ def fit_column(iv, pt, tr, mc, sigma_g):
     return col
 
 
-def _phi(z):
-    return 0.5 * (1 + M._erf(np.asarray(z, float) / np.sqrt(2)))
-
-
 def fit_probit(dec, noise):
     """Probit of the keep probability versus differential input, from the Monte Carlo offsets
     (keep iff dv > offset): fitted on the even-numbered samples, scored on the odd-numbered.
@@ -159,22 +155,23 @@ def fit_probit(dec, noise):
     idx = np.arange(off.size)
     fi, hi = idx[ok & (idx % 2 == 0)], idx[ok & (idx % 2 == 1)]
     a, b = off[fi], off[hi]
+    keeps = (dv[None, :] > b[:, None]).astype(float)  # held-out latch x dv: decides keep
     if has_cv:
         m_lin = float(dec["offset_nominal"][()])
         s_lin = float(np.sqrt(np.sum((dec["sensitivity"][()] * dec["dvt_sigma"][()]) ** 2)))
         mu = m_lin + float(np.mean(a - lin[fi]))
         sig = float(np.sqrt(max(s_lin ** 2 + np.var(a) - np.var(lin[fi]), 1e-30)))
-        d = (dv[None, :] > b[:, None]).astype(float) - (dv[None, :] > lin[hi][:, None])
-        anchor = _phi((dv - m_lin) / s_lin)
+        d = keeps - (dv[None, :] > lin[hi][:, None])
+        anchor = M.phi((dv - m_lin) / s_lin)
     else:
         mu, sig = float(np.mean(a)), float(np.std(a))
-        d = (dv[None, :] > b[:, None]).astype(float)
+        d = keeps
         anchor = np.zeros_like(dv)
     p_held = d.mean(axis=0) + anchor
     m = M.Probit(mu, sig, 0.0, domain={"dv": [float(dv[0]), float(dv[-1])]}, units={"dv": "V", "out": "probability"})
     pred = m(dv)
     err = float(np.max(np.abs(pred - p_held)))
-    plain = float(np.max(np.abs(pred - (dv[None, :] > b[:, None]).mean(axis=0))))
+    plain = float(np.max(np.abs(pred - keeps.mean(axis=0))))
     # Sampling floor of the held-out estimate: 95th percentile, over bootstrap resamples of the
     # held-out samples, of its largest deviation from the full-sample estimate.
     rng = np.random.default_rng(0)

@@ -118,30 +118,32 @@ class Table2D(Model):
     def arrays(self):
         return {"table": self.table, "grid": self.grid}
 
+    def _patch_coefficients(self):
+        """Per grid cell (flattened), the bilinear form p0 + p1 wy + p2 wx + p3 wx wy: [p0, p1, p2, p3]."""
+        t = self.table
+        a, b, c, d = t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]
+        return [q.reshape(-1) for q in (a, b - a, c - a, d - c - b + a)]
+
     def _patches(self):
-        """Per grid cell, the bilinear form p0 + p1 wy + p2 wx + p3 wx wy (float32, one array each)."""
+        """The patch coefficients as float32 arrays, one each (NumPy path)."""
         if getattr(self, "_p", None) is None:
-            t = self.table
-            a, b, c, d = t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]
-            self._p = [np.ascontiguousarray(q, dtype=F32).reshape(-1) for q in (a, b - a, c - a, d - c - b + a)]
+            self._p = [np.ascontiguousarray(q, dtype=F32) for q in self._patch_coefficients()]
         return self._p
 
     def __call__(self, x, y):
         x0, dx, y0, dy = self.grid
         nx, ny = self.table.shape
-        p0, p1, p2, p3 = self._patches()
         hx, hy = F32(nx - 1) * F32(1 - 1e-6), F32(ny - 1) * F32(1 - 1e-6)
         sx, sy, ox, oy = F32(1 / dx), F32(1 / dy), F32(x0), F32(y0)
         if _accel.AVAILABLE:
             (fx, fy), shape = _flat(x, y)
             out = np.empty(fx.size)
-            if getattr(self, "_p64", None) is None:
-                t = self.table
-                a, b, c, d = t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]
-                self._p64 = np.ascontiguousarray(np.stack([q.reshape(-1) for q in (a, b - a, c - a, d - c - b + a)], 1))
+            if getattr(self, "_p64", None) is None:  # (cells, 4) float64: one cache line per gather
+                self._p64 = np.ascontiguousarray(np.stack(self._patch_coefficients(), 1))
             _accel.table2d(fx, fy, self._p64, ny - 1, float(ox), float(sx), float(hx), float(oy), float(sy),
                            float(hy), out)
             return out.reshape(shape)
+        p0, p1, p2, p3 = self._patches()
 
         def f(xb, yb):
             fx = xb.astype(F32)
@@ -275,10 +277,13 @@ class Probit(Model):
         return {"mu": self.mu, "offset_sigma": self.offset_sigma, "noise_sigma": self.noise_sigma}
 
     def __call__(self, dv, include_mismatch: bool = True):
-        from math import sqrt
-        s = sqrt(float(self.noise_sigma) ** 2 + (float(self.offset_sigma) ** 2 if include_mismatch else 0.0))
-        z = (np.asarray(dv, float) - float(self.mu)) / s
-        return 0.5 * (1 + _erf(z / sqrt(2)))
+        s = math.sqrt(float(self.noise_sigma) ** 2 + (float(self.offset_sigma) ** 2 if include_mismatch else 0.0))
+        return phi((np.asarray(dv, float) - float(self.mu)) / s)
+
+
+def phi(z):
+    """Standard normal CDF (NumPy only)."""
+    return 0.5 * (1 + _erf(np.asarray(z, float) / math.sqrt(2)))
 
 
 def _erf(x):
