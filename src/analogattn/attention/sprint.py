@@ -370,6 +370,9 @@ class SprintAttention(AttentionKernel):
             forced |= (kpos[None, :] < cfg.sink) | (kpos[None, :] > positions[:, None] - cfg.local)
         forced &= allowed
         free = allowed & ~forced
+        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+        f_rows, f_cols = np.nonzero(forced)  # each query's anchors as a CSR list
+        f_ptr = np.searchsorted(f_rows, np.arange(T + 1))
         n_allowed = allowed.sum(axis=1)
         scale = np.float32(1.0 / math.sqrt(d))
         out = np.empty_like(q)
@@ -386,7 +389,7 @@ class SprintAttention(AttentionKernel):
                 r_diff = sc.r_diff[layer, j] if sc.r_diff is not None else x.r_f
                 ex2 = exact.reshape(g * T, S)
                 if cfg.rule == "anchor":  # reference: the anchors' best exact score, minus the margin
-                    ref = _fused.masked_row_max(ex2, forced, T)
+                    ref = _fused.anchor_max(ex2, f_ptr, f_cols, T)
                     thr = ref - np.repeat(sc.theta[layer, j * g:(j + 1) * g], T)
                 else:
                     ref, thr = None, np.repeat(sc.theta[layer, j * g:(j + 1) * g], T)
@@ -406,12 +409,8 @@ class SprintAttention(AttentionKernel):
                 self.keep_log.append((layer, j, positions.copy(), kpos.copy(), np.array(keep)))
             # softmax over the kept keys; the ideal softmax's mass on them is a statistic
             kk = np.ascontiguousarray(keep).reshape(g * T, S)
-            ex2 = exact.reshape(g * T, S)
-            mx = _fused.masked_row_max(ex2, allowed, T)
-            ek = np.subtract(ex2, mx[:, None], out=ex2)  # in place: the exact scores are not needed again
-            with np.errstate(over="ignore"):  # keys after the query may overflow; they are masked next
-                np.exp(ek, out=ek)
-            tot, mass, kept, new = _fused.kept_weights(ek, allowed, kk, T)
+            ek = exact.reshape(g * T, S)  # in place: the exact scores are not needed again
+            tot, mass, kept, new = _fused.kept_softmax(ek, bias, kk, T)
             bad = tot < 1e-30  # every kept weight underflowed against a pruned maximum
             if bad.any():
                 z = np.where(kk[bad], (qg[bad] * scale) @ keys[j].T, -np.inf)  # ex2 now holds exponentials
