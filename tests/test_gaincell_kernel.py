@@ -278,3 +278,64 @@ def test_mismatch_is_a_fixed_per_cell_current_deviation():
         want = 15e-9 * ((g * (c.keys[0, :200] - 0.45) + dev) @ u[0, 0].astype(float)) / 1e9
         assert np.allclose(p, np.clip(want, 0, 1), rtol=1e-4, atol=1e-6 * np.abs(want).max())
     assert np.array_equal(c.mismatch_k[0, :200], dev)
+
+
+def _curved_cell(tau=1e-6):
+    """A cell whose current has kinks (piecewise linear on a coarse grid, like a bilinear table)
+    and curvature, retention towards V_eq = 0.3."""
+    knots = np.linspace(0.0, 0.9, 23)
+    vals = 20e-6 * (knots - 0.3) + 60e-6 * (knots - 0.3) ** 3
+    return CellModel(0.9, 0.45, lambda v: np.interp(v, knots, vals), lambda v: np.asarray(v, float), tau, 0.3)
+
+
+def test_term_tables_match_the_cell_functions():
+    """The expansion terms are read from tables; against the functions themselves (kinked current,
+    Taylor and polynomial expansions, no decay) they agree to 1e-5 of the largest term."""
+    ker = GainCellAttention(_curved_cell(), GainCellConfig(predistort=False, poly_degree=5), None)
+    v = np.concatenate([np.linspace(0, 0.9, 997), np.random.default_rng(0).uniform(0, 0.9, 3000)])[:, None]
+    for d_min in (1.0, 0.9, 0.5):
+        kind, fs = ker._decay_terms(d_min)
+        got = ker._terms(v, kind)[:, :, 0]
+        want = np.stack([f(v[:, 0] - 0.3) for f in fs], axis=1)
+        assert np.abs(got - want).max() < 1e-5 * np.abs(want).max(), kind
+    kind, fs = ker._decay_terms(0.9)
+    off = ker._terms(np.array([[1.5]]), kind)[0, :, 0]  # off the table: evaluated directly
+    assert np.allclose(off, [f(np.array(1.5 - 0.3)) for f in fs], rtol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "hardsigmoid"])
+def test_query_blocks_do_not_change_the_result(activation):
+    """Blocks of queries (each with its own decay reference and key range) give what one block
+    gives: decay, a curved cell, storage levels, a sliding window, per-tile pulse scaling and the
+    ratiometric ADC (scores and tile outputs unquantised: few rounding ties to flip)."""
+    q, k, v = _qkv(T=90, d=16)
+    pos = np.arange(90)
+    cell = _curved_cell(tau=2e-7)
+    cfg = GainCellConfig(input_levels=16, storage_levels=16, output_levels=0, adc_bits=0, token_period=1e-8,
+                         window=37, rows=8, activation=activation, predistort=False)
+    sc = Scalers.identity(1, 6, 2, cell)
+    sc.s_sat[:] = 0.2 * sc.score_scale
+    outs = []
+    for block in (256, 16, 5):
+        ker = GainCellAttention(cell, cfg, sc)
+        ker.BLOCK = block
+        outs.append(ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0))
+    scale = np.abs(outs[0]).max()
+    assert np.abs(outs[1] - outs[0]).max() < 1e-5 * scale and np.abs(outs[2] - outs[0]).max() < 1e-5 * scale
+
+
+def test_recording_path_equals_the_fused_value_path():
+    """The value tiles' per-tile path (calibration records, read noise) and the fused one agree,
+    ADCs included."""
+    q, k, v = _qkv(T=50, d=16)
+    pos = np.arange(50)
+    cell = _curved_cell(tau=1e-6)
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, rows=8, predistort=False)
+    sc = Scalers.identity(1, 6, 2, cell)
+    sc.out_scale[:] *= 0.5
+    ker = GainCellAttention(cell, cfg, sc)
+    fused = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    ker._tile_record, ker._tile_quantile = {}, 0.99
+    slow = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
+    assert len(ker._tile_record) == 6 and all(len(x) > 0 for x in ker._tile_record.values())
+    assert np.abs(slow - fused).max() < 1e-5 * np.abs(fused).max()

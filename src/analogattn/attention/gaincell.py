@@ -1,4 +1,4 @@
-"""Gain-cell attention: the KV cache lives in gain cells (work in progress, issue #6).
+"""Gain-cell attention: the KV cache lives in gain cells.
 
 Signal path per layer and head (after Leroux et al., arXiv 2409.19315; see
 ../shared/reference/gaincell-attention.md), with every circuit effect from the surrogate bundle:
@@ -21,9 +21,13 @@ Signal path per layer and head (after Leroux et al., arXiv 2409.19315; see
   ``rows`` tokens, each tile's output clamped to [-1, 1] of ``out_scale`` and digitised to
   ``output_levels``, tiles summed digitally; then the output scaler.
 
-Decay with a non-linear cell is kept separable by expanding the cell current in powers of
-y = V - V_eq: I = sum_i c_i y^i, so S = sum_i c_i (U (Y^i)^T) .* D^i with D[t, s] = exp(-dt / tau)
-(the paper's form). Without decay the surrogate is evaluated directly.
+Decay with a non-linear cell is kept separable by expanding the decayed cell current in a few
+terms, I(V_eq + y D) ~ sum_i D^i f_i(y) (y = V - V_eq; a Taylor expansion in D - 1 while decay is
+small, else a polynomial in y: ``_decay_terms``), and D[t, s] = exp(-(t - s) T_tok / tau) =
+r_t k_s about a reference query: every term folds into the query rows and key columns of one
+matrix product (the paper's form generalised to a curved cell). Queries go in blocks that read
+only the keys they may see; the f_i come from fine tables of the surrogate (``_terms``); the
+per-element work after each matrix product is compiled (:mod:`._fused`).
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from ..errors import ParameterError
 from ..params import Validated, param
 from ..transformer.cache import KVCache
 from . import _fused
-from .base import AttentionKernel, exp_rows_, visible
+from .base import AttentionKernel, visible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,37 +130,6 @@ def adc(x, full, levels):
     step = np.where(full > 0, full, 1.0) / half
     out = np.where(full > 0, np.clip(np.round(x / step), -half, half - 1) * step, 0.0)
     return out.astype(x.dtype, copy=False) if isinstance(x, np.ndarray) else out
-
-
-_ONE = np.ones((1, 1), np.float32)
-
-
-def _stack_rows(a, R):
-    """(T, ...) per-query rows repeated for the R // T heads stacked as rows."""
-    return np.tile(a, (R // a.shape[0], 1))
-
-
-class Separable:
-    """Decay D[t, s] = r_t k_s (r: query rows, k: keys, relative to the block's first query), and
-    the read current of a decayed cell as a short sum of separable terms,
-    I(V_eq + y D) ~ sum_i r_t^i k_s^i f_i(y_s), so every term folds into the query rows and the
-    key columns of one matrix product. (A key written after t0 but before t has k_s > 1, r_t < 1;
-    keys after the query, masked anyway, get the same formula instead of D = 1.)"""
-
-    def __init__(self, r, k, terms):
-        self.r, self.k, self.terms = np.asarray(r, float), np.asarray(k, float), terms
-        self.n = len(terms)
-
-    def row_weights(self, t_max):
-        """[(T, 1) t_max r^i for each term i]."""
-        return [(t_max * self.r ** i)[:, None] for i in range(self.n)]
-
-    def key_terms(self, y):
-        """[(S, d) k^i f_i(y) for each term i] (y: stored V - V_eq of the keys)."""
-        return [f(y) * (self.k ** i)[:, None] for i, f in enumerate(self.terms)]
-
-    def matrix(self):
-        return self.r[:, None] * self.k[None, :]
 
 
 class GainCellCache(KVCache):
@@ -314,16 +287,22 @@ class GainCellAttention(AttentionKernel):
     TAYLOR_LIMIT = 0.25  # largest decay 1 - D read with the expansion in (D - 1)
 
     def _decay_terms(self, d_min):
-        """f_i with I(V_eq + y D) ~ sum_i (r k)^i f_i(y) (D = r k), by the smaller of two
-        expansions that fit the block's decay:
+        """(kind, [f_i]) with I(V_eq + y D) ~ sum_i D^i f_i(y), by the smaller of two expansions
+        that fit the call's decay (d_min: the smallest D a query reads; 1 without decay: the
+        current itself, one term):
 
         - while every D >= 1 - TAYLOR_LIMIT: Taylor in (D - 1) around the stored voltage V,
           I(V + y (D - 1)) = I - I' y (1 - D) + I'' y^2 (1 - D)^2 / 2 + O((1 - D)^3), collected
           in powers of D: three terms, I itself exact from the surrogate (derivatives from a
           degree-9 fit over the storable range);
         - otherwise the polynomial in y of degree poly_degree, (y D)^i c_i."""
+        fs = self.__dict__.setdefault("_fs", {})
+        if d_min >= 1.0:
+            if "none" not in fs:
+                fs["none"] = [lambda y: self.read_current(y + self.cell.v_eq)]
+            return "none", fs["none"]
         if 1.0 - d_min <= self.TAYLOR_LIMIT:
-            if getattr(self, "_taylor", None) is None:
+            if "taylor" not in fs:
                 c = self.cell
                 hi = self._inverse_tables()[2][-1] if self.cfg.predistort else c.vdd
                 v = np.linspace(0.0, hi, 401)
@@ -340,9 +319,11 @@ class GainCellAttention(AttentionKernel):
 
                 def f2(y):
                     return 0.5 * d2(y + c.v_eq) * y * y
-                self._taylor = [f0, f1, f2]
-            return self._taylor
-        return [(lambda y, ci=ci, i=i: ci * y ** i) for i, ci in enumerate(self._expansion())]
+                fs["taylor"] = [f0, f1, f2]
+            return "taylor", fs["taylor"]
+        if "poly" not in fs:
+            fs["poly"] = [(lambda y, ci=ci, i=i: ci * y ** i) for i, ci in enumerate(self._expansion())]
+        return "poly", fs["poly"]
 
     def _expansion(self):
         """c_i of I(V_eq + y) = sum_i c_i y^i over the stored range (least squares)."""
@@ -356,199 +337,91 @@ class GainCellAttention(AttentionKernel):
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
-    def _scores(self, u, vk, D, full, dev=None):
-        """S[t, s] = t_max sum_d u[t, d] I(V_eq + (vk[s, d] - V_eq) D[t, s]); tiles of rows over d,
-        each clamped to +-full (the charge-to-pulse stage's range; scalar or one per row) but not
-        digitised: the score goes on in analog (to the hardsigmoid pulse, or to the ADC before the
-        softmax). u may stack several heads' queries (rows); D's row factors repeat per head.
-        ``dev`` (S, d): the cells' fixed current deviations (mismatch)."""
-        c, cfg = self.cell, self.cfg
-        full = full if cfg.output_levels else None
-        R, d = u.shape
-        out = np.zeros((R, vk.shape[0]), np.float32)
-        if not self._decays():
-            cur = ((self.read_current(vk) + (0 if dev is None else dev)) * c.t_max).astype(np.float32)
-            for k0 in range(0, d, cfg.rows):
-                sl = slice(k0, k0 + cfg.rows)
-                out += self._digitise(u[:, sl].astype(np.float32) @ cur[:, sl].T, full, levels=0)
-            return out
-        if isinstance(D, Separable):
-            terms = self._key_terms(vk, D, dev)
-            wts = self._row_weights(D, R)
-            n = len(wts)
-            for k0 in range(0, d, cfg.rows):  # tiles over head dims: one GEMM each
-                sl = slice(k0, k0 + cfg.rows)
-                w = min(cfg.rows, d - k0)
-                lhs = np.empty((R, n * w), np.float32)
-                for i in range(n):
-                    np.multiply(u[:, sl], wts[i], out=lhs[:, i * w:(i + 1) * w])
-                rhs = terms if w == d else terms[:, np.concatenate([np.arange(i * d + k0, i * d + k0 + w)
-                                                                    for i in range(n)])]
-                out += self._digitise(lhs @ rhs.T, full, levels=0)
-            return out
-        y = vk - c.v_eq
-        Dr = [_stack_rows(x, R) for x in D]
-        for k0 in range(0, d, cfg.rows):  # tiles over head dims, explicit decay powers
-            part = np.zeros(out.shape)
-            for i, ci in enumerate(self._expansion()):
-                part += (u[:, k0:k0 + cfg.rows] @ (y[:, k0:k0 + cfg.rows] ** i).T) * (ci * c.t_max) * Dr[i]
-            if dev is not None:
-                part += (u[:, k0:k0 + cfg.rows] @ dev[:, k0:k0 + cfg.rows].T) * c.t_max
-            out += self._digitise(part, full, levels=0)
-        return out
+    TABLE_POINTS = 65537  # uniform grid of the term tables over the stored range, VDD/20 beyond each end
 
-    def _key_terms(self, vv, D, dev=None):
-        """(S, n d) float32: [k^0 f_0(y) | k^1 f_1(y) | ...] of stored y = V - V_eq (Separable
-        decay); a cell's fixed current deviation ``dev`` (S, d) joins the undecayed term."""
-        t = np.concatenate(D.key_terms(vv - self.cell.v_eq), axis=1).astype(np.float32)
-        if dev is not None:
-            t[:, :vv.shape[1]] += dev
-        return t
-
-    def _row_weights(self, D, R):
-        """Per term i, (R, 1) float32 c_i t_max r_t^i, repeated for each stacked head."""
-        return [_stack_rows(w, R).astype(np.float32) for w in D.row_weights(self.cell.t_max)]
-
-    def _values(self, p, vv, D, full, allowed=None, dev=None):
-        """A[t, d] = t_max sum_s p[t, s] I(V_eq + (vv[s, d] - V_eq) D[t, s]); tiles of ``rows`` keys.
-        Pulses are quantised to ``input_levels`` over [0, 1]; with ``tile_scale`` (softmax) each
-        tile's pulses span the tile's largest weight (its DAC full scale), and the tile's digitised
-        output is multiplied back by that weight digitally. ``full``: scalar or one per row.
-        ``allowed`` (T, S), with p's rows stacked heads of T queries: a tile is read only for the
-        queries that may see one of its keys (the others have no pulse on it). ``dev`` (S, d): the
-        cells' fixed current deviations (mismatch)."""
-        c, cfg = self.cell, self.cfg
-        full = full if cfg.output_levels else None
-        per_tile = cfg.activation == "softmax" and cfg.tile_scale
-        decays = self._decays()
-        R, dd = p.shape[0], vv.shape[1]
-        sep = decays and isinstance(D, Separable)
-        if sep:
-            terms = self._key_terms(vv, D, dev)
-            wts = self._row_weights(D, R)
-            n = len(wts)
-        elif decays:
-            y = vv - c.v_eq
-            coeffs = self._expansion()
-            Dr = [_stack_rows(x, R) for x in D]
+    def _terms(self, v, kind, dev=None):
+        """(S, n, d) float32: f_i(V - V_eq) of stored voltages v (S, d) for each term f_i of the
+        expansion ``kind``, read from tables of each f_i on a uniform grid of TABLE_POINTS over
+        [-VDD/20, 21 VDD/20] (linear interpolation: evaluating the surrogate at every cell of every
+        key cost more than the attention; the tables' error is tested below 1e-5 of the largest
+        current; voltages outside the grid are evaluated directly); a cell's fixed current
+        deviation ``dev`` (S, d) joins the undecayed term f_0."""
+        c = self.cell
+        fs = self._fs[kind]
+        lo, hi = -0.05 * c.vdd, 1.05 * c.vdd
+        tables = self.__dict__.setdefault("_tables", {})
+        if kind not in tables:
+            grid = np.linspace(lo, hi, self.TABLE_POINTS)
+            tables[kind] = np.stack([np.asarray(f(grid - c.v_eq), float) for f in fs]).astype(np.float32)
+        v = np.asarray(v, np.float64)
+        out = np.empty((v.shape[0], len(fs), v.shape[1]), np.float32)
+        if v.size and (v.min() < lo or v.max() > hi):
+            y = v - c.v_eq
+            for i, f in enumerate(fs):
+                out[:, i] = f(y)
         else:
-            cur = ((self.read_current(vv) + (0 if dev is None else dev)) * c.t_max).astype(np.float32)
-        out = np.zeros((R, dd), np.float32)
-        T = allowed.shape[0] if allowed is not None else R
-        row_full = full is not None and np.size(full) == R
-        for k0 in range(0, vv.shape[0], cfg.rows):  # tiles over keys
-            sl = slice(k0, k0 + cfg.rows)
-            rsel = None
-            if allowed is not None:
-                on = np.flatnonzero(allowed[:, sl].any(axis=1))
-                if on.size == 0:
-                    continue
-                if on[-1] + 1 - on[0] < T:  # queries on[0] .. on[-1] of every stacked head
-                    rsel = (np.arange(R // T)[:, None] * T + np.arange(on[0], on[-1] + 1)[None, :]).reshape(-1)
-            pt = p[:, sl] if rsel is None else p[rsel, sl]
-            m = None
-            if per_tile:
-                m = pt.max(axis=1, keepdims=True)
-                m[m == 0] = 1.0
-                pt = pt / m
-            pq = quantise(pt, 0.0, 1.0, cfg.input_levels).astype(np.float32)
-            if not pq.any():  # no pulse drives this tile (outside every query's window): not read
-                continue
-            w = None
-            if per_tile and cfg.ratiometric:
-                w = pq.sum(axis=1, keepdims=True)  # pulse sum: the reference column's charge / full pulse
-                w[w == 0] = 1.0
-            if sep:  # one GEMM per tile, n terms wide
-                m_all = pq @ terms[sl]
-                ws = wts if rsel is None else [x[rsel] for x in wts]
-                part = m_all[:, :dd] * ws[0]
-                for i in range(1, n):
-                    part += m_all[:, i * dd:(i + 1) * dd] * ws[i]
-            elif decays:
-                part = np.zeros((pq.shape[0], dd))
-                for i, ci in enumerate(coeffs):
-                    di = Dr[i][:, sl] if rsel is None else Dr[i][rsel, sl]
-                    part += ((pq * di) @ (y[sl] ** i)) * (ci * c.t_max)
-                if dev is not None:
-                    part += (pq @ dev[sl]) * c.t_max
-            else:
-                part = pq @ cur[sl]
-            if w is not None:  # digitise the tile's weighted mean against a reference of the pulse sum
-                part = part / w
-            self._note_tile(part)
-            part = self._digitise(part, full[rsel] if (row_full and rsel is not None) else full)
-            if w is not None:
-                part = part * w
-            if m is not None:
-                part = part * m
-            if rsel is None:
-                out += part
-            else:
-                out[rsel] += part
+            _fused.interp_terms(np.ascontiguousarray(v), lo, (self.TABLE_POINTS - 1) / (hi - lo), tables[kind], out)
+        if dev is not None:
+            out[:, 0] += dev
         return out
 
-    def _note_tile(self, part):
-        rec = getattr(self, "_tile_record", None)
-        if rec is not None:
-            g = self._ctx_heads
-            for i, h in enumerate(g):  # rows are stacked per head
-                blk = part[i * (part.shape[0] // len(g)):(i + 1) * (part.shape[0] // len(g))]
-                rec.setdefault((self._ctx_layer, h), []).append(np.quantile(np.abs(blk), self._tile_quantile))
+    BLOCK = 256  # queries per block; each block reads only the keys its queries may see
 
-    def _digitise(self, x, full, levels=None):
-        """Read noise and the ADC of a tile's output; full: None (no clamp), a scalar, or one per
-        row. float32 (rows, n) arrays are digitised in place."""
-        if full is None:
-            return x
-        cfg = self.cfg
-        levels = cfg.output_levels if levels is None else levels
-        if np.all(np.isinf(full)):
-            return x
-        if cfg.read_noise > 0:
-            x = x + (cfg.read_noise * full * self.rng.standard_normal(x.shape)).astype(x.dtype)
-        if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and (not levels or levels >= 2):
-            rows = np.broadcast_to(np.asarray(full, np.float32).reshape(-1), (x.shape[0],)).copy() \
-                if np.size(full) in (1, x.shape[0]) else None
-            if rows is not None:
-                _fused.adc_rows(x, rows, (levels or 0) // 2)
-                return x
-        return adc(x, full, levels)
-
-    def _cell_gain(self):
-        if getattr(self, "_gain", None) is None:
-            self._gain = self.cell.gain()
-        return self._gain
+    def _blocks(self, allowed, lam, n):
+        """(b0, b1, lo, hi) per block of queries: rows b0..b1 of ``allowed`` read keys lo..hi
+        (lo at a tile boundary of the value arrays); blocks short enough that the decay factors
+        exp(+-lam n (block length)) stay far inside float32."""
+        T = allowed.shape[0]
+        B = self.BLOCK if lam <= 0 else max(1, min(self.BLOCK, int(30.0 / (lam * n))))
+        rows = self.cfg.rows
+        out = []
+        for b0 in range(0, T, B):
+            b1 = min(T, b0 + B)
+            cols = np.flatnonzero(allowed[b0:b1].any(axis=0))
+            if cols.size:
+                out.append((b0, b1, (int(cols[0]) // rows) * rows, int(cols[-1]) + 1))
+        return out
 
     def attend(self, q, positions, mask, cache, layer):
+        """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM
+        per head-dim tile, every expansion term folded into the operands), the activation, then the
+        value tiles (one batched GEMM per block and a fused epilogue of ADCs). The decay of key s
+        at query t, D = exp(-lam (t - s)) = r_t k_s with r_t = exp(-lam (t - c)), k_s =
+        exp(-lam (c - s)) about the block's first query c, is separable, and so is each term
+        D^i f_i(y) of the cell current."""
         cfg, sc = self.cfg, self.sc
         keys, values, kpos = cache.keys, cache.values, cache.positions
         n_kv, S, d = keys.shape
         H, T, _ = q.shape
         g = H // n_kv
         allowed = visible(mask, positions, kpos, cfg.window)
-        D = None
+        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+        lam = 0.0
+        kind, fs = self._decay_terms(1.0)
         if self._decays():
             lam = cfg.token_period / self.cell.tau  # decay per token step
-            t0 = int(positions.min())
-            span = max(int(positions.max()) - t0, 0) + max(t0 - int(kpos.min()), 0)
             oldest = max(int(positions.max()) - int(kpos.min()), 0)  # age of the oldest key a query may read
             if cfg.window:
                 oldest = min(oldest, cfg.window)
-            terms = self._decay_terms(math.exp(-lam * oldest))
-            if span * lam * len(terms) < 60:
-                # D[t, s] = exp(-lam (t - t0)) exp(-lam (t0 - s)): separable
-                D = Separable(np.exp(-lam * (positions - t0)), np.exp(-lam * (t0 - kpos)), terms)
-            else:  # factors would overflow: the explicit (T, S) powers, shared by the layer's heads
-                d1 = np.exp(-(positions[:, None] - kpos[None, :]).clip(min=0) * lam)
-                D = [np.ones_like(d1)]
-                for _ in range(len(self._expansion()) - 1):
-                    D.append(D[-1] * d1)
+            kind, fs = self._decay_terms(min(math.exp(-lam * oldest), 1.0 - 1e-12))
+        n = len(fs)
+        blocks = self._blocks(allowed, lam, n)
         gain = self.unit_charge()
-        comp = None
-        if D is not None and cfg.activation == "softmax" and cfg.retention_comp:
-            comp = D.matrix() if isinstance(D, Separable) else D[1]
-            comp = np.where(allowed, comp, 1.0).astype(np.float32)
+        soft = cfg.activation == "softmax"
+        use_comp = lam > 0 and soft and cfg.retention_comp
+        half = 2 ** cfg.adc_bits // 2 if (soft and cfg.adc_bits) else 0
+        mode = (2 if cfg.tile_scale else 1) if soft else 0
+        tmax = self.cell.t_max
         out = np.empty((H, T, d), np.float32)
+        factors = {}
+        for (b0, b1, lo, hi) in blocks:
+            c0 = float(positions[b0])
+            r = np.exp(-lam * (positions[b0:b1] - c0))
+            k = np.exp(-lam * (c0 - kpos[lo:hi]))
+            rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
+            kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
+            factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
+                           .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]))
         for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
             hs = np.arange(j * g, (j + 1) * g)
             qh = q[hs].astype(np.float32)
@@ -558,48 +431,130 @@ class GainCellAttention(AttentionKernel):
             # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
             u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cfg.query_scale
                      else np.ones((g, T, 1), np.float32))
-            u = np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)  # two-phase signed pulses
-            u = u.reshape(g * T, d).astype(np.float32)
-            row_full = np.repeat(sc.score_scale[layer, hs], T)[:, None]
-            dk = cache.mismatch_k[j] if cfg.mismatch else None
-            dv = cache.mismatch_v[j] if cfg.mismatch else None
-            s = self._scores(u, keys[j], D, row_full, dk)
-            s = s.reshape(g, T, S) * u_max.astype(np.float32)  # (g, T, S) charge
-            if cfg.activation == "hardsigmoid":
-                p = np.clip(s / sc.s_sat[layer, hs][:, None, None].astype(np.float32), 0.0, 1.0)
-                p = np.where(allowed, p, np.float32(0.0))
-            else:
-                # digital rescale of the charge to logits: ideal cell -> q.k / sqrt(d); the score
-                # ADC (reference: the head's largest |logit|), the decay of each key at each query
-                # undone digitally, softmax over the visible keys, and older keys' pulses
-                # lengthened by their decay (digital, before the DAC): one fused pass
-                z = s / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)).astype(np.float32)[:, None, None]
-                z = np.ascontiguousarray(z, np.float32).reshape(g * T, S)
-                half = 2 ** cfg.adc_bits // 2 if cfg.adc_bits else 0
-                lim = (np.repeat(_fused.masked_absmax_rows(z, allowed, T, g), T) if half
-                       else np.ones(g * T, np.float32))
-                _fused.circuit_softmax(z, lim, half, comp if comp is not None else _ONE, comp is not None, allowed, T)
-                p = z.reshape(g, T, S)
-            # softmax without tile_scale: pulses span each row's largest weight (DAC full scale =
-            # row max, undone digitally after the value array); with tile_scale, each tile's own
-            # largest weight (in _values)
-            p_max = np.ones((g, T, 1), np.float32)
-            if cfg.activation == "softmax" and not cfg.tile_scale:
-                p_max = p.max(axis=2, keepdims=True)
-                p_max[p_max == 0] = 1.0
-                p = p / p_max
-            self._ctx_layer, self._ctx_heads = layer, hs
-            pr = getattr(self, "probe", None)
-            if pr is not None and pr[0] == layer and pr[1] in hs and getattr(self, "probe_out", None) is None:
-                i = int(pr[1] - hs[0])
-                self.probe_out = (positions.copy(), kpos.copy(), p[i] * p_max[i])  # the head's attention weights
-            row_full = np.repeat(sc.out_scale[layer, hs], T)[:, None]
-            a = self._values(p.reshape(g * T, S), values[j], D, row_full, allowed, dv).reshape(g, T, d) * p_max
+            u = (np.sign(u) * quantise(np.abs(u) / u_max, 0.0, 1.0, cfg.input_levels)).astype(np.float32)
+            # digital rescale of the charge: softmax -> logits (an ideal cell gives q.k / sqrt(d))
+            row_scale = u_max[:, :, 0].astype(np.float32)
+            if soft:
+                row_scale = row_scale / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)
+                                         ).astype(np.float32)[:, None]
+            s_full = (sc.score_scale[layer, hs] if cfg.output_levels else np.full(g, np.inf)).astype(np.float32)
+            Fk = self._terms(keys[j], kind, cache.mismatch_k[j] if cfg.mismatch else None)
+            Fv = self._terms(values[j], kind, cache.mismatch_v[j] if cfg.mismatch else None)
+            zs = {}  # each block's (g, tb, s) scores, then weights
+            hmax = np.zeros(g, np.float32)
+            for (b0, b1, lo, hi) in blocks:  # scores
+                rw, kw, _, _, bb = factors[b0]
+                tb = b1 - b0
+                zs[b0] = np.empty((g, tb, hi - lo), np.float32)
+                lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
+                rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
+                for k0 in range(0, d, cfg.rows):  # tiles over head dims, each clamped on its own
+                    cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + cfg.rows))[None, :]).ravel()
+                    x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
+                    if cfg.read_noise > 0 and cfg.output_levels:
+                        x += (cfg.read_noise * np.repeat(s_full, tb)[:, None]
+                              * self.rng.standard_normal(x.shape)).astype(np.float32)
+                    last = k0 + cfg.rows >= d
+                    m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
+                                          bb, last and soft and half > 0)
+                    np.maximum(hmax, m, out=hmax)
+            acc = np.zeros((g, T, d), np.float32)
+            v_full = sc.out_scale[layer, hs].astype(np.float32)
+            probe = self._probe_head(layer, hs)
+            weights = np.zeros((T, S), np.float32) if probe is not None else None
+            for (b0, b1, lo, hi) in blocks:  # activation and values
+                rw, kw, inv_r, inv_k, bb = factors[b0]
+                zb = zs.pop(b0)
+                if soft:
+                    # the score ADC (reference: the head's largest |logit| in this call), the decay
+                    # undone digitally, softmax over the visible keys, older keys' pulses lengthened
+                    _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
+                                         use_comp, bb)
+                if weights is not None:
+                    w = zb[probe]
+                    if not soft:
+                        w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
+                    weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
+                inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
+                VT = Fv[lo:hi] * kw[:, :, None]
+                acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
+                                                   (layer, hs)).reshape(g, b1 - b0, d)
+            if weights is not None:
+                self.probe_out = (positions.copy(), kpos.copy(), weights)  # the head's attention weights
             if sc.v_chan is not None:
-                a = a * sc.v_chan[layer, j].astype(np.float32)
+                acc *= sc.v_chan[layer, j].astype(np.float32)
             scale = (sc.a_o[layer, hs] * (self._cell_gain() / gain) / sc.a_v[layer, j])[:, None, None]
-            out[hs] = scale * a + sc.b_o[layer, hs][:, None, None]
+            out[hs] = scale * acc + sc.b_o[layer, hs][:, None, None]
         return out.astype(q.dtype)
+
+    def _probe_head(self, layer, hs):
+        pr = getattr(self, "probe", None)
+        if pr is not None and pr[0] == layer and pr[1] in hs and getattr(self, "probe_out", None) is None:
+            return int(pr[1] - hs[0])
+        return None
+
+    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None):
+        """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
+        value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
+        each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
+        one batched GEMM over the tiles, then each tile's ADC (ratiometric or fixed reference),
+        multiplied back and summed digitally. Returns (g tb, dd)."""
+        cfg = self.cfg
+        g, tb, s = p.shape
+        n, dd = VT.shape[1], VT.shape[2]
+        rows = cfg.rows
+        ntl = -(-s // rows)
+        R = g * tb
+        pq = np.empty((ntl, R, rows), np.float32)
+        m = np.ones((R, ntl), np.float32)
+        psum = np.empty((R, ntl), np.float32)
+        _fused.tile_pulses(p, bias, mode, inv_sat, cfg.input_levels, rows, pq, m, psum)
+        vt = np.zeros((ntl * rows, n * dd), np.float32)
+        vt[:s] = VT.reshape(s, n * dd)
+        M = np.matmul(pq, vt.reshape(ntl, rows, n * dd))  # (ntl, R, n dd): every tile's raw charge terms
+        rwr = np.tile(rw, (1, g))  # (n, R): row factors repeated per stacked head
+        ratio = mode == 2 and cfg.ratiometric
+        full_r = np.repeat(np.asarray(full, np.float32), tb)
+        digitise = bool(cfg.output_levels) and not np.all(np.isinf(full_r))
+        acc = np.zeros((R, dd), np.float32)
+        record = getattr(self, "_tile_record", None) is not None and ctx is not None
+        if not record and not (cfg.read_noise > 0 and digitise):
+            _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cfg.output_levels // 2, digitise, acc)
+            return acc
+        parts = np.empty((ntl, R, dd), np.float32)  # tile outputs before their ADC
+        _fused.tile_parts(M, rwr, dd, psum, ratio, parts)
+        read = psum.T > 0  # (ntl, R): rows that drive the tile
+        if record:
+            layer, hs = ctx
+            for i, h in enumerate(hs):
+                for k in range(ntl):
+                    blk = parts[k, i * tb:(i + 1) * tb][read[k, i * tb:(i + 1) * tb]]
+                    if blk.size:
+                        self._tile_record.setdefault((layer, h), []).append(np.quantile(np.abs(blk), self._tile_quantile))
+        if digitise:
+            if cfg.read_noise > 0:
+                parts += (cfg.read_noise * full_r[None, :, None] * self.rng.standard_normal(parts.shape)).astype(np.float32)
+            parts = adc(parts, full_r[None, :, None], cfg.output_levels)
+        back = (psum if ratio else 1.0) * m  # (R, ntl)
+        return (parts * (back.T * read)[:, :, None]).sum(axis=0).astype(np.float32)
+
+    def _values(self, p, vv, D, full, allowed=None, dev=None):
+        """Value arrays for weights p (R, S) over stored values vv (S, dd), no decay (D None), one
+        block: what the attention path computes, for hand-computed tests."""
+        if D is not None:
+            raise ValueError("_values: decay is applied by attend()")
+        R, S = p.shape
+        bias = np.zeros((R, S), np.float32) if allowed is None else np.where(allowed, 0, -np.inf).astype(np.float32)
+        mode = (2 if self.cfg.tile_scale else 1) if self.cfg.activation == "softmax" else 0
+        VT = self._terms(vv, self._decay_terms(1.0)[0], dev)
+        rw = np.full((1, R), self.cell.t_max, np.float32)
+        return self._value_block(np.asarray(p, np.float32)[None], bias, VT, rw, np.atleast_1d(np.float32(full))[:1],
+                                 mode, np.ones(1, np.float32))
+
+    def _cell_gain(self):
+        if getattr(self, "_gain", None) is None:
+            self._gain = self.cell.gain()
+        return self._gain
 
 
 def ideal_kernel(layers, heads, kv_heads):
