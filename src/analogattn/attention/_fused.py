@@ -89,6 +89,29 @@ def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, k
             ke[s] = (al[s] & (v > zero)) | fo[s]
 
 
+@nb.jit(**_fast)
+def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
+    """The word-line drive of rows r0..r1 of a column for queries qe (n, d): per query the DAC
+    full scale u_max = max |qe| (returned, (n,)), codes m = rint(|q| M / u_max), factor
+    b = b_dac[m]; lhs[:n] = sign(q) b w (the weighted signed sum's operand), lhs[n:] = b (the
+    unsigned sum's)."""
+    n, d = qe.shape
+    u_max = np.empty(n, np.float32)
+    for i in range(n):
+        m = np.float32(0.0)
+        for c in range(d):
+            m = max(m, abs(qe[i, c]))
+        m = m if m > 0 else np.float32(1.0)
+        u_max[i] = m
+        sc = np.float32(M) / m
+        for c in range(r0, r1):
+            x = qe[i, c]
+            b = b_dac[np.int64(np.rint(abs(x) * sc))]
+            lhs[n + i, c - r0] = b
+            lhs[i, c - r0] = (b if x >= 0 else -b) * w[c - r0]
+    return u_max
+
+
 @nb.jit(**_opts)
 def anchor_max(exact, ptr, cols, T):
     """Largest exact score of each row among its query's anchor keys, given as a CSR list

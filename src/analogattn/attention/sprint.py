@@ -273,20 +273,17 @@ class SprintAttention(AttentionKernel):
         s+ - s- (w = 1 +- 1%: an error of 1% of a ~1% term) and s+^2 + s-^2 =
         ((s+ + s-)^2 + (s+ - s-)^2) / 2."""
         x = self.x
-        u_max = np.abs(qe).max(axis=1, keepdims=True)
-        u_max[u_max == 0] = 1.0
-        m = np.rint(np.abs(qe) * (self._m / u_max)).astype(np.int64)
-        bm = self._b_dac[m]
-        signed = np.where(qe >= 0, bm, -bm).astype(np.float32)
         n, d = qe.shape
         lin = var = None
         ref_lin = np.zeros(n, np.float32)
         ref_var = np.zeros(n, np.float32)
         c2 = np.float32(x.c2)
+        qe = np.ascontiguousarray(qe, np.float32)
         for r0 in range(0, d, x.rows):  # a key longer than a column spans neighbouring columns
             sl = slice(r0, min(d, r0 + x.rows))
             w = x.weights[: sl.stop - sl.start].astype(np.float32)
-            lhs = np.concatenate([signed[:, sl] * w, np.abs(signed[:, sl])])
+            lhs = np.empty((2 * n, sl.stop - sl.start), np.float32)
+            u_max = _fused.dac_lhs(qe, self._m, self._b_dac, w, sl.start, sl.stop, lhs)[:, None]
             both = lhs @ cells[:, sl].T
             iw, sab = both[:n], both[n:]
             rb = lhs @ ref[sl]
@@ -370,6 +367,7 @@ class SprintAttention(AttentionKernel):
             forced |= (kpos[None, :] < cfg.sink) | (kpos[None, :] > positions[:, None] - cfg.local)
         forced &= allowed
         free = allowed & ~forced
+        n_free = float(np.count_nonzero(free))
         bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
         f_rows, f_cols = np.nonzero(forced)  # each query's anchors as a CSR list
         f_ptr = np.searchsorted(f_rows, np.arange(T + 1))
@@ -403,7 +401,7 @@ class SprintAttention(AttentionKernel):
                                         None if ref is None else ref.reshape(g, T, 1), free,
                                         _quantile_sample(rec[1].reshape(g, T, S)[:, allowed], 0.999)))
                     keep = np.broadcast_to(allowed, (g, T, S))  # calibration: the model runs unpruned
-                st.decisions[layer] += float(free.sum()) * g
+                st.decisions[layer] += n_free * g
             st.queries[layer] += g * T
             if self.keep_log is not None:
                 self.keep_log.append((layer, j, positions.copy(), kpos.copy(), np.array(keep)))
