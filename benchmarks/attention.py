@@ -8,8 +8,8 @@ on the last 2 windows of the text (disjoint from the scored tokens). Prints:
   our anchor rule, a fixed per-head threshold, and the 99%-mass oracle family, side by side;
 - gain cell, softmax hybrid with every modelled circuit effect (write transfer, retention decay,
   input/storage/output quantisation, tile clamps and ADCs), over storage levels 4..64 (on
-  --gaincell-scored tokens), and at 32 levels once more with the optional per-cell Monte Carlo
-  mismatch;
+  --gaincell-scored tokens, default 8192), and at 32 levels once more with the optional per-cell
+  Monte Carlo mismatch;
 - gain cell, hardsigmoid, for each calibration method;
 - whole-model prefill tokens/s of each kernel / the ideal kernel, the kernels timed in turn on
   the same 2 windows, best of --repeat (targets: pruning >= 0.7x, gain cell >= 0.5x).
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--text", default=str(ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"))
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--scored", type=int, default=8192)
-    ap.add_argument("--gaincell-scored", type=int, default=2048)
+    ap.add_argument("--gaincell-scored", type=int, default=8192)
     ap.add_argument("--keeps", type=float, nargs="+", default=[0.2, 0.25, 0.3, 0.35])
     ap.add_argument("--masses", type=float, nargs="+", default=[0.95, 0.98, 0.99, 0.995])
     ap.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
