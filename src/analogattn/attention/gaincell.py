@@ -665,7 +665,9 @@ def calibrate_ranges(model, token_windows, cell: CellModel, quantile: float = 0.
 def calibrate_tiles(model, token_windows, kernel: "GainCellAttention", quantile: float = 0.999,
                     margin: float = 1.1):
     """Set each head's value-tile full scale to ``margin`` x the ``quantile`` of |tile output|
-    seen on calibration text (run with output digitisation off), instead of the worst case."""
+    seen on calibration text (run with output digitisation off), instead of the worst case: the
+    quantile over the rows that drive a tile, for every (query block, tile), and the largest of
+    those per head."""
     levels = kernel.cfg.output_levels
     kernel.cfg = dataclasses.replace(kernel.cfg, output_levels=0)
     kernel._tile_record, kernel._tile_quantile = {}, quantile
