@@ -76,3 +76,27 @@ def test_decide_equals_the_comparator_formula(noise):
     close = np.abs(v) < 1e-5  # float32 rounding may flip exact ties
     assert np.array_equal(keep[~close], want[~close])
     assert keep[np.tile(forced, (g, 1))].all() and not keep[~np.tile(allowed, (g, 1))].any()
+
+
+def test_decide_softmax_equals_decide_then_kept_softmax():
+    T, g, S = 6, 3, 50
+    iw = rng.standard_normal((g * T, S)).astype(np.float32)
+    sab = (np.abs(rng.standard_normal((g * T, S))) + np.abs(iw)).astype(np.float32)
+    row = (0.3 * rng.standard_normal(g * T)).astype(np.float32)
+    off = (0.1 * rng.standard_normal(S)).astype(np.float32)
+    pool = rng.standard_normal(20_000).astype(np.float32)
+    allowed = np.tril(np.ones((T, S), bool), k=S - T)
+    forced = np.zeros((T, S), bool)
+    forced[np.arange(T), S - T + np.arange(T)] = True
+    bias = np.where(allowed, np.float32(0), np.float32(-np.inf))
+    e = (4 * rng.standard_normal((g * T, S))).astype(np.float32)
+    args = (0.8, 0.05, 0.3, 0.01, pool, 77)
+    k1, k2 = np.empty((g * T, S), bool), np.empty((g * T, S), bool)
+    _fused.decide(iw, sab, row, off, *args, allowed, forced, T, k1)
+    e1, e2 = e.copy(), e.copy()
+    s1 = _fused.kept_softmax(e1, bias, k1, T)
+    s2 = _fused.decide_softmax(e2, iw, sab, row, off, *args, bias, allowed, forced, T, k2)
+    assert np.array_equal(k1, k2) and 0.1 < k1[np.tile(allowed, (g, 1))].mean() < 0.9
+    np.testing.assert_allclose(e2, e1, rtol=1e-6)
+    for a, b in zip(s1, s2):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

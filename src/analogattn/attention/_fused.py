@@ -172,11 +172,59 @@ def kept_softmax(e, bias, keep, T):
             w = v if kp[s] else zero
             ei[s] = w
             k += w
-        c = np.int32(0)
-        nw = np.int32(0)
+        c, nw = _counts(kp, kq)
+        tot[i] = k
+        mass[i] = k / a if a > 0 else 0.0
+        kept[i] = c
+        new[i] = nw
+    return tot, mass, kept, new
+
+
+@nb.jit(inline="always", **_fast)
+def _counts(kp, kq):
+    """Kept keys of a row, and those not kept by the previous row (kq)."""
+    c = np.int32(0)
+    nw = np.int32(0)
+    for s in range(kp.shape[0]):
+        c += np.int32(kp[s])
+        nw += np.int32(kp[s] & ~kq[s])
+    return c, nw
+
+
+@nb.jit(**_fast)
+def decide_softmax(e, iw, sab, row, off, r, c2, k2, cn2, pool, start, bias, allowed, forced, T, keep):
+    """``decide`` and ``kept_softmax`` in one pass per row (the comparator path): keep[i, s] as in
+    ``decide``; e (the exact scores) <- exp(e - row max over allowed) on kept keys, 0 elsewhere;
+    returns what ``kept_softmax`` returns. Same arithmetic as the two, one read of each array."""
+    n, S = e.shape
+    tot = np.empty(n, np.float64)
+    mass = np.empty(n, np.float64)
+    kept = np.zeros(n, np.int64)
+    new = np.zeros(n, np.int64)
+    r, c2, k2, cn2 = np.float32(r), np.float32(c2), np.float32(k2), np.float32(cn2)
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for i in range(n):
+        t = i % T
+        prev = i - 1 if t > 0 else i  # the first query of a head has no previous one: count nothing
+        ri = row[i]
+        z = pool[start + i * S:start + (i + 1) * S]
+        ei, b, a_, b_, al, fo, ke = e[i], bias[t], iw[i], sab[i], allowed[t], forced[t], keep[i]
+        m = _max_biased(ei, b)
+        m = zero if m == -np.inf else m
+        a = zero
+        k = zero
         for s in range(S):
-            c += np.int32(kp[s])
-            nw += np.int32(kp[s] & ~kq[s])
+            x = a_[s]
+            y = b_[s]
+            v = r * (x * (one + c2 * y)) + ri + off[s] + np.sqrt(cn2 + k2 * (x * x + y * y)) * z[s]
+            kp = (al[s] & (v > zero)) | fo[s]
+            ke[s] = kp
+            p = exp32(ei[s] - m + b[s])
+            a += p
+            w = p if kp else zero
+            ei[s] = w
+            k += w
+        c, nw = _counts(ke, keep[prev])
         tot[i] = k
         mass[i] = k / a if a > 0 else 0.0
         kept[i] = c

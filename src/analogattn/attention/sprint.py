@@ -302,12 +302,15 @@ class SprintAttention(AttentionKernel):
             return lin, var, float(x.c2), ref_lin, ref_var, u_max
         return lin, np.sqrt(np.maximum(2.0 * var - lin * lin, 0)).astype(np.float32), 0.0, ref_lin, ref_var, u_max
 
-    def keep_decisions(self, qe, cells, ref, r_diff, offsets, thr, vpl_unit, allowed, forced, T, record=None):
+    def keep_decisions(self, qe, cells, ref, r_diff, offsets, thr, vpl_unit, allowed, forced, T, record=None,
+                       softmax=None):
         """Comparator decisions (n, S) of the keys a block may see: keep when allowed and (forced
         or r_diff (I_col - I_ref) + offset + noise exceeds V_th = thr x volts-per-logit + mu).
         ``thr`` (n,) in logits; ``vpl_unit`` volts per logit per Ohm for a unit query scale.
         Read noise (relative, per column evaluation, on both phase currents) and comparator noise
-        are independent Gaussians, drawn as one of sigma sqrt(cmp^2 + (noise_rel r)^2 (s+^2 + s-^2))."""
+        are independent Gaussians, drawn as one of sigma sqrt(cmp^2 + (noise_rel r)^2 (s+^2 + s-^2)).
+        ``softmax`` = (exact scores (n, S), mask bias (T, S)): the kept-key softmax in the same pass
+        (the scores become the kept weights); returns (keep, kept_softmax's statistics) then."""
         x, cfg = self.x, self.cfg
         iw, sab, c2, ref_lin, ref_var, u_max = self.column_currents(qe, cells, ref)
         r = float(r_diff)
@@ -329,6 +332,10 @@ class SprintAttention(AttentionKernel):
         if iw.size > pool.size:
             pool = self.rng.standard_normal(iw.size, dtype=np.float32)
             start = 0
+        if softmax is not None:
+            stats = _fused.decide_softmax(softmax[0], iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool,
+                                          start, softmax[1], allowed, forced, T, keep)
+            return keep, stats
         _fused.decide(iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool, start, allowed, forced, T, keep)
         return keep
 
@@ -378,6 +385,7 @@ class SprintAttention(AttentionKernel):
         for j in range(n_kv):
             qg = q[j * g:(j + 1) * g].reshape(g * T, d)
             exact = ((qg * scale) @ keys[j].T).reshape(g, T, S)  # digital recompute (only kept ones matter)
+            soft = None  # the kept-key softmax's statistics, when done with the decisions
             if cfg.rule == "none":
                 keep = np.broadcast_to(allowed, (g, T, S))
             elif cfg.rule == "oracle":
@@ -394,7 +402,10 @@ class SprintAttention(AttentionKernel):
                 rec = [] if self.record is not None else None
                 keep = self.keep_decisions(qe, cache.cells[j, lo:hi], self._ref(layer, j, d), r_diff,
                                            cache.offsets[j, lo:hi], thr.astype(np.float32),
-                                           self.kappa * math.sqrt(d) / sc.k_step[layer, j], allowed, forced, T, rec)
+                                           self.kappa * math.sqrt(d) / sc.k_step[layer, j], allowed, forced, T, rec,
+                                           None if rec is not None else (ex2, bias))
+                if rec is None:
+                    keep, soft = keep
                 keep = keep.reshape(g, T, S)
                 if rec is not None:
                     self.record((layer, j, rec[0].reshape(g, T, S),
@@ -408,7 +419,7 @@ class SprintAttention(AttentionKernel):
             # softmax over the kept keys; the ideal softmax's mass on them is a statistic
             kk = np.ascontiguousarray(keep).reshape(g * T, S)
             ek = exact.reshape(g * T, S)  # in place: the exact scores are not needed again
-            tot, mass, kept, new = _fused.kept_softmax(ek, bias, kk, T)
+            tot, mass, kept, new = soft if soft is not None else _fused.kept_softmax(ek, bias, kk, T)
             bad = tot < 1e-30  # every kept weight underflowed against a pruned maximum
             if bad.any():
                 z = np.where(kk[bad], (qg[bad] * scale) @ keys[j].T, -np.inf)  # ex2 now holds exponentials
