@@ -1,15 +1,15 @@
-"""Fused per-element loops of the pruning kernel (numba, compiled once and cached on disk).
+"""Fused per-element loops of the circuit kernels (numba, compiled once and cached on disk).
 
 Serial loops: the matrix products around them keep both cores busy, and numba's worker threads
 fighting BLAS threads for two cores cost more than they gain (measured 10x slower here).
 Each function makes one pass over a block's (rows x keys) arrays instead of the ten or so
 temporary arrays the same arithmetic costs in NumPy; they hold no physics of their own (the
-formulas are documented where they are called, in :mod:`analogattn.attention.sprint`).
-Row i of a block is query i % T of head i // T.
+formulas are documented where they are called, in :mod:`analogattn.attention.sprint` and
+:mod:`analogattn.attention.gaincell`). float32 scalars and branch-free inner loops, so LLVM
+vectorises them (a float64 scalar or a short-circuit ``and`` in the loop cost 20x).
+In the pruning kernel, row i of a block is query i % T of head i // T.
 """
 from __future__ import annotations
-
-import math
 
 import numba as nb
 import numpy as np
@@ -69,27 +69,6 @@ def exp_rows(x, out):
 
 
 @nb.jit(**_fast)
-def decide(iw, sab, row, off, r, c2, k2, cn2, pool, start, allowed, forced, T, keep):
-    """keep[i, s] = (allowed and the comparator fires) or forced, the comparator input being
-    r (iw (1 + c2 sab)) + row[i] + off[s] + sqrt(cn2 + k2 (sab^2 + iw^2)) z, z = pool[start + i S + s]
-    (the caller keeps that inside the pool). float32 scalars and bitwise logic: the inner loop has
-    no branch and no float64 promotion, so it vectorises (20x faster than with them)."""
-    n, S = iw.shape
-    r, c2, k2, cn2 = np.float32(r), np.float32(c2), np.float32(k2), np.float32(cn2)
-    one, zero = np.float32(1.0), np.float32(0.0)
-    for i in range(n):
-        t = i % T
-        ri = row[i]
-        z = pool[start + i * S:start + (i + 1) * S]
-        a_, b_, al, fo, ke = iw[i], sab[i], allowed[t], forced[t], keep[i]
-        for s in range(S):
-            a = a_[s]
-            b = b_[s]
-            v = r * (a * (one + c2 * b)) + ri + off[s] + np.sqrt(cn2 + k2 * (a * a + b * b)) * z[s]
-            ke[s] = (al[s] & (v > zero)) | fo[s]
-
-
-@nb.jit(**_fast)
 def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
     """The word-line drive of rows r0..r1 of a column for queries qe (n, d): per query the DAC
     full scale u_max = max |qe| (returned, (n,)), codes m = rint(|q| M / u_max), factor
@@ -145,41 +124,6 @@ def _max_biased(e, b):
     return m
 
 
-@nb.jit(**_fast)
-def kept_softmax(e, bias, keep, T):
-    """In place on the exact scores e (rows: query i % T of head i // T): e <- exp(e - row max over
-    allowed keys) on kept keys, 0 elsewhere (the unnormalised softmax over the kept keys).
-    ``bias`` (T, S): 0 where allowed, -inf elsewhere. Returns per row (sum of kept weights, share
-    of the ideal softmax mass kept, kept count, keys kept here but not by the previous query of
-    the same head). Kept keys must be allowed."""
-    n, S = e.shape
-    tot = np.empty(n, np.float64)
-    mass = np.empty(n, np.float64)
-    kept = np.zeros(n, np.int64)
-    new = np.zeros(n, np.int64)
-    zero = np.float32(0.0)
-    for i in range(n):
-        t = i % T
-        prev = i - 1 if t > 0 else i  # the first query of a head has no previous one: count nothing
-        ei, b, kp, kq = e[i], bias[t], keep[i], keep[prev]
-        m = _max_biased(ei, b)
-        m = zero if m == -np.inf else m
-        a = zero
-        k = zero
-        for s in range(S):
-            v = exp32(ei[s] - m + b[s])
-            a += v
-            w = v if kp[s] else zero
-            ei[s] = w
-            k += w
-        c, nw = _counts(kp, kq)
-        tot[i] = k
-        mass[i] = k / a if a > 0 else 0.0
-        kept[i] = c
-        new[i] = nw
-    return tot, mass, kept, new
-
-
 @nb.jit(inline="always", **_fast)
 def _counts(kp, kq):
     """Kept keys of a row, and those not kept by the previous row (kq)."""
@@ -191,11 +135,51 @@ def _counts(kp, kq):
     return c, nw
 
 
+@nb.jit(inline="always", **_fast)
+def _kept_row(e, b, kp, kq):
+    """One row of exact scores e, in place: e <- exp(e - max over the allowed keys) on kept keys
+    (kp), 0 elsewhere; b: 0 allowed / -inf not; kq: the previous row's kept keys. Returns (sum of
+    kept weights, share of the ideal softmax mass kept, kept count, newly kept count)."""
+    zero = np.float32(0.0)
+    m = _max_biased(e, b)
+    m = zero if m == -np.inf else m
+    a = zero
+    k = zero
+    for s in range(e.shape[0]):
+        v = exp32(e[s] - m + b[s])
+        a += v
+        w = v if kp[s] else zero
+        e[s] = w
+        k += w
+    c, nw = _counts(kp, kq)
+    return k, (k / a if a > 0 else 0.0), c, nw
+
+
+@nb.jit(**_fast)
+def kept_softmax(e, bias, keep, T):
+    """In place on the exact scores e (rows: query i % T of head i // T): e <- exp(e - row max over
+    allowed keys) on kept keys, 0 elsewhere (the unnormalised softmax over the kept keys).
+    ``bias`` (T, S): 0 where allowed, -inf elsewhere. Returns per row (sum of kept weights, share
+    of the ideal softmax mass kept, kept count, keys kept here but not by the previous query of
+    the same head). Kept keys must be allowed."""
+    n = e.shape[0]
+    tot = np.empty(n, np.float64)
+    mass = np.empty(n, np.float64)
+    kept = np.zeros(n, np.int64)
+    new = np.zeros(n, np.int64)
+    for i in range(n):
+        t = i % T
+        prev = i - 1 if t > 0 else i  # the first query of a head has no previous one: count nothing
+        tot[i], mass[i], kept[i], new[i] = _kept_row(e[i], bias[t], keep[i], keep[prev])
+    return tot, mass, kept, new
+
+
 @nb.jit(**_fast)
 def decide_softmax(e, iw, sab, row, off, r, c2, k2, cn2, pool, start, bias, allowed, forced, T, keep):
-    """``decide`` and ``kept_softmax`` in one pass per row (the comparator path): keep[i, s] as in
-    ``decide``; e (the exact scores) <- exp(e - row max over allowed) on kept keys, 0 elsewhere;
-    returns what ``kept_softmax`` returns. Same arithmetic as the two, one read of each array."""
+    """The comparator decisions, then ``kept_softmax`` on them, row by row: keep[i, s] =
+    (allowed and the comparator fires) or forced, the comparator input being
+    r (iw (1 + c2 sab)) + row[i] + off[s] + sqrt(cn2 + k2 (sab^2 + iw^2)) z, z = pool[start + i S + s]
+    (the caller keeps that inside the pool); e and the returns as in ``kept_softmax``."""
     n, S = e.shape
     tot = np.empty(n, np.float64)
     mass = np.empty(n, np.float64)
@@ -205,36 +189,49 @@ def decide_softmax(e, iw, sab, row, off, r, c2, k2, cn2, pool, start, bias, allo
     one, zero = np.float32(1.0), np.float32(0.0)
     for i in range(n):
         t = i % T
-        prev = i - 1 if t > 0 else i  # the first query of a head has no previous one: count nothing
+        prev = i - 1 if t > 0 else i
         ri = row[i]
         z = pool[start + i * S:start + (i + 1) * S]
-        ei, b, a_, b_, al, fo, ke = e[i], bias[t], iw[i], sab[i], allowed[t], forced[t], keep[i]
-        m = _max_biased(ei, b)
-        m = zero if m == -np.inf else m
-        a = zero
-        k = zero
+        a_, b_, al, fo, ke = iw[i], sab[i], allowed[t], forced[t], keep[i]
         for s in range(S):
             x = a_[s]
             y = b_[s]
             v = r * (x * (one + c2 * y)) + ri + off[s] + np.sqrt(cn2 + k2 * (x * x + y * y)) * z[s]
-            kp = (al[s] & (v > zero)) | fo[s]
-            ke[s] = kp
-            p = exp32(ei[s] - m + b[s])
-            a += p
-            w = p if kp else zero
-            ei[s] = w
-            k += w
-        c, nw = _counts(ke, keep[prev])
-        tot[i] = k
-        mass[i] = k / a if a > 0 else 0.0
-        kept[i] = c
-        new[i] = nw
+            ke[s] = (al[s] & (v > zero)) | fo[s]
+        tot[i], mass[i], kept[i], new[i] = _kept_row(e[i], bias[t], ke, keep[prev])
     return tot, mass, kept, new
 
 
 # -- gain-cell kernel ------------------------------------------------------------------------------
 # Blocks of queries: arrays (g, tb, s) are a block's rows (g stacked heads x tb queries) against
 # its keys; GEMM outputs are (g tb, .) with row h tb + t.
+
+@nb.jit(inline="always", **_fast)
+def _adc_steps(f, half):
+    """(1 / step, step) of a mid-tread ADC with codes -half .. half-1 over +-f (0, 0: reads 0)."""
+    if half > 0 and f > 0:
+        return np.float32(half / f), np.float32(f / half)
+    return np.float32(0.0), np.float32(0.0)
+
+
+@nb.jit(inline="always", **_fast)
+def _adc(v, inv, step, half):
+    """v through the ADC of ``_adc_steps``: the nearest code, clamped to -half .. half-1."""
+    return min(max(np.rint(v * inv), np.float32(-half)), np.float32(half - 1)) * step
+
+
+@nb.jit(inline="always", **_fast)
+def _tile_mean(mk, rw, r, wr, v):
+    """v[c] = sum_i mk[i dd + c] rw[i, r] / wr: a tile's expansion terms combined with row r's
+    factors, over the reference wr (dd = v's length)."""
+    dd = v.shape[0]
+    c0 = rw[0, r] / wr
+    for c in range(dd):
+        v[c] = mk[c] * c0
+    for i in range(1, rw.shape[0]):
+        ci = rw[i, r] / wr
+        for c in range(dd):
+            v[c] += mk[i * dd + c] * ci
 
 @nb.jit(**_fast)
 def score_tile(x, full, scale, out, accumulate, bias, want_max):
@@ -275,19 +272,16 @@ def softmax_block(z, lim, half, inv_r, inv_k, use_comp, bias):
     allowed -> 0."""
     g, tb, S = z.shape
     zero, one = np.float32(0.0), np.float32(1.0)
+    q = half > 0
     for h in range(g):
-        f = lim[h]
-        q = half > 0
-        step = np.float32(f / half) if (q and f > 0) else zero
-        inv = np.float32(half / f) if (q and f > 0) else zero
-        lo, hi = np.float32(-half), np.float32(half - 1)
+        inv, step = _adc_steps(lim[h], half)
         for t in range(tb):
             zi, b = z[h, t], bias[t]
             ir = inv_r[t] if use_comp else one
             for s in range(S):
                 v = zi[s]
                 if q:
-                    v = min(max(np.rint(v * inv), lo), hi) * step
+                    v = _adc(v, inv, step, half)
                 if use_comp:
                     v = v * ir * inv_k[s]
                 zi[s] = v + b[s]
@@ -371,14 +365,11 @@ def tile_outputs(M, rw, dd, psum, m, ratio, full, half, digitise, acc):
     digitises the tile's weighted mean against its pulse sum) else 1: the ADC over +-full[r]
     (codes -half .. half-1; half 0: clamp only; full <= 0 reads 0) when ``digitise``."""
     ntl, R, _ = M.shape
-    n = rw.shape[0]
     zero = np.float32(0.0)
     v = np.empty(dd, np.float32)
     for r in range(R):
         f = full[r]
-        step = np.float32(f / half) if (half > 0 and f > 0) else zero
-        inv = np.float32(half / f) if (half > 0 and f > 0) else zero
-        lo, hi = np.float32(-half), np.float32(half - 1)
+        inv, step = _adc_steps(f, half)
         fl = f if f > 0 else zero
         a = acc[r]
         for k in range(ntl):
@@ -387,17 +378,10 @@ def tile_outputs(M, rw, dd, psum, m, ratio, full, half, digitise, acc):
                 continue
             wr = w if ratio else np.float32(1.0)
             back = wr * m[r, k]
-            mk = M[k, r]
-            c0 = rw[0, r] / wr
-            for c in range(dd):
-                v[c] = mk[c] * c0
-            for i in range(1, n):
-                ci = rw[i, r] / wr
-                for c in range(dd):
-                    v[c] += mk[i * dd + c] * ci
+            _tile_mean(M[k, r], rw, r, wr, v)
             if digitise and half > 0:
                 for c in range(dd):
-                    a[c] += min(max(np.rint(v[c] * inv), lo), hi) * step * back
+                    a[c] += _adc(v[c], inv, step, half) * back
             elif digitise:
                 for c in range(dd):
                     a[c] += min(max(v[c], -fl), fl) * back
@@ -427,24 +411,14 @@ def interp_terms(y, y0, inv_h, table, out):
 
 
 @nb.jit(**_fast)
-def tile_parts(M, rw, dd, psum, ratio, out):
+def tile_parts(M, rw, psum, ratio, out):
     """out[k, r, c] = sum_i M[k, r, i dd + c] rw[i, r] / w (w = psum[r, k] if ratio else 1; 0
     where the tile is not read): each tile's output before its ADC (calibration and read noise)."""
     ntl, R, _ = M.shape
-    n = rw.shape[0]
-    zero = np.float32(0.0)
     for k in range(ntl):
         for r in range(R):
             w = psum[r, k]
-            o = out[k, r]
             if w == 0:
-                for c in range(dd):
-                    o[c] = zero
+                out[k, r, :] = 0.0
                 continue
-            wr = w if ratio else np.float32(1.0)
-            mk = M[k, r]
-            for c in range(dd):
-                v = zero
-                for i in range(n):
-                    v += mk[i * dd + c] * rw[i, r]
-                o[c] = v / wr
+            _tile_mean(M[k, r], rw, r, w if ratio else np.float32(1.0), out[k, r])

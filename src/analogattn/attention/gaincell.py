@@ -333,7 +333,6 @@ class GainCellAttention(AttentionKernel):
             self._poly = np.polynomial.polynomial.polyfit(y, self.read_current(v), self.cfg.poly_degree)
         return self._poly
 
-
     def _decays(self):
         return np.isfinite(self.cell.tau) and self.cfg.token_period > 0
 
@@ -462,6 +461,7 @@ class GainCellAttention(AttentionKernel):
             v_full = sc.out_scale[layer, hs].astype(np.float32)
             probe = self._probe_head(layer, hs)
             weights = np.zeros((T, S), np.float32) if probe is not None else None
+            inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
             for (b0, b1, lo, hi) in blocks:  # activation and values
                 rw, kw, inv_r, inv_k, bb = factors[b0]
                 zb = zs.pop(b0)
@@ -475,7 +475,6 @@ class GainCellAttention(AttentionKernel):
                     if not soft:
                         w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
                     weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
-                inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
                 VT = Fv[lo:hi] * kw[:, :, None]
                 acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
                                                    (layer, hs)).reshape(g, b1 - b0, d)
@@ -522,18 +521,20 @@ class GainCellAttention(AttentionKernel):
             _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cfg.output_levels // 2, digitise, acc)
             return acc
         parts = np.empty((ntl, R, dd), np.float32)  # tile outputs before their ADC
-        _fused.tile_parts(M, rwr, dd, psum, ratio, parts)
+        _fused.tile_parts(M, rwr, psum, ratio, parts)
         read = psum.T > 0  # (ntl, R): rows that drive the tile
         if record:
             layer, hs = ctx
+            q = self._tile_quantile
             for i, h in enumerate(hs):
                 for k in range(ntl):
                     blk = parts[k, i * tb:(i + 1) * tb][read[k, i * tb:(i + 1) * tb]]
                     if blk.size:
-                        self._tile_record.setdefault((layer, h), []).append(np.quantile(np.abs(blk), self._tile_quantile))
+                        self._tile_record.setdefault((layer, h), []).append(np.quantile(np.abs(blk), q))
         if digitise:
             if cfg.read_noise > 0:
-                parts += (cfg.read_noise * full_r[None, :, None] * self.rng.standard_normal(parts.shape)).astype(np.float32)
+                noise = self.rng.standard_normal(parts.shape).astype(np.float32)
+                parts += np.float32(cfg.read_noise) * full_r[None, :, None] * noise
             parts = adc(parts, full_r[None, :, None], cfg.output_levels)
         back = (psum if ratio else 1.0) * m  # (R, ntl)
         return (parts * (back.T * read)[:, :, None]).sum(axis=0).astype(np.float32)

@@ -302,15 +302,16 @@ class SprintAttention(AttentionKernel):
             return lin, var, float(x.c2), ref_lin, ref_var, u_max
         return lin, np.sqrt(np.maximum(2.0 * var - lin * lin, 0)).astype(np.float32), 0.0, ref_lin, ref_var, u_max
 
-    def keep_decisions(self, qe, cells, ref, r_diff, offsets, thr, vpl_unit, allowed, forced, T, record=None,
-                       softmax=None):
+    def keep_decisions(self, qe, cells, ref, r_diff, offsets, thr, vpl_unit, allowed, forced, T, exact, bias,
+                       record=None):
         """Comparator decisions (n, S) of the keys a block may see: keep when allowed and (forced
         or r_diff (I_col - I_ref) + offset + noise exceeds V_th = thr x volts-per-logit + mu).
         ``thr`` (n,) in logits; ``vpl_unit`` volts per logit per Ohm for a unit query scale.
         Read noise (relative, per column evaluation, on both phase currents) and comparator noise
         are independent Gaussians, drawn as one of sigma sqrt(cmp^2 + (noise_rel r)^2 (s+^2 + s-^2)).
-        ``softmax`` = (exact scores (n, S), mask bias (T, S)): the kept-key softmax in the same pass
-        (the scores become the kept weights); returns (keep, kept_softmax's statistics) then."""
+        The kept-key softmax runs in the same pass: ``exact`` (n, S) scores become the kept weights
+        (``bias`` (T, S): 0 allowed, -inf not). Returns (keep, kept_softmax's statistics); with
+        ``record`` (calibration) only the comparator inputs are recorded and (None, None) returned."""
         x, cfg = self.x, self.cfg
         iw, sab, c2, ref_lin, ref_var, u_max = self.column_currents(qe, cells, ref)
         r = float(r_diff)
@@ -325,6 +326,7 @@ class SprintAttention(AttentionKernel):
             sig = r * iw * (1 + np.float32(c2) * sab)
             record.append((sig + row[:, None] + thr[:, None] * vpl[:, None] + np.float32(x.cmp_mu)) / vpl[:, None])
             record.append(np.abs(sig - r * ref_lin[:, None]))
+            return None, None
         cn2 = x.cmp_noise ** 2 if cfg.comparator_noise else 0.0
         keep = np.empty(iw.shape, np.bool_)
         pool = self._noise_pool()
@@ -332,12 +334,9 @@ class SprintAttention(AttentionKernel):
         if iw.size > pool.size:
             pool = self.rng.standard_normal(iw.size, dtype=np.float32)
             start = 0
-        if softmax is not None:
-            stats = _fused.decide_softmax(softmax[0], iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool,
-                                          start, softmax[1], allowed, forced, T, keep)
-            return keep, stats
-        _fused.decide(iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool, start, allowed, forced, T, keep)
-        return keep
+        stats = _fused.decide_softmax(exact, iw, sab, row, offsets.astype(np.float32), r, c2, k2, cn2, pool, start,
+                                      bias, allowed, forced, T, keep)
+        return keep, stats
 
     def _noise_pool(self):
         """Standard normals for fresh per-decision noise: 2^23 drawn once from the kernel's
@@ -400,14 +399,13 @@ class SprintAttention(AttentionKernel):
                 else:
                     ref, thr = None, np.repeat(sc.theta[layer, j * g:(j + 1) * g], T)
                 rec = [] if self.record is not None else None
-                keep = self.keep_decisions(qe, cache.cells[j, lo:hi], self._ref(layer, j, d), r_diff,
-                                           cache.offsets[j, lo:hi], thr.astype(np.float32),
-                                           self.kappa * math.sqrt(d) / sc.k_step[layer, j], allowed, forced, T, rec,
-                                           None if rec is not None else (ex2, bias))
+                keep, soft = self.keep_decisions(qe, cache.cells[j, lo:hi], self._ref(layer, j, d), r_diff,
+                                                 cache.offsets[j, lo:hi], thr.astype(np.float32),
+                                                 self.kappa * math.sqrt(d) / sc.k_step[layer, j], allowed, forced,
+                                                 T, ex2, bias, rec)
                 if rec is None:
-                    keep, soft = keep
-                keep = keep.reshape(g, T, S)
-                if rec is not None:
+                    keep = keep.reshape(g, T, S)
+                else:
                     self.record((layer, j, rec[0].reshape(g, T, S),
                                         None if ref is None else ref.reshape(g, T, 1), free,
                                         _quantile_sample(rec[1].reshape(g, T, S)[:, allowed], 0.999)))
