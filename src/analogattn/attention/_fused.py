@@ -421,4 +421,7 @@ def tile_parts(M, rw, psum, ratio, out):
             if w == 0:
                 out[k, r, :] = 0.0
                 continue
-            _tile_mean(M[k, r], rw, r, w if ratio else np.float32(1.0), out[k, r])
+            o = out[k, r]
+            _tile_mean(M[k, r], rw, r, np.float32(1.0), o)
+            if ratio:  # divided after the sum, as the recorded calibrations always were (the fused
+                o /= w  # path divides the factors: equal to rounding, not bit for bit)
