@@ -6,7 +6,12 @@
   netlist text + worker arguments + model-file digest + ngspice version. A re-run loads it and
   simulates nothing; a run killed at any moment resumes with only the missing tasks.
 - The HDF5 output is assembled in a temporary file and moved over the old one in one step, so a
-  killed run leaves the previous file intact.
+  killed run leaves the previous file intact; its temporary file is removed by the next run.
+- Before any simulation the output path and the cache folder are checked (:func:`check_output`,
+  :func:`check_cache_dir`), and the run holds an advisory lock on ``<output>.lock``: a second
+  run on the same output is refused at once. Runs on different outputs may share the cache
+  (entries are replaced atomically; a damaged entry is a miss and is recomputed).
+- Workers watch their parent and exit when it dies, so a killed run leaves no ngspice behind.
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes
+from ..atomic import check_writable_dir, check_writable_output, clean_stale_temps, exclusive_lock, write_bytes
 from .tasks import Analysis, Task, resolve
 
 RECYCLE = 8  # tasks per worker process before it is replaced
@@ -67,7 +73,7 @@ def ngspice_version(cache_dir: Path) -> str:
         except (OSError, ValueError):
             pass
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+    with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)) as ex:
         version = ex.submit(_version_in_worker).result()
     if stamp:
         write_bytes(cache_dir / "ngspice-version.json",
@@ -80,12 +86,44 @@ def _version_in_worker() -> str:
     return Simulator.get().version
 
 
+PARENT_POLL = 0.25  # s between a worker's checks that its parent still runs
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker initializer: exit as soon as the process that started this worker is gone (a
+    SIGKILLed run would otherwise leave its workers, and their ngspice, running or idle
+    forever: they hold both ends of the task queue, so they never see end-of-file)."""
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(PARENT_POLL)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="analogattn-parent-watch", daemon=True).start()
+
+
 class Cache:
+    """``root/<key[:2]>/<key>.npz``, each entry written in one step (temporary file + rename), so
+    concurrent runs sharing the folder never read a torn entry. An entry that does not load
+    (zero bytes or truncated by an old crash, foreign content) is a miss and is recomputed."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.damaged = 0
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
+
+    def clean(self) -> int:
+        """Remove temporary files of writers that no longer run (killed mid-write)."""
+        n = clean_stale_temps(self.root)
+        try:
+            subs = [e.path for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and len(e.name) == 2]
+        except OSError:
+            return n
+        return n + sum(clean_stale_temps(d) for d in subs)
 
     def get(self, key: str) -> dict | None:
         p = self.path(key)
@@ -93,9 +131,14 @@ class Cache:
             return None
         try:
             with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                r = {k: z[k] for k in z.files}
         except Exception:  # a damaged entry is simply recomputed
+            self.damaged += 1
             return None
+        if "__wall__" not in r:  # every entry put() writes has it
+            self.damaged += 1
+            return None
+        return r
 
     def put(self, key: str, result: dict) -> None:
         import io
@@ -185,7 +228,8 @@ def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress
     with _single_threaded_children():
         for b0 in range(0, len(todo), batch):
             chunk = todo[b0:b0 + batch]
-            with cf.ProcessPoolExecutor(max_workers=min(nproc, len(chunk)), mp_context=ctx) as ex:
+            with cf.ProcessPoolExecutor(max_workers=min(nproc, len(chunk)), mp_context=ctx,
+                                        initializer=_watch_parent, initargs=(os.getpid(),)) as ex:
                 futs = {ex.submit(_run_in_worker, t): (k, t) for k, t in chunk}
                 for f in cf.as_completed(futs):
                     k, t = futs[f]
@@ -208,13 +252,45 @@ def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress
     return results
 
 
+def check_output(path) -> Path:
+    """Refuse (one-line AnalogAttnError) an output path ``characterize`` must not write: a
+    directory, a path whose folder is missing or not writable, an existing file that is not an
+    analogattn characterization. Touches nothing; call it before any simulation."""
+    from . import store
+    return check_writable_output(path, "characterization output", store.is_characterization)
+
+
+def check_cache_dir(path=None) -> Path:
+    """The task cache folder (``path``, else $ANALOGATTN_CACHE or the default), created if
+    missing; one-line AnalogAttnError if it is a file, cannot be created or is not writable."""
+    if path is None:
+        kind = "task cache ($ANALOGATTN_CACHE)" if os.environ.get("ANALOGATTN_CACHE") else "task cache"
+        path = default_cache_dir()
+    else:
+        kind = "task cache (--cache-dir)"
+    return check_writable_dir(path, kind)
+
+
 def characterize(analyses: list[Analysis], out: Path, jobs: int | None = None,
                  cache_dir: Path | None = None, progress: bool = True) -> Summary:
+    """Simulate (or load from the cache) every task, write ``out``. The output and the cache are
+    checked first, and ``out`` is locked for the whole run (a concurrent run on the same output
+    raises AnalogAttnError at once)."""
+    out = check_output(out)
+    root = check_cache_dir(cache_dir)
+    with exclusive_lock(out, "characterization output"):
+        clean_stale_temps(out.parent, out.name)
+        check_output(out)  # again under the lock: a finished run may have written it meanwhile
+        return _characterize(analyses, out, jobs, root, progress)
+
+
+def _characterize(analyses, out: Path, jobs, root: Path, progress: bool) -> Summary:
     from . import store
 
     t0 = time.perf_counter()
     jobs = jobs or os.cpu_count() or 1
-    cache = Cache(cache_dir or default_cache_dir())
+    cache = Cache(root)
+    cache.clean()
     version = ngspice_version(cache.root)
     summary = Summary()
     all_tasks = [t for a in analyses for t in a.tasks]

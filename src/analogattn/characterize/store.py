@@ -4,7 +4,8 @@ provenance: netlist text, parameters as JSON, ngspice and package versions, UTC 
 wall time, measurement method.
 
 Writes go to a temporary file in the same folder that replaces the old file in one step;
-groups of the old file that this run does not regenerate are copied over unchanged.
+groups of the old file that this run does not regenerate are copied over unchanged. An existing
+file that is not a characterization (another HDF5 file, a text file) is never overwritten.
 """
 from __future__ import annotations
 
@@ -22,14 +23,33 @@ from ..errors import AnalogAttnError
 SCHEMA = "analogattn-characterization/1"
 
 
+def is_characterization(path) -> bool:
+    """True if ``path`` is an analogattn characterization (HDF5 with our schema attribute) or an
+    empty file (nothing to lose: e.g. made by mktemp); False for anything else."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                return False
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("schema") == SCHEMA
+    except (OSError, ValueError):
+        return False
+
+
 def write(out: Path, groups, ngspice_version: str) -> None:
     out = Path(out)
+    if out.exists() and not is_characterization(out):
+        raise AnalogAttnError(f"existing output {out} is not an analogattn characterization (or is corrupted); "
+                              "move it away or choose another -o")
     with replacing(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMA
             f.attrs["package_version"] = __version__
             new = {f"{a.family}/{a.name}" for a, _, _ in groups}
-            if out.exists():
+            if out.exists() and out.stat().st_size > 0:
                 try:
                     with h5py.File(out, "r") as old:
                         for fam in old:
