@@ -12,7 +12,10 @@ class ParameterError(AnalogAttnError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field} = {value!r} is not allowed (allowed: {allowed})")
+        shown = repr(value)
+        if len(shown) > 80:  # one readable line, even for a long list or string
+            shown = shown[:77] + "..."
+        super().__init__(f"{field} = {shown} is not allowed (allowed: {allowed})")
 
 
 class DesignFileError(AnalogAttnError):

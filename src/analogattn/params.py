@@ -49,11 +49,14 @@ def _check_scalar(name: str, value, meta, typ) -> Any:
     if typ in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParameterError(name, value, f"a number, {_fmt_range(meta)}")
-        if typ is int and (not float(value).is_integer()):
+        if typ is int and isinstance(value, float) and not value.is_integer():
             raise ParameterError(name, value, f"a whole number, {_fmt_range(meta)}")
-        value = typ(value)
-        if not math.isfinite(value):
-            raise ParameterError(name, value, _fmt_range(meta))
+        try:
+            value = typ(value)
+            if not math.isfinite(value):
+                raise OverflowError
+        except (OverflowError, ValueError):  # inf, nan, or an integer too large for a float
+            raise ParameterError(name, value, _fmt_range(meta)) from None
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ParameterError(name, value, _fmt_range(meta))
@@ -108,6 +111,11 @@ class Validated:
     def check(self) -> None:  # cross-field rules, overridden where needed
         pass
 
+    def check_given(self, given: set) -> None:
+        """Cross-field rules that apply only when the user set these fields (``given``: the keys
+        of the table read from the design): a default that the other fields adapt (a default
+        list filtered to the array's size) is not the user's mistake. Overridden where needed."""
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -118,7 +126,7 @@ class Validated:
     def from_dict(cls, data: dict, where: str = ""):
         """Build from a (possibly partial) mapping; unknown keys are errors."""
         if not isinstance(data, dict):
-            raise DesignFileError(f"{where or cls.__name__}: expected a table, got {data!r}")
+            raise DesignFileError(f"[{where or cls.__name__}] must be a table of keys (got {_short(data)})")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -137,10 +145,16 @@ class Validated:
             else:
                 kwargs[k] = v
         try:
-            return cls(**kwargs)
+            obj = cls(**kwargs)
+            obj.check_given(set(data))
+            return obj
         except ParameterError as e:
             if where:
                 raise ParameterError(f"{where}.{e.field}", e.value, e.allowed) from None
+            raise
+        except DesignFileError as e:
+            if where:
+                raise DesignFileError(f"{where}: {e}") from None
             raise
 
     def replace(self, **changes):
@@ -152,6 +166,12 @@ class Validated:
         for f in dataclasses.fields(self):
             rows.append((f.name, getattr(self, f.name), f.metadata.get("unit", ""), _fmt_range(f.metadata)))
         return rows
+
+
+def _short(value, n: int = 60) -> str:
+    """A value for a one-line message: its repr, cut to ``n`` characters."""
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 def digest(*parts: str | bytes, n: int = 16) -> str:

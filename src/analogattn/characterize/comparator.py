@@ -11,6 +11,7 @@ import numpy as np
 
 from ..circuits.comparator import DEVICES, ComparatorParams
 from ..circuits.reram import K_BOLTZMANN, white_noise_pwl
+from ..errors import ParameterError
 from ..params import Validated, param
 from .engine import SimulationFailed
 from .tasks import NO_CONVERGENCE, Analysis, Dataset, make_task, worker
@@ -37,6 +38,11 @@ class ComparatorSweep(Validated):
                                           1e-6, 1.0, "overdrives of the delay run")
     seed: int = param(1, "", 0, 2**31 - 1, "seed of the mismatch draws")
     a_vt: float = param(3.5e-3, "V*um", 0.0, 0.1, "Pelgrom threshold-mismatch coefficient")
+
+    def check_given(self, given):
+        if "per_task" in given and 0 < self.mc_samples < self.per_task:
+            raise ParameterError("per_task", self.per_task,
+                                 f"at most mc_samples ({self.mc_samples}): latches per task out of all samples")
 
 
 def _decisions(sim, p: ComparatorParams, n_inst: int, cycles: int):

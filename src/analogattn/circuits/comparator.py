@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import ParameterError
 from ..params import Validated, digest, param
 from .technology import Technology
 
@@ -37,6 +38,13 @@ class ComparatorParams(Validated):
     t_edge: float = param(20e-12, "s", 1e-13, 1e-8, "clock edge time")
     temperature: float = param(27.0, "degC", -55.0, 150.0, "temperature")
     technology: Technology = dataclasses.field(default_factory=Technology)
+
+    def check(self):
+        if self.v_cm > self.vdd:
+            raise ParameterError("v_cm", self.v_cm, f"0 to vdd ({self.vdd:g} V): inputs live between the rails")
+        if self.t_edge >= self.t_clk / 2:
+            raise ParameterError("t_edge", self.t_edge, f"below t_clk / 2 ({self.t_clk / 2:g} s): each clock "
+                                                       "phase must be longer than its edge")
 
     @property
     def name(self) -> str:

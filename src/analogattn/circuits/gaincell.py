@@ -50,6 +50,17 @@ class GainCellParams(Validated):
             raise ParameterError("v_bl", self.v_bl, f"between 0 and vdd ({self.vdd:g} V)")
         if not self.v_bl <= self.v_in <= self.vdd:
             raise ParameterError("v_in", self.v_in, f"v_bl to vdd ({self.v_bl:g} to {self.vdd:g} V)")
+        if self.v_in == self.v_bl:  # the V_in sweep would have no span (a zero DC step)
+            raise ParameterError("v_in", self.v_in, f"above v_bl ({self.v_bl:g} V), at most vdd ({self.vdd:g} V)")
+        if self.wwl_high <= self.wwl_hold:
+            raise ParameterError("wwl_high", self.wwl_high,
+                                 f"above wwl_hold ({self.wwl_hold:g} V): the write word line rises to write")
+        if self.t_edge > self.t_write:
+            raise ParameterError("t_edge", self.t_edge,
+                                 f"at most t_write ({self.t_write:g} s): an edge longer than the write pulse")
+        if self.t_edge > self.t_read:
+            raise ParameterError("t_edge", self.t_edge,
+                                 f"at most t_read ({self.t_read:g} s): an edge longer than the read pulse")
 
     @property
     def name(self) -> str:
@@ -158,3 +169,8 @@ class GainCellSweep(Validated):
     # Pelgrom: sigma(dVt) = A_VT / sqrt(W L). A_VT ~ 3.5 mV*um is a typical 65-nm value
     # (Pelgrom et al., IEEE JSSC 1989 for the law; Kinget, JSSC 2005 for 65/90-nm magnitudes).
     a_vt: float = param(3.5e-3, "V*um", 0.0, 0.1, "Pelgrom threshold-mismatch coefficient")
+
+    def check_given(self, given):
+        if "mc_per_task" in given and 0 < self.mc_samples < self.mc_per_task:
+            raise ParameterError("mc_per_task", self.mc_per_task,
+                                 f"at most mc_samples ({self.mc_samples}): samples per task out of all samples")

@@ -21,6 +21,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..params import Validated, digest, param
 from .technology import Technology
 
@@ -58,6 +59,11 @@ class ReramColumnParams(Validated):
     t_edge: float = param(0.1e-9, "s", 1e-12, 1e-8, "DAC edge time")
     temperature: float = param(27.0, "degC", -55.0, 150.0, "temperature (also thermal noise)")
     technology: Technology = dataclasses.field(default_factory=Technology)
+
+    def check(self):
+        if self.t_edge > self.t_read:
+            raise ParameterError("t_edge", self.t_edge,
+                                 f"at most t_read ({self.t_read:g} s): a DAC edge longer than the read pulse")
 
     @property
     def g_min(self) -> float:
