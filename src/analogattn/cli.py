@@ -1,15 +1,326 @@
-"""Command line: ``analogattn characterize | fit | run | generate``."""
+"""Command line: ``analogattn characterize | fit | run | generate | demo``.
+
+Every option is declared once, with its unit, allowed range and meaning (:func:`analogattn.params.param`
+metadata on the option classes below, and on the kernels' config classes for the kernel options);
+the argparse flags, their help text and defaults, and the range checks are generated from it. All
+checks run before any work starts. A mistake of the user's is one line on stderr and exit code 2;
+anything else is one line naming a log file with the traceback, exit code 1 (``--debug``: the
+traceback itself).
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AnalogAttnError
+from .errors import AnalogAttnError, ParameterError
+from .params import Validated, param
+
+BIG = 10**9
 
 
+# ------------------------------------------------------------------------------------------------
+# option classes: the single source of every flag's type, range, unit, default and help
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CharacterizeOptions(Validated):
+    design: str | None = param(None, doc="TOML file overriding the built-in default design")
+    output: str = param("characterization.h5", doc="HDF5 file the characterization is written to")
+    jobs: int | None = param(None, "", 1, 1024, "worker processes (default: the core count)")
+    only: str | None = param(None, doc="families or family.analysis to run, comma-separated "
+                                       "(e.g. reram,gaincell.retention; default: all)")
+    cache_dir: str | None = param(None, doc="task cache folder (default: $ANALOGATTN_CACHE or "
+                                            "~/.cache/analogattn/tasks)")
+    quiet: bool = param(False, doc="no progress bar")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions(Validated):
+    characterization: str = param("characterization.h5", doc="characterization made by analogattn characterize")
+    output: str = param("surrogates.h5", doc="surrogate bundle (HDF5) to write")
+    plot: str | None = param(None, doc="folder for the PNG figures of every fit (created if missing)")
+    degree: int = param(3, "", 1, 8, "total degree of the read-surface polynomial")
+    surface: str = param("auto", choices=("auto", "poly", "table"),
+                         doc="read-surface model (auto: the one with the lower held-out error)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextOptions(Validated):
+    model: str = param("smollm2", doc="smollm2, minilm, a .gguf file or a Hugging Face folder (GPT-2, BERT)")
+    text: str | None = param(None, doc="UTF-8 text file (default: a text shipped with the system)")
+    attention: str = param("ideal", choices=("ideal", "gaincell", "sprint"), doc="attention kernel")
+    surrogates: str | None = param(None, doc="surrogate bundle from analogattn fit (circuit kernels)")
+    seed: int = param(0, "", 0, 2**31 - 1, "seed of circuit variation and noise (and of sampling)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions(TextOptions):
+    window: int | None = param(None, "tokens", 1, 1 << 20, "tokens per window (default 256)")
+    stride: int | None = param(None, "tokens", 1, 1 << 20, "window stride, at most --window (default: the window)")
+    max_scored: int | None = param(None, "tokens", 1, BIG, "stop after this many scored tokens (default: all)")
+    max_chars: int | None = param(None, "chars", 1, BIG, "use only the first N characters of the text")
+    max_sentences: int | None = param(None, "", 1, 100000, "encoder models: sentences to embed (default 64)")
+    json: str | None = param(None, doc="write the result as JSON to this file")
+    quiet: bool = param(False, doc="no progress bar, no paper figures")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateOptions(TextOptions):
+    prompt: str = param("", doc="text to continue (required, not empty)")
+    max_new_tokens: int = param(32, "tokens", 1, 1 << 20, "tokens to generate (prompt + these must fit the "
+                                                        "model's context unless --window is given)")
+    temperature: float = param(0.0, "", 0.0, 100.0, "sampling temperature (0 = greedy)")
+    top_k: int = param(0, "", 0, 10**7, "sample from the k most likely tokens (0 = all; at most the vocabulary)")
+    window: int | None = param(None, "tokens", 1, 1 << 20, "causal sliding window of attention "
+                                                          "(default: none, limited to the model's context)")
+    quiet: bool = param(False, doc="no progress bar")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoOptions(Validated):
+    outdir: str = param("analogattn-demo", doc="folder for every output (created if missing)")
+    jobs: int | None = param(None, "", 1, 1024, "ngspice worker processes (default: the core count)")
+    text: str | None = param(None, doc="text file (default: a text shipped with the system)")
+    window: int = param(512, "tokens", 8, 1 << 16, "tokens per window")
+    max_scored: int = param(1024, "tokens", 1, BIG, "scored tokens per kernel setting")
+    levels: tuple[int, ...] = param((4, 8, 16, 32, 64), "", 2, 65536, "gain-cell storage levels to compare")
+    keeps: tuple[float, ...] = param((0.15, 0.2, 0.3, 0.4), "", 0.001, 0.999, "pruning keep targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationOptions(Validated):
+    """Options of the circuit kernels' calibration (not part of a kernel's circuit config)."""
+    calibration: str = param("meanstd", choices=("meanstd", "lstsq", "none"),
+                             doc="gain cell: output-scaler calibration against the ideal model")
+    equalise: bool = param(True, doc="gain cell: per-channel k/v equalisation folded into q and the output "
+                                     "(exact digitally)")
+    calibration_text: str | None = param(None, doc="calibration text (default: the last 40,000 characters of --text)")
+    calibration_windows: int = param(2, "", 1, 1000, "calibration windows (of --window tokens)")
+    calibration_file: str | None = param(None, doc="calibrated scalers/thresholds: loaded if it exists, "
+                                                   "else written after calibrating")
+    variation: bool = param(True, doc="sprint: conductance variation and comparator offsets")
+    circuit_noise: bool = param(True, doc="sprint: column read noise and comparator noise")
+
+
+# which calibration options each kernel uses
+CAL_USED = {"gaincell": {"calibration", "equalise", "calibration_text", "calibration_windows", "calibration_file"},
+            "sprint": {"calibration_text", "calibration_windows", "calibration_file", "variation", "circuit_noise"}}
+
+
+def _kernel_configs() -> dict:
+    """kernel -> (config class, {field: flag name}, fields set by the CLI itself, not flags)."""
+    from .attention.gaincell import GainCellConfig
+    from .attention.sprint import SprintConfig
+    return {
+        "gaincell": (GainCellConfig, {"temperature": "cell_temperature"}, {"window", "seed"}),
+        "sprint": (SprintConfig, {}, {"window", "seed", "variation", "read_noise", "comparator_offset",
+                                      "comparator_noise"}),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# flags from metadata
+# ------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``analogattn: error: ...``) and exit code 2."""
+
+    def error(self, message):
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        sys.stderr.write(f"analogattn: error: {sub + ': ' if sub else ''}{message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _leaves(cls, prefix=()):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            yield from _leaves(t, prefix + (f.name,))
+        else:
+            yield prefix + (f.name,), f, t
+
+
+def _base_type(t):
+    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        t = [a for a in typing.get_args(t) if a is not type(None)][0]
+    return t
+
+
+def _number(kind):
+    def conv(s):
+        try:
+            return kind(s)
+        except ValueError:
+            if kind is int:  # 1e3 -> 1000, but 1.5 stays an error
+                try:
+                    x = float(s)
+                except ValueError:
+                    pass
+                else:
+                    if x.is_integer():
+                        return int(x)
+            raise argparse.ArgumentTypeError(f"{s!r} is not {'a whole number' if kind is int else 'a number'}")
+    conv.__name__ = kind.__name__
+    return conv
+
+
+def _num(x) -> str:
+    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10000 else f"{x:g}"
+
+
+def _range_text(m) -> str:
+    lo, hi, unit = m.get("lo"), m.get("hi"), m.get("unit") or ""
+    u = f" {unit}" if unit else ""
+    if lo is not None and hi is not None:
+        return f"{_num(lo)} to {_num(hi)}{u}"
+    return f">= {_num(lo)}{u}" if lo is not None else f"<= {_num(hi)}{u}"
+
+
+def _help(f, default) -> str:
+    m = f.metadata
+    unit = f" [{m['unit']}]" if m.get("unit") else ""
+    rng = ""
+    if m.get("choices") is None and (m.get("lo") is not None or m.get("hi") is not None):
+        rng = f"; allowed {_range_text(m)}"
+    d = "" if default is None or default is False else f"; default {default}"
+    if isinstance(default, tuple):
+        d = f"; default {' '.join(map(str, default))}"
+    return (m.get("doc") or "") + unit + rng + d
+
+
+def _add(p, name, f, t, default, positional=False, short=None, used_by=""):
+    """One flag for one option field; default None so that 'given' can be told apart."""
+    flag = "--" + name.replace("_", "-")
+    t = _base_type(t)
+    h = _help(f, default) + (f" ({used_by} only)" if used_by else "")
+    kw = dict(default=None, help=h.replace("%", "%%"))
+    names = [name] if positional else ([short, flag] if short else [flag])
+    if positional:
+        kw["nargs"] = "?"
+    else:
+        kw["dest"] = name
+    if t is bool:
+        if default is False and not used_by:
+            kw["action"] = "store_true"
+        else:
+            kw["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(t) is tuple:
+        elem = [a for a in typing.get_args(t) if a is not Ellipsis][0]
+        kw.update(type=_number(elem), nargs="+")
+    elif t in (int, float):
+        kw["type"] = _number(t)
+        kw["metavar"] = "N" if t is int else "X"
+    if f.metadata.get("choices") is not None:
+        kw["choices"] = list(f.metadata["choices"])
+        kw.pop("metavar", None)
+    p.add_argument(*names, **kw)
+
+
+def _add_options(p, cls, positional=(), short=None):
+    short = short or {}
+    for path, f, t in _leaves(cls):
+        _add(p, path[-1], f, t, f.default, positional=path[-1] in positional, short=short.get(path[-1]))
+
+
+def _given(args, cls) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+def _build(cls, values: dict, flag_of=None):
+    """cls(**values), with a range error renamed to the flag the user typed."""
+    flag_of = flag_of or (lambda n: "--" + n.replace("_", "-"))
+    try:
+        return cls(**values)
+    except ParameterError as e:
+        field = e.field.split("[")[0].split(".")[-1]
+        raise ParameterError(flag_of(field) + e.field[len(e.field.split("[")[0]):], e.value, e.allowed) from None
+
+
+def _add_kernel_options(p):
+    seen: dict = {}
+    for kname, (cls, rename, internal) in _kernel_configs().items():
+        for path, f, t in _leaves(cls):
+            n = path[-1]
+            if n in internal:
+                continue
+            seen.setdefault(rename.get(n, n), []).append((kname, f, t))
+    for n, (f, t, default) in {n: (f, t, f.default) for path, f, t in _leaves(CalibrationOptions)
+                               for n in [path[-1]]}.items():
+        seen.setdefault(n, []).append(("cal", f, t))
+    g = p.add_argument_group("circuit-kernel options (each valid only with the kernels named)")
+    for n, uses in sorted(seen.items()):
+        kernels = sorted({k for k, _, _ in uses if k != "cal"} |
+                         {k for k, used in CAL_USED.items() if n in used and any(u[0] == "cal" for u in uses)})
+        _, f, t = uses[0]
+        types_ = {_base_type(u[2]) for u in uses}
+        if len(types_) > 1:
+            raise RuntimeError(f"kernel option {n} has different types in different kernels: {types_}")
+        _add(g, n, f, t, f.default, used_by=" and ".join(kernels))
+
+
+def _kernel_config(args, name: str, window: int | None, text_flags: dict):
+    """The chosen kernel's config from the flags given; flags of other kernels are errors."""
+    configs = _kernel_configs()
+    given = {}
+    owner: dict = {}
+    for kname, (cls, rename, internal) in configs.items():
+        for path, f, t in _leaves(cls):
+            if path[-1] not in internal:
+                owner.setdefault(rename.get(path[-1], path[-1]), set()).add(kname)
+    for n, used in CAL_USED.items():
+        for o in used:
+            owner.setdefault(o, set()).add(n)
+    for flag_name, kernels in sorted(owner.items()):
+        v = getattr(args, flag_name, None)
+        if v is None:
+            continue
+        if name not in kernels:
+            raise AnalogAttnError(f"--{flag_name.replace('_', '-')} is an option of --attention "
+                                  f"{' or '.join(sorted(kernels))}, not of --attention {name}")
+        given[flag_name] = v
+    cal = _build(CalibrationOptions, {k: v for k, v in given.items() if k in CAL_USED.get(name, ())})
+    if name == "ideal":
+        return None, cal
+    cls, rename, internal = configs[name]
+    back = {v: k for k, v in rename.items()}
+    values = {back.get(k, k): v for k, v in given.items() if k not in CAL_USED[name]}
+    values["seed"] = text_flags.get("seed", 0)
+    if name == "gaincell":
+        values["window"] = window or 0
+    if name == "sprint":
+        values.update(variation=cal.variation, comparator_offset=cal.variation,
+                      read_noise=cal.circuit_noise, comparator_noise=cal.circuit_noise)
+    flat = {}
+    for path, f, t in _leaves(cls):  # nested configs: route each leaf to its sub-config
+        if path[-1] in values:
+            flat[path] = values[path[-1]]
+    cfg = _build_nested(cls, flat, lambda n: "--" + rename.get(n, n).replace("_", "-"))
+    return cfg, cal
+
+
+def _build_nested(cls, flat: dict, flag_of):
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            sub = {p[1:]: v for p, v in flat.items() if p[0] == f.name and len(p) > 1}
+            if sub:
+                kw[f.name] = _build_nested(t, sub, flag_of)
+        elif (f.name,) in flat:
+            kw[f.name] = flat[(f.name,)]
+    return _build(cls, kw, flag_of)
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------
 def _only(value: str | None):
     """--only gaincell,reram or gaincell.retention -> {family: set(analyses) | None}."""
     from .characterize import comparator, gaincell, reram
@@ -34,32 +345,49 @@ def _only(value: str | None):
     return sel
 
 
-def cmd_characterize(args) -> int:
+def cmd_characterize(o: CharacterizeOptions) -> int:
     from .characterize.design import Design
-    from .characterize.runner import characterize
+    from .characterize.runner import characterize, check_cache_dir, check_output
+    from .userio import check_input_file
 
-    design = Design.load(args.design)
-    analyses = design.analyses(_only(args.only))
-    if args.jobs is not None and args.jobs < 1:
-        raise AnalogAttnError(f"--jobs = {args.jobs} is not allowed (allowed: 1 or more)")
-    summary = characterize(analyses, Path(args.output), jobs=args.jobs,
-                           cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                           progress=not args.quiet)
-    print(f"wrote {args.output}: {', '.join(summary.analyses_written) or 'nothing'}")
+    if o.design is not None:
+        check_input_file(o.design, "--design", "design file")
+    design = Design.load(o.design)
+    analyses = design.analyses(_only(o.only))
+    out = check_output(o.output)
+    cache = check_cache_dir(o.cache_dir)
+    summary = characterize(analyses, out, jobs=o.jobs, cache_dir=cache, progress=not o.quiet)
+    print(f"wrote {o.output}: {', '.join(summary.analyses_written) or 'nothing'}")
     print(summary.line())
     for e in summary.errors:
         print(f"failed: {e}", file=sys.stderr)
     return 1 if summary.errors else 0
 
 
-def cmd_fit(args) -> int:
+def _bundle_output_check(path, flag, plot=None):
+    from .surrogates.bundle import SCHEMA
+    from .userio import check_output_dir, check_output_file, is_hdf5_with_schema
+    out = check_output_file(path, flag, "surrogate bundle", is_hdf5_with_schema(SCHEMA))
+    if plot:
+        check_output_dir(plot, "--plot" if flag.startswith("-o") else flag)
+    return out
+
+
+def _fit_checks(o: FitOptions):
+    from .userio import check_input_file
+    check_input_file(o.characterization, "characterization", "characterization file")
+    if Path(o.output).resolve() == Path(o.characterization).resolve():
+        raise AnalogAttnError(f"-o/--output {o.output}: is the characterization being read")
+    return _bundle_output_check(o.output, "-o/--output", o.plot)
+
+
+def cmd_fit(o: FitOptions) -> int:
     from .surrogates import bundle
     from .surrogates.fit import file_digest, fit_all, validation_rows
 
-    if args.degree < 1 or args.degree > 8:
-        raise AnalogAttnError(f"--degree = {args.degree} is not allowed (allowed: 1 to 8)")
-    models = fit_all(args.characterization, degree=args.degree, surface=args.surface)
-    bundle.save(args.output, models, file_digest(args.characterization), str(args.characterization))
+    _fit_checks(o)
+    models = fit_all(o.characterization, degree=o.degree, surface=o.surface)
+    bundle.save(o.output, models, file_digest(o.characterization), str(o.characterization))
     rows = validation_rows(models)
     print(f"{'model':34s} {'metric':24s} {'value':>12s} {'target':>10s}  result")
     for name, metric, value, target, ok in rows:
@@ -69,47 +397,60 @@ def cmd_fit(args) -> int:
     chosen = models.get("gaincell.read_surface")
     if chosen is not None:
         print(f"gain-cell read surface: using the {chosen.kind} model (lower held-out error)")
-    print(f"wrote {args.output} ({len(models)} models)")
-    if args.plot:
+    print(f"wrote {o.output} ({len(models)} models)")
+    if o.plot:
         from .surrogates.plots import write_all
-        files = write_all(args.characterization, models, args.plot)
-        print(f"wrote {len(files)} figures to {args.plot}")
+        Path(o.plot).mkdir(exist_ok=True)
+        files = write_all(o.characterization, models, o.plot)
+        print(f"wrote {len(files)} figures to {o.plot}")
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(o: DemoOptions) -> int:
     """The main job on built-in defaults: characterize every circuit family (cached), fit and
     export the surrogates with plots, calibrate the circuit kernels and run SmolLM2 with ideal,
     gain-cell (both activations) and ReRAM-pruning attention on a text shipped with the system;
     one comparison table, a JSON file and figures."""
+    from .characterize.runner import check_cache_dir, check_output
     from .evaluate import compare as cmp
     from .evaluate.perplexity import stream_tokens
-    from .evaluate.texts import default_text_path
+    from .evaluate.texts import check_text, default_text_path
     from .surrogates import bundle
     from .transformer.loaders import load
-    out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .userio import check_output_dir, check_output_file, is_json, is_png
+
+    out = Path(o.outdir)
+    check_output_dir(out, "--outdir")
     char, sur = out / "characterization.h5", out / "surrogates.h5"
+    if out.exists():  # what a previous demo left is replaced; anything else of the same name is not
+        check_output(char)
+        _bundle_output_check(sur, "--outdir", out / "plots" if (out / "plots").exists() else None)
+        check_output_file(out / "comparison.json", "--outdir", "comparison table",
+                          is_json(lambda d: isinstance(d, list) and all(isinstance(r, dict) and "kernel" in r
+                                                                        for r in d)))
+        for name in ("ppl_vs_keep.png", "ppl_vs_storage_levels.png", "attention_map.png"):
+            check_output_file(out / name, "--outdir", "figure", is_png)
+    path = Path(o.text) if o.text else default_text_path()
+    check_text(path, "--text")
+    check_cache_dir(None)
+    out.mkdir(exist_ok=True)
     print(f"== 1/4 characterize -> {char}")
-    rc = cmd_characterize(argparse.Namespace(design=None, only=None, jobs=args.jobs, output=str(char),
-                                             cache_dir=None, quiet=False))
+    rc = cmd_characterize(CharacterizeOptions(output=str(char), jobs=o.jobs))
     print(f"== 2/4 fit -> {sur} (figures in {out / 'plots'})")
-    rc = rc or cmd_fit(argparse.Namespace(characterization=str(char), output=str(sur), plot=str(out / "plots"),
-                                          degree=3, surface="auto"))
+    rc = rc or cmd_fit(FitOptions(characterization=str(char), output=str(sur), plot=str(out / "plots")))
     if rc:
         return rc
-    path = Path(args.text) if args.text else default_text_path()
     model = load("smollm2")
     ids = np.concatenate(list(stream_tokens(path, model.tokenizer)))
-    w = args.window
+    w = o.window
     if ids.size < 3 * w + 2:
-        raise AnalogAttnError(f"--text {path}: {ids.size} tokens, need at least {3 * w + 2} for window {w}")
+        raise AnalogAttnError(f"--text {path}: {ids.size} tokens, need at least {3 * w + 2} for --window {w}")
     cal = [ids[-2 * w:-w], ids[-w:]]  # calibration on the end of the text, scoring from its start
     score = ids[:-2 * w]
     print(f"== 3/4 calibrate and run SmolLM2 on {path} ({ids.size} tokens; calibration on the last {2 * w}, "
-          f"scoring up to {args.max_scored} from the start)")
-    rows = cmp.compare(model, score, cal, bundle.load(sur), out, window=w, max_scored=args.max_scored,
-                       levels=tuple(args.levels), keeps=tuple(args.keeps))
+          f"scoring up to {o.max_scored} from the start)")
+    rows = cmp.compare(model, score, cal, bundle.load(sur), out, window=w, max_scored=o.max_scored,
+                       levels=tuple(o.levels), keeps=tuple(o.keeps))
     print("== 4/4 comparison")
     print(cmp.table(rows))
     files = cmp.plots(rows, out, model, score, cal, bundle.load(sur))
@@ -130,47 +471,28 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-KERNELS = ("ideal", "gaincell", "sprint")
-
-
-def _check_kernel(name: str) -> None:
-    if name not in KERNELS:
-        raise AnalogAttnError(f"--attention {name!r} is not available (allowed: {', '.join(KERNELS)})")
-
-
-def _kernel(name: str, args=None, model=None, text_path=None):
-    from .attention import IdealAttention
-    _check_kernel(name)
-    if name == "gaincell":
-        return _gaincell_kernel(args, model, text_path)
-    if name == "sprint":
-        return _sprint_kernel(args, model, text_path)
-    return IdealAttention()
-
-
-def _calibration_windows(args, model, text_path, window):
+def _calibration_windows(cal: CalibrationOptions, model, text_path, window):
     """Token windows for calibration: --calibration-text, else the last 40,000 characters of the
     text (disjoint from the windows scored first when the text is longer than 80,000 characters)."""
     from .evaluate.perplexity import stream_tokens
-    if args.calibration_text:
-        ids = np.concatenate(list(stream_tokens(Path(args.calibration_text), model.tokenizer, max_chars=40000)))
+    from .evaluate.texts import read_tail
+    if cal.calibration_text:
+        ids = np.concatenate(list(stream_tokens(Path(cal.calibration_text), model.tokenizer, max_chars=40000))
+                             or [np.zeros(0, np.int64)])
+        where = f"--calibration-text {cal.calibration_text}"
     else:
-        raw = Path(text_path).read_text(encoding="utf-8", errors="replace")
-        tail = raw[-40000:]
-        tail = tail[tail.find("\n") + 1:] if len(raw) > 80000 else raw
-        if len(raw) <= 80000:
-            print("warning: text shorter than 80,000 characters: the calibration windows overlap its start", file=sys.stderr)
-        ids = np.asarray(model.tokenizer.encode(tail))
-    n = max(1, args.calibration_windows)
-    wins = [ids[i:i + window] for i in range(0, min(ids.size, n * window), window)]
-    return [w for w in wins if w.size > 1]
-
-
-def _bundle(args, kind):
-    from .surrogates import bundle
-    if not getattr(args, "surrogates", None):
-        raise AnalogAttnError(f"--attention {kind} needs --surrogates FILE (made by: analogattn fit)")
-    return bundle.load(args.surrogates)
+        tail, whole = read_tail(text_path, 40000)
+        if whole:
+            print("warning: text shorter than 80,000 characters: the calibration windows overlap its start",
+                  file=sys.stderr)
+        ids = np.asarray(model.tokenizer.encode(tail), dtype=np.int64)
+        where = f"--text {text_path}"
+    wins = [ids[i:i + window] for i in range(0, min(ids.size, cal.calibration_windows * window), window)]
+    wins = [w for w in wins if w.size > 1]
+    if not wins or sum(w.size for w in wins) < 16:
+        raise AnalogAttnError(f"{where}: too short to calibrate a circuit kernel ({ids.size} tokens; "
+                              f"need at least 16)")
+    return wins
 
 
 def _cal_meta(model, b, cfg, extra=None):
@@ -178,62 +500,41 @@ def _cal_meta(model, b, cfg, extra=None):
             **(extra or {})}
 
 
-def _gaincell_config(args):
-    from .attention.gaincell import GainCellConfig
-    return GainCellConfig(storage_levels=args.storage_levels, input_levels=args.input_levels,
-                          output_levels=args.output_levels, token_period=args.token_period,
-                          temperature=args.cell_temperature, activation=args.activation, adc_bits=args.adc_bits,
-                          window=args.window or 0, mismatch=args.mismatch, read_noise=args.read_noise,
-                          seed=args.seed)
-
-
-def _gaincell_kernel(args, model, text_path):
+def _gaincell_kernel(cfg, cal, b, model, text_path, window):
     """Gain-cell kernel from a surrogate bundle, calibrated on calibration text (or loaded from
     --calibration-file, which is written after a calibration when it does not exist yet)."""
     from .attention.gaincell import CellModel, GainCellAttention, Scalers, calibrated_kernel
-    b = _bundle(args, "gaincell")
-    cfg = _gaincell_config(args)
     cell = CellModel.from_bundle(b, temperature=cfg.temperature)
     kernel = GainCellAttention(cell, cfg, None)
-    meta = _cal_meta(model, b, cfg, {"calibration": args.calibration, "equalise": bool(args.equalise)})
-    cal_file = Path(args.calibration_file) if getattr(args, "calibration_file", None) else None
+    meta = _cal_meta(model, b, cfg, {"calibration": cal.calibration, "equalise": bool(cal.equalise)})
+    cal_file = Path(cal.calibration_file) if cal.calibration_file else None
     kernel.bundle = b
     if cal_file is not None and cal_file.exists():
         kernel.sc = Scalers.load(cal_file, expect=meta)
         print(f"calibration: loaded {cal_file}", file=sys.stderr)
         return kernel
-    windows = _calibration_windows(args, model, text_path, args.window or 256)
-    cal, _ = calibrated_kernel(model, windows, cell, cfg, args.calibration, equalise=args.equalise)
-    kernel.sc = cal.sc
+    windows = _calibration_windows(cal, model, text_path, window or 256)
+    calk, _ = calibrated_kernel(model, windows, cell, cfg, cal.calibration, equalise=cal.equalise)
+    kernel.sc = calk.sc
     if cal_file is not None:
         kernel.sc.save(cal_file, meta)
         print(f"calibration: wrote {cal_file}", file=sys.stderr)
     return kernel
 
 
-def _sprint_config(args):
-    from .attention.sprint import SprintConfig
-    return SprintConfig(key_bits=args.key_bits, dac_bits=args.dac_bits, rule=args.rule, keep=args.keep,
-                        sink=args.sink, local=args.local, budget=args.budget, mass=args.mass,
-                        variation=args.variation, read_noise=args.circuit_noise, comparator_offset=args.variation,
-                        comparator_noise=args.circuit_noise, equalise=args.equalise, seed=args.seed)
-
-
-def _sprint_kernel(args, model, text_path):
+def _sprint_kernel(cfg, cal, b, model, text_path, window):
     """ReRAM pruning kernel from a surrogate bundle, calibrated (key scales, TIA gains,
     thresholds for --keep) on calibration text or loaded from --calibration-file."""
     from .attention.sprint import Crossbar, SprintAttention, SprintScales, calibrate_sprint
-    b = _bundle(args, "sprint")
-    cfg = _sprint_config(args)
     xbar = Crossbar.from_bundle(b)
     meta = _cal_meta(model, b, cfg.replace(seed=0, read_noise=True, comparator_noise=True, comparator_offset=True,
                                           variation=True))
-    cal_file = Path(args.calibration_file) if getattr(args, "calibration_file", None) else None
+    cal_file = Path(cal.calibration_file) if cal.calibration_file else None
     if cal_file is not None and cal_file.exists():
         sc = SprintScales.load(cal_file, expect=meta)
         print(f"calibration: loaded {cal_file}", file=sys.stderr)
     else:
-        sc = calibrate_sprint(model, _calibration_windows(args, model, text_path, args.window or 256), xbar, cfg)
+        sc = calibrate_sprint(model, _calibration_windows(cal, model, text_path, window or 256), xbar, cfg)
         if cal_file is not None:
             sc.save(cal_file, meta)
             print(f"calibration: wrote {cal_file}", file=sys.stderr)
@@ -242,32 +543,79 @@ def _sprint_kernel(args, model, text_path):
     return kernel
 
 
-def cmd_run(args) -> int:
+def _kernel_checks(o: TextOptions, args, window):
+    """Everything about the kernel that can be checked before a model is loaded."""
+    from .userio import check_input_file, check_output_file, is_npz_calibration
+    cfg, cal = _kernel_config(args, o.attention, window, {"seed": o.seed})
+    if o.attention == "ideal":
+        if o.surrogates:
+            raise AnalogAttnError("--surrogates is an option of the circuit kernels, not of --attention ideal")
+        return cfg, cal
+    if not o.surrogates:
+        raise AnalogAttnError(f"--attention {o.attention} needs --surrogates FILE (made by: analogattn fit)")
+    check_input_file(o.surrogates, "--surrogates", "surrogate bundle")
+    if cal.calibration_text:
+        from .evaluate.texts import check_text
+        check_text(cal.calibration_text, "--calibration-text")
+    if cal.calibration_file:
+        check_output_file(cal.calibration_file, "--calibration-file", "calibration file", is_npz_calibration)
+    return cfg, cal
+
+
+def _make_kernel(o: TextOptions, cfg, cal, model, text_path, window):
+    from .attention import IdealAttention
+    if o.attention == "ideal":
+        return IdealAttention(), None
+    from .surrogates import bundle
+    b = bundle.load(o.surrogates)
+    build = _gaincell_kernel if o.attention == "gaincell" else _sprint_kernel
+    return build(cfg, cal, b, model, text_path, window), b
+
+
+def _check_model_spec(spec: str) -> None:
+    if spec in ("smollm2", "minilm"):
+        return
+    p = Path(spec)
+    if not p.exists():
+        raise AnalogAttnError(f"--model {spec!r}: not smollm2, minilm, an existing .gguf file or a model folder")
+
+
+def cmd_run(o: RunOptions, args) -> int:
     import json
     import time
 
-    from .evaluate.perplexity import perplexity
-    from .evaluate.texts import read_text
+    from .evaluate.perplexity import perplexity, stream_tokens
+    from .evaluate.texts import check_text, default_text_path, read_text
     from .transformer.loaders import load
     from .transformer.models import embed_sentences
+    from .userio import check_output_file, is_json_with
 
-    for name in ("window", "stride", "max_scored", "max_chars"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise AnalogAttnError(f"--{name.replace('_', '-')} = {v} is not allowed (allowed: 1 or more)")
-    from .evaluate.texts import default_text_path
-    path = Path(args.text) if args.text else default_text_path()
-    if not path.is_file():
-        raise AnalogAttnError(f"--text {path}: no such file")
-    _check_kernel(args.attention)  # before the model load, not after
+    if o.stride is not None and o.stride > (o.window or 256):
+        raise ParameterError("--stride", o.stride, f"1 to --window ({o.window or 256})")
+    _check_model_spec(o.model)
+    path = Path(o.text) if o.text else default_text_path()
+    check_text(path, "--text")
+    cfg, cal = _kernel_checks(o, args, o.window)
+    if o.json:
+        check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
     t0 = time.perf_counter()
-    model = load(args.model)
+    model = load(o.model)
     load_s = time.perf_counter() - t0
-    kernel = _kernel(args.attention, args, model, path)
+    if model.config.arch == "bert":
+        for name in ("window", "stride", "max_scored"):
+            if getattr(o, name) is not None:
+                raise AnalogAttnError(f"--{name.replace('_', '-')} is an option of causal models; "
+                                      f"{o.model} is an encoder (sentence embeddings)")
+    elif o.max_sentences is not None:
+        raise AnalogAttnError(f"--max-sentences is an option of encoder models (minilm); {o.model} is causal")
+    kernel, b = _make_kernel(o, cfg, cal, model, path, o.window)
     result = {"model": model.name, "text": str(path), "attention": kernel.name, "load_seconds": load_s}
     if model.config.arch == "bert":
-        text, _ = read_text(path, args.max_chars)
-        lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 20][: args.max_sentences]
+        text, _ = read_text(path, o.max_chars)
+        lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 20][: o.max_sentences or 64]
+        if len(lines) < 2:
+            raise AnalogAttnError(f"--text {path}: {len(lines)} sentences of more than 20 characters "
+                                  f"(one per line); need at least 2 to compare embeddings")
         t0 = time.perf_counter()
         emb = embed_sentences(model, lines, kernel)
         dt = time.perf_counter() - t0
@@ -275,15 +623,16 @@ def cmd_run(args) -> int:
         iu = np.triu_indices(len(lines), 1)
         ntok = sum(len(model.tokenizer.encode(x)) for x in lines)
         result.update(sentences=len(lines), dim=int(emb.shape[1]), mean_norm=float(np.linalg.norm(emb, axis=1).mean()),
-                      mean_pairwise_cosine=float(cos[iu].mean()) if iu[0].size else float("nan"),
-                      tokens_per_s=ntok / dt)
+                      mean_pairwise_cosine=float(cos[iu].mean()), tokens_per_s=ntok / dt)
         print(f"{model.name}: {len(lines)} sentences -> {emb.shape[1]}-d embeddings, mean pairwise cosine "
               f"{result['mean_pairwise_cosine']:.4f}")
     else:
-        from .evaluate.perplexity import stream_tokens
-        window = args.window or 256
-        r = perplexity(model, stream_tokens(path, model.tokenizer, max_chars=args.max_chars), window, args.stride,
-                       kernel, args.max_scored, progress=not args.quiet)
+        window = o.window or 256
+        tokens = stream_tokens(path, model.tokenizer, max_chars=o.max_chars)
+        r = perplexity(model, tokens, window, o.stride, kernel, o.max_scored, progress=not o.quiet,
+                       source=f"--text {path}")
+        for w in tokens.warnings if hasattr(tokens, "warnings") else ():
+            print(f"warning: {w}", file=sys.stderr)
         result.update(perplexity=r.perplexity, nll=r.nll, scored_tokens=r.scored, windows=r.windows,
                       window=r.window, stride=r.stride, tokens_per_s=r.tokens_per_s, seconds=r.seconds)
         print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
@@ -298,147 +647,136 @@ def cmd_run(args) -> int:
                   f"{sm['newly_fetched_fraction']:.4f} of the visible keys")
         from .evaluate.cost import cost_for, format_cost, paper_lines
         ctx = window
-        cost = cost_for(kernel.name, model.config, ctx, getattr(kernel, "bundle", None), stats, kernel)
+        cost = cost_for(kernel.name, model.config, ctx, b, stats, kernel)
         result["cost"] = {"context": ctx, **cost}
         print(format_cost(f"{kernel.name} (decoding at a {ctx}-token context)", cost))
-        if not args.quiet:
+        if not o.quiet:
             for line in paper_lines():
                 print("  " + line)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(f"tokens/s {result['tokens_per_s']:.1f}; peak memory {result['peak_rss_mb']:.0f} MB; "
           f"model load {load_s:.1f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if o.json:
+        from .atomic import write_bytes
+        write_bytes(o.json, json.dumps(result, indent=2).encode())
     return 0
 
 
-def cmd_generate(args) -> int:
+def cmd_generate(o: GenerateOptions, args) -> int:
     import time
 
+    from .evaluate.texts import check_text, default_text_path
     from .transformer.generate import generate
     from .transformer.loaders import load
 
-    if args.max_new_tokens < 1:
-        raise AnalogAttnError(f"--max-new-tokens = {args.max_new_tokens} is not allowed (allowed: 1 or more)")
-    model = load(args.model)
+    if not o.prompt.strip():
+        raise AnalogAttnError("--prompt is empty (give the text to continue)")
+    _check_model_spec(o.model)
+    text = Path(o.text) if o.text else None
+    if o.attention != "ideal":
+        text = text or default_text_path()
+        check_text(text, "--text")
+    elif o.text:
+        raise AnalogAttnError("--text is used by generate only to calibrate a circuit kernel, "
+                              "not with --attention ideal")
+    cfg, cal = _kernel_checks(o, args, o.window)
+    model = load(o.model)
     if model.config.arch == "bert":
         raise AnalogAttnError("--model: generation needs a causal model (smollm2, a GGUF or GPT-2 folder)")
-    _check_kernel(args.attention)
-    from .evaluate.texts import default_text_path
-    text = Path(args.text) if args.text else default_text_path()
-    kernel = _kernel(args.attention, args, model, text)
-    ids = model.tokenizer.encode(args.prompt)
+    vocab = model.config.vocab
+    if o.top_k > vocab:
+        raise ParameterError("--top-k", o.top_k, f"0 to the vocabulary size {vocab}")
+    ids = model.tokenizer.encode(o.prompt)
+    if not ids:
+        raise AnalogAttnError("--prompt gives no tokens")
+    ctx = model.config.max_positions
+    if ctx and o.window is None and len(ids) + o.max_new_tokens > ctx:
+        raise AnalogAttnError(f"--max-new-tokens {o.max_new_tokens}: the prompt ({len(ids)} tokens) plus "
+                              f"the new tokens exceed the model's context of {ctx} tokens "
+                              f"(ask for at most {max(ctx - len(ids), 0)}, or give --window for a sliding window)")
+    kernel, _ = _make_kernel(o, cfg, cal, model, text, o.window)
+    mask = model.default_mask(o.window) if o.window else None
     t0 = time.perf_counter()
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, args.seed, kernel=kernel)
+    out = generate(model, ids, o.max_new_tokens, o.temperature, o.top_k, o.seed, kernel=kernel, mask=mask,
+                   progress=not o.quiet)
     dt = time.perf_counter() - t0
-    print(args.prompt + model.tokenizer.decode(out))
-    print(f"[{len(out)} tokens, {len(out) / dt:.1f} tokens/s]", file=sys.stderr)
+    print(o.prompt + model.tokenizer.decode(out))
+    print(f"[{len(out)} tokens, {len(out) / max(dt, 1e-9):.1f} tokens/s]", file=sys.stderr)
     return 0
 
 
-def _kernel_options(p, temperature_flag):
-    """Options of the circuit kernels, shared by run and generate (generate's --temperature is
-    the sampling temperature, so there the cell's is --cell-temperature)."""
-    p.add_argument("--surrogates", help="surrogate bundle for circuit kernels")
-    p.add_argument("--storage-levels", type=int, default=8)
-    p.add_argument("--input-levels", type=int, default=16)
-    p.add_argument("--output-levels", type=int, default=32)
-    p.add_argument("--token-period", type=float, default=65e-9, help="s between tokens (decay)")
-    p.add_argument("--adc-bits", type=int, default=8, help="ADC on scores before the digital softmax (0 = none)")
-    p.add_argument("--calibration", default="meanstd", choices=["meanstd", "lstsq", "none"],
-                   help="output-scaler calibration against the ideal model")
-    p.add_argument("--equalise", action=argparse.BooleanOptionalAction, default=True,
-                   help="per-channel k/v equalisation folded into q and the output (exact digitally)")
-    p.add_argument("--calibration-text", help="calibration text (default: the last 40,000 characters of --text)")
-    p.add_argument("--calibration-windows", type=int, default=2, help="calibration windows (of --window tokens)")
-    p.add_argument("--calibration-file", help="calibrated scalers/thresholds: loaded if it exists, else written")
-    p.add_argument("--mismatch", action="store_true", help="gain cell: fixed per-cell mismatch (Monte Carlo)")
-    p.add_argument("--read-noise", type=float, default=0.0, help="gain cell: per-read noise, relative to full scale")
-    p.add_argument("--key-bits", type=int, default=4, help="sprint: key MSBs in the crossbar")
-    p.add_argument("--dac-bits", type=int, default=4, help="sprint: query DAC bits per sign")
-    p.add_argument("--rule", default="anchor", help="sprint: anchor | fixed | oracle | none")
-    p.add_argument("--keep", type=float, default=0.30, help="sprint: kept fraction the thresholds aim at")
-    p.add_argument("--sink", type=int, default=1, help="sprint anchor rule: first tokens always kept")
-    p.add_argument("--local", type=int, default=4, help="sprint anchor rule: recent tokens always kept")
-    p.add_argument("--budget", default="global", help="sprint: global | layer | head (shared thresholds)")
-    p.add_argument("--mass", type=float, default=0.99, help="sprint oracle rule: softmax mass kept")
-    p.add_argument("--variation", action=argparse.BooleanOptionalAction, default=True,
-                   help="sprint: conductance variation and comparator offsets")
-    p.add_argument("--circuit-noise", action=argparse.BooleanOptionalAction, default=True,
-                   help="sprint: column read noise and comparator noise")
-    p.add_argument(temperature_flag, dest="cell_temperature", type=float, default=27.0,
-                   help="gain cell: temperature of the retention model (degC)")
-    p.add_argument("--activation", default="softmax", help="softmax | hardsigmoid")
+# ------------------------------------------------------------------------------------------------
+# parser and entry point
+# ------------------------------------------------------------------------------------------------
+COMMANDS = {
+    "characterize": (CharacterizeOptions, "simulate the circuits with ngspice into an HDF5 file"),
+    "fit": (FitOptions, "fit, validate and export surrogates of a characterization"),
+    "run": (RunOptions, "perplexity (causal models) or embeddings (encoders) on a text"),
+    "generate": (GenerateOptions, "greedy or sampled text generation"),
+    "demo": (DemoOptions, "the whole pipeline on built-in defaults"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="analogattn", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("characterize", help="simulate the circuits with ngspice into an HDF5 file")
-    c.add_argument("--design", help="TOML file overriding the built-in default design")
-    c.add_argument("-o", "--output", default="characterization.h5")
-    c.add_argument("--jobs", type=int, default=None, help="worker processes (default: core count)")
-    c.add_argument("--only", help="families or family.analysis, comma-separated")
-    c.add_argument("--cache-dir", help="task cache (default: $ANALOGATTN_CACHE or ~/.cache/analogattn)")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=cmd_characterize)
-    r = sub.add_parser("run", help="perplexity (causal models) or embeddings (encoders) on a text")
-    r.add_argument("--model", default="smollm2", help="smollm2 | minilm | file.gguf | HF folder")
-    r.add_argument("--text", help="text file (default: a text shipped with the system)")
-    r.add_argument("--window", type=int, default=None, help="tokens per window (default 256)")
-    r.add_argument("--stride", type=int, default=None, help="window stride (default: window)")
-    r.add_argument("--max-scored", type=int, default=None, help="stop after this many scored tokens")
-    r.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
-    r.add_argument("--max-sentences", type=int, default=64, help="encoder: sentences to embed")
-    r.add_argument("--attention", default="ideal", help="ideal | gaincell | sprint")
-    _kernel_options(r, "--temperature")
-    r.add_argument("--seed", type=int, default=0, help="seed of circuit variation and noise")
-    r.add_argument("--json", help="write the result as JSON here")
-    r.add_argument("-q", "--quiet", action="store_true")
-    r.set_defaults(func=cmd_run)
-    g = sub.add_parser("generate", help="greedy or sampled text generation")
-    g.add_argument("--model", default="smollm2")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=int, default=32)
-    g.add_argument("--temperature", type=float, default=0.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--seed", type=int, default=0, help="seed of the sampling and of circuit variation and noise")
-    g.add_argument("--attention", default="ideal", help="ideal | gaincell | sprint")
-    g.add_argument("--text", help="text whose tail calibrates a circuit kernel (default: the shipped text)")
-    g.add_argument("--window", type=int, default=None, help="circuit kernels: causal sliding window (default: none)")
-    _kernel_options(g, "--cell-temperature")
-    g.set_defaults(func=cmd_generate)
-    ft = sub.add_parser("fit", help="fit, validate and export surrogates of a characterization")
-    ft.add_argument("characterization", nargs="?", default="characterization.h5")
-    ft.add_argument("-o", "--output", default="surrogates.h5")
-    ft.add_argument("--plot", help="write PNG figures to this folder")
-    ft.add_argument("--degree", type=int, default=3, help="total degree of the read-surface polynomial")
-    ft.add_argument("--surface", choices=["auto", "poly", "table"], default="auto",
-                    help="read-surface model (auto: lower held-out error)")
-    ft.set_defaults(func=cmd_fit)
-    d = sub.add_parser("demo", help="the whole pipeline on built-in defaults")
-    d.add_argument("--outdir", default="analogattn-demo")
-    d.add_argument("--jobs", type=int, default=None)
-    d.add_argument("--text", help="text file (default: a text shipped with the system)")
-    d.add_argument("--window", type=int, default=512)
-    d.add_argument("--max-scored", type=int, default=1024)
-    d.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="gain-cell storage levels")
-    d.add_argument("--keeps", type=float, nargs="+", default=[0.15, 0.2, 0.3, 0.4], help="pruning keep targets")
-    d.set_defaults(func=cmd_demo)
+    ap = _Parser(prog="analogattn", description=__doc__.split("\n\n")[0],
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (cls, doc) in COMMANDS.items():
+        p = sub.add_parser(name, help=doc, description=doc)
+        _add_options(p, cls, positional=("characterization",) if name == "fit" else (),
+                     short={"output": "-o", "quiet": "-q"})
+        if name in ("run", "generate"):
+            _add_kernel_options(p)
+        p.add_argument("--debug", action="store_true", default=None, dest="debug_sub",
+                       help="show the traceback of an internal error")
     return ap
 
 
+def _dispatch(args) -> int:
+    cls, _ = COMMANDS[args.command]
+    o = _build(cls, _given(args, cls))
+    if args.command == "characterize":
+        return cmd_characterize(o)
+    if args.command == "fit":
+        return cmd_fit(o)
+    if args.command == "demo":
+        return cmd_demo(o)
+    if args.command == "run":
+        return cmd_run(o, args)
+    if args.command == "generate":
+        if getattr(args, "prompt", None) is None:
+            raise AnalogAttnError("generate: --prompt is required (the text to continue)")
+        return cmd_generate(o, args)
+    raise AssertionError(args.command)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = build_parser()
     args = ap.parse_args(argv)
+    debug = args.debug or bool(getattr(args, "debug_sub", None)) or os.environ.get("ANALOGATTN_DEBUG") == "1"
     try:
-        return args.func(args)
+        return _dispatch(args)
     except AnalogAttnError as e:
-        print(f"analogattn: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, whatever the message held
+        print(f"analogattn: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("analogattn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
+    except Exception as e:  # noqa: BLE001 -- the one place that turns a bug into one line + a log
+        if debug:
+            raise
+        from .userio import report_crash
+        print(report_crash(e, argv), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

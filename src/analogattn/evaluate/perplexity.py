@@ -58,37 +58,71 @@ def windows(n_tokens: int, window: int, stride: int, max_scored: int | None = No
     return out
 
 
-def stream_tokens(path, tokenizer, chunk_chars: int = 1 << 20, max_chars: int | None = None):
-    """Token ids of a text file, read and tokenised a chunk at a time. A chunk ends after a
-    newline that is followed by a non-space character, where byte-level BPE pre-tokenisation
-    splits anyway, so the ids equal those of tokenising the whole file at once."""
-    carry, read = "", 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while True:
-            want = chunk_chars if max_chars is None else min(chunk_chars, max_chars - read)
-            part = f.read(want) if want > 0 else ""
-            read += len(part)
-            text = carry + part
-            if not part:
-                if text:
-                    yield np.asarray(tokenizer.encode(text), dtype=np.int64)
-                return
-            cut = -1
-            i = text.rfind("\n", 0, len(text) - 1)
-            while i >= 0:
-                if not text[i + 1].isspace():
-                    cut = i + 1
-                    break
-                i = text.rfind("\n", 0, i)
-            if cut <= 0:
-                carry = text
-                continue
-            carry = text[cut:]
-            yield np.asarray(tokenizer.encode(text[:cut]), dtype=np.int64)
+class stream_tokens:
+    """Token ids of a text file, read and tokenised a chunk at a time (an iterator of id arrays).
+
+    A chunk ends after a newline that is followed by a non-space character, where byte-level BPE
+    pre-tokenisation splits anyway, so the ids equal those of tokenising the whole file at once.
+    A line longer than a chunk is cut before a single space between two non-space characters
+    (also a pre-tokenisation boundary, so the ids are still equal), and only if it has no such
+    space within a chunk at the chunk's end: memory stays flat for any text. ``replaced`` counts
+    the characters that were not valid UTF-8 (read as U+FFFD)."""
+
+    def __init__(self, path, tokenizer, chunk_chars: int = 1 << 20, max_chars: int | None = None):
+        self.path, self.tokenizer, self.chunk_chars, self.max_chars = path, tokenizer, chunk_chars, max_chars
+        self.replaced = 0
+        self._it = self._gen()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    @staticmethod
+    def _cut(text: str, chunk_chars: int) -> int:
+        i = text.rfind("\n", 0, len(text) - 1)
+        while i >= 0:
+            if not text[i + 1].isspace():
+                return i + 1
+            i = text.rfind("\n", 0, i)
+        if len(text) < chunk_chars:
+            return -1
+        i = text.rfind(" ", 1, len(text) - 1)
+        while i > 0:
+            if not text[i - 1].isspace() and not text[i + 1].isspace():
+                return i
+            i = text.rfind(" ", 1, i)
+        return len(text)  # no space in a whole chunk: cut where it ends
+
+    def _gen(self):
+        from .texts import CountingReader
+        carry, read = "", 0
+        with CountingReader(self.path) as f:
+            while True:
+                want = self.chunk_chars if self.max_chars is None else min(self.chunk_chars, self.max_chars - read)
+                part = f.read(want) if want > 0 else ""
+                self.replaced = f.replaced
+                read += len(part)
+                text = carry + part
+                if not part:
+                    if text:
+                        yield np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+                    return
+                cut = self._cut(text, self.chunk_chars)
+                if cut <= 0:
+                    carry = text
+                    continue
+                carry = text[cut:]
+                yield np.asarray(self.tokenizer.encode(text[:cut]), dtype=np.int64)
+
+
+MIN_SCORED = 8  # fewer scored tokens than this is no perplexity worth printing
 
 
 def perplexity(model, tokens, window: int, stride: int | None = None, kernel=None,
-               max_scored: int | None = None, progress: bool = True, mask=None) -> PerplexityResult:
+               max_scored: int | None = None, progress: bool = True, mask=None,
+               source: str = "the text") -> PerplexityResult:
     """``tokens``: an array of ids, or an iterable of id arrays (see :func:`stream_tokens`);
     windows are evaluated as soon as their tokens have arrived."""
     stride = stride or window
@@ -127,15 +161,19 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
         fed += x.size
         scored += n
         n_windows += 1
-        if bar:
+        if bar is not None:
             bar.update(n)
         start += stride
         drop = start - offset
         if drop > 0:
             buf, offset = buf[drop:], offset + drop
-    if bar:
+    if bar is not None:
         bar.close()
-    nll = np.concatenate(nll) if nll else np.array([np.nan])
+    if scored < min(MIN_SCORED, max_scored or MIN_SCORED):
+        from ..errors import AnalogAttnError
+        raise AnalogAttnError(f"{source}: too short for a perplexity ({offset + buf.size} tokens, "
+                              f"{scored} scored; need at least {MIN_SCORED + 1} tokens)")
+    nll = np.concatenate(nll)
     res = PerplexityResult(float(np.exp(nll.mean())), float(nll.mean()), int(scored), n_windows, window, stride,
                            time.perf_counter() - t0)
     res.fed = fed
