@@ -8,6 +8,7 @@ coefficients or tables. Loading needs NumPy and h5py only.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -16,7 +17,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import open_hdf5, replacing
 from ..errors import AnalogAttnError
-from .models import KINDS
+from .models import EXPECTED_KINDS, KINDS, Damaged
 
 SCHEMA = "analogattn-surrogates"
 SCHEMA_VERSION = 1
@@ -43,10 +44,13 @@ class Bundle(dict):
     """name -> model, plus the file's attributes in ``.info``."""
 
     info: dict
+    path: Path | None = None
 
     def need(self, name: str):
         if name not in self:
-            raise BundleError(f"the surrogate bundle has no model {name!r} (has: {', '.join(sorted(self))})")
+            where = f"surrogate bundle {self.path}" if self.path is not None else "the surrogate bundle"
+            raise BundleError(f"{where} has no model {name!r} (has: {', '.join(sorted(self)) or 'none'}; "
+                              "re-run analogattn fit on a characterization with that family)")
         return self[name]
 
 
@@ -54,6 +58,7 @@ def load(path) -> Bundle:
     path = Path(path)
     f = open_hdf5(path, "surrogate bundle", "run: analogattn fit", BundleError)
     out = Bundle()
+    out.path = path
     try:
         with f:
             if f.attrs.get("schema") != SCHEMA:
@@ -63,19 +68,43 @@ def load(path) -> Bundle:
                 raise BundleError(f"{path} has schema version {ver}; this analogattn reads version {SCHEMA_VERSION}")
             out.info = dict(f.attrs)
             for name, g in f.items():
+                if not isinstance(g, h5py.Group):
+                    raise BundleError(f"{path}: {name!r} is a dataset, not a model group (damaged or incomplete; "
+                                      "re-run analogattn fit)")
                 kind = g.attrs.get("kind")
-                if kind not in KINDS:
+                if not isinstance(kind, str) or kind not in KINDS:
                     raise BundleError(f"{path}: model {name!r} has unknown kind {kind!r}")
-                arrays = {k: g[k][()] for k in g}
+                if name in EXPECTED_KINDS and kind not in EXPECTED_KINDS[name]:
+                    raise BundleError(f"{path}: model {name!r} has kind {kind!r}, expected "
+                                      f"{' or '.join(EXPECTED_KINDS[name])} (wrong kind; re-run analogattn fit)")
+                arrays = {}
+                for k, d in g.items():
+                    if not isinstance(d, h5py.Dataset):
+                        raise BundleError(f"{path}: model {name!r} has a group {k!r} where a dataset should be "
+                                          "(damaged or incomplete; re-run analogattn fit)")
+                    arrays[k] = d[()]
+                attrs = dict(g.attrs)
+                for k in ("domain", "units", "scores", "meta"):
+                    try:
+                        json.loads(attrs[k])
+                    except (KeyError, TypeError, ValueError):
+                        raise BundleError(f"surrogate bundle {path} is damaged or incomplete: model {name!r} "
+                                          f"({kind}) attribute {k} is {'missing' if k not in attrs else 'not JSON'} "
+                                          "(re-run analogattn fit)") from None
                 try:
-                    m = KINDS[kind].from_stored(dict(g.attrs), arrays)
-                    m.arrays()  # every field the kind needs is there
-                except (KeyError, ValueError, AttributeError) as e:
-                    raise BundleError(f"{path}: model {name!r} of kind {kind} is damaged or incomplete "
-                                      f"({type(e).__name__}: {e})") from None
+                    m = KINDS[kind].from_stored(attrs, arrays)
+                    m.check()  # every dataset the kind needs, numeric, finite, of matching shapes
+                except Damaged as e:
+                    raise BundleError(f"surrogate bundle {path} is damaged or incomplete: model {name!r} ({kind}) "
+                                      f"{e.item}: {e.why} (re-run analogattn fit)") from None
+                except (KeyError, ValueError, TypeError, AttributeError) as e:
+                    raise BundleError(f"surrogate bundle {path} is damaged or incomplete: model {name!r} ({kind}) "
+                                      f"attribute {str(e).splitlines()[0] if str(e) else type(e).__name__} "
+                                      "is missing or not valid JSON (re-run analogattn fit)") from None
                 out[name] = m
     except BundleError:
         raise
-    except (OSError, KeyError, ValueError) as e:
-        raise BundleError(f"surrogate bundle {path} is corrupted ({str(e).splitlines()[0]})") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise BundleError(f"surrogate bundle {path} is truncated or corrupted "
+                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return out

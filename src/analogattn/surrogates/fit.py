@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,9 @@ def fit_write(g):
 def fit_retention(g):
     temps, tau, veq, rms = (g[k][()] for k in ("temperature", "tau", "v_eq", "fit_rms"))
     v = g["v_store"][()]
+    ok = np.isfinite(temps) & np.isfinite(tau) & (tau > 0) & np.isfinite(veq)
+    if not ok.all():  # a temperature whose simulation or decay fit failed is left out
+        temps, tau, veq, rms, v = temps[ok], tau[ok], veq[ok], rms[ok], v[ok]
     m = M.Decay(temps, tau, veq, domain={"temperature": [float(temps.min()), float(temps.max())]},
                 units={"t": "s", "tau": "s", "v": "V", "temperature": "degC"})
     m.scores = {"rms_residual_V": float(np.max(rms)),
@@ -200,57 +204,293 @@ def fit_delay(g):
     return m
 
 
+HINT = "re-run analogattn characterize"
+
+# What the fit reads, per analysis: {dataset: shape}, a shape as symbols that must agree within
+# the analysis (() = a scalar); the second dict: optional datasets (checked when present).
+SCHEMA = {
+    "gaincell": {
+        "read_surface": ({"current": ("S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
+        "write_read": ({"v_written": ("W",), "v_stored": ("W",), "e_read": ("W",), "e_write": ("W",)}, {}),
+        "retention": ({"temperature": ("T",), "tau": ("T",), "v_eq": ("T",), "fit_rms": ("T",),
+                       "v_store": ("T", "N", "t")}, {}),
+        "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
+    },
+    "reram": {
+        "cell_iv": ({"v": ("V",), "current": ("L", "V")}, {}),
+        "patterns": ({"q_levels": ("P", "R"), "k_levels": ("P", "R"), "v_in": ("P", "R"), "current": ("P",),
+                      "held_out": ("P",), "ideal": ("P",)}, {}),
+        "transient": ({"energy": (), "eval_time": (), "settle_time": (), "noise_rel": ()}, {}),
+        "monte_carlo": ({"mean": ("K",), "std": ("K",)}, {}),
+    },
+    "comparator": {
+        "decision": ({"offset": ("S",), "dv": ("D",)},
+                     {"offset_linear": ("S",), "offset_nominal": (), "sensitivity": ("E",), "dvt_sigma": ("E",)}),
+        "noise": ({"noise_sigma": (), "noise_mean": (), "dv": ("D",), "p_keep": ("D",)}, {}),
+        "delay": ({"overdrive": ("O",), "delay": ("O",)}, {}),
+        "energy": ({"energy": ("O",)}, {}),
+    },
+}
+PARAMETERS = {("gaincell", "read_surface"): ("v_bl",),
+              ("reram", "patterns"): ("sigma_g", "rows", "levels", "input_levels", "v_read", "g_max", "on_off", "r_f")}
+
+
+class Stored(dict):
+    """One analysis read into memory: dataset name -> array, and the group's ``attrs``."""
+
+    def __init__(self, arrays, attrs):
+        super().__init__(arrays)
+        self.attrs = attrs
+
+
+class _Checker:
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, what: str):
+        raise AnalogAttnError(f"{self.path} {what}: {HINT}")
+
+    def read(self, fam: str, name: str, g) -> Stored:
+        import h5py
+        where = f"{fam}/{name}"
+        required, optional = SCHEMA[fam][name]
+        dims: dict = {}
+        arrays = {}
+        for ds, shape in {**required, **optional}.items():
+            if ds not in g:
+                if ds in required:
+                    self.fail(f"has no {where}/{ds}")
+                continue
+            d = g[ds]
+            if not isinstance(d, h5py.Dataset):
+                self.fail(f"has a group where the dataset {where}/{ds} should be")
+            if d.dtype.kind not in "fiub":
+                self.fail(f"has a non-numeric {where}/{ds} (dtype {d.dtype})")
+            a = d[()]
+            a = np.asarray(a)
+            if shape == ():
+                if a.size != 1:
+                    self.fail(f"has {where}/{ds} of shape {a.shape}, expected one value")
+                a = a.reshape(())
+            else:
+                if a.ndim != len(shape):
+                    self.fail(f"has {where}/{ds} of shape {a.shape}, expected {len(shape)} dimension(s)")
+                for sym, n in zip(shape, a.shape):
+                    if dims.setdefault(sym, (n, ds))[0] != n:
+                        other = dims[sym][1]
+                        self.fail(f"has {where}/{ds} of shape {a.shape}, which does not match {where}/{other}")
+                    if n == 0:
+                        self.fail(f"has an empty {where}/{ds}")
+            arrays[ds] = a
+        if "offset_linear" in arrays:  # the control variates come together
+            for ds in optional:
+                if ds not in arrays:
+                    self.fail(f"has {where}/offset_linear but no {where}/{ds}")
+        attrs = {}
+        for k in g.attrs:
+            try:
+                attrs[k] = g.attrs[k]
+            except (OSError, TypeError, ValueError):  # an attribute h5py cannot decode: not one we read
+                continue
+        keys = PARAMETERS.get((fam, name))
+        if keys:
+            attrs["parameters"] = self.parameters(attrs.get("parameters"), where, keys)
+        return Stored(arrays, attrs)
+
+    def parameters(self, raw, where, keys):
+        if raw is None:
+            self.fail(f"has no 'parameters' attribute on {where}")
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        try:
+            par = json.loads(str(raw))
+        except ValueError:
+            self.fail(f"has a 'parameters' attribute on {where} that is not JSON")
+        circuit = par.get("circuit") if isinstance(par, dict) else None
+        if not isinstance(circuit, dict):
+            self.fail(f"has a 'parameters' attribute on {where} without a 'circuit' table")
+        for k in keys:
+            v = circuit.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                self.fail(f"has no number circuit.{k} in the 'parameters' attribute on {where}")
+        return circuit
+
+    def axis(self, a, where, min_points=2):
+        if a.size < min_points or not np.all(np.isfinite(a)) or not np.all(np.diff(a) > 0):
+            self.fail(f"has {where} that is not {min_points} or more finite, increasing values")
+
+    def finite(self, a, where, at_least=1, what="converged points"):
+        n = int(np.isfinite(a).sum())
+        if n < at_least:
+            self.fail(f"has {n} {what} in {where} (NaN: the simulations failed; needs {at_least})")
+
+
+def read_characterization(f, path, degree: int = 3) -> dict:
+    """Check a characterization file against what the fit reads, before fitting: every dataset
+    the present analyses need, numeric, of consistent shapes, with enough converged (finite)
+    points; the provenance JSON where parameters are read. Returns {family: {analysis:
+    Stored}} in memory, or raises a one-line AnalogAttnError naming the file and the item."""
+    import h5py
+    c = _Checker(path)
+    out = {}
+    for fam, analyses in SCHEMA.items():
+        if fam not in f:
+            continue
+        fg = f[fam]
+        if not isinstance(fg, h5py.Group):
+            c.fail(f"has a dataset where the group {fam} should be")
+        out[fam] = {}
+        for name in analyses:
+            if name in fg:
+                g = fg[name]
+                if not isinstance(g, h5py.Group):
+                    c.fail(f"has a dataset where the group {fam}/{name} should be")
+                out[fam][name] = c.read(fam, name, g)
+    gc = out.get("gaincell", {})
+    if "read_surface" in gc:
+        g, w = gc["read_surface"], "gaincell/read_surface"
+        c.axis(g["v_store"], w + "/v_store")
+        c.axis(g["v_in"], w + "/v_in")
+        ix = np.unique(np.r_[np.arange(0, g["v_store"].size, 2), g["v_store"].size - 1])
+        iy = np.unique(np.r_[np.arange(0, g["v_in"].size, 2), g["v_in"].size - 1])
+        c.finite(g["current"][np.ix_(ix, iy)], w + "/current (fitting grid)", (degree + 1) * (degree + 2) // 2)
+    if "write_read" in gc:
+        g, w = gc["write_read"], "gaincell/write_read"
+        c.axis(g["v_written"], w + "/v_written", 3)
+        held = np.zeros(g["v_written"].size, bool)
+        held[1::3] = True
+        c.finite(g["v_stored"][~held], w + "/v_stored (fitting points)", 2)
+        c.finite(g["v_stored"][held], w + "/v_stored (held-out points)", 1)
+        c.finite(g["e_read"], w + "/e_read")
+        c.finite(g["e_write"], w + "/e_write")
+    if "retention" in gc:
+        g, w = gc["retention"], "gaincell/retention"
+        ok = np.isfinite(g["temperature"]) & np.isfinite(g["tau"]) & (g["tau"] > 0) & np.isfinite(g["v_eq"])
+        c.finite(np.where(ok, 0.0, np.nan), w + "/tau and v_eq", 1, "temperatures with a decay fit")
+    if "monte_carlo" in gc:
+        g, w = gc["monte_carlo"], "gaincell/monte_carlo"
+        c.axis(g["v_store"], w + "/v_store")
+        c.axis(g["v_in"], w + "/v_in")
+        if g["current"].shape[0] < 2:
+            c.fail(f"has {g['current'].shape[0]} sample in {w}/current (needs 2 or more)")
+        if not np.isfinite(g["current"]).any(axis=0).all():
+            c.fail(f"has grid points of {w}/current where every sample is NaN (the simulations failed)")
+    rr = out.get("reram", {})
+    if {"cell_iv", "patterns"} <= set(rr):
+        iv, pt = rr["cell_iv"], rr["patterns"]
+        c.axis(iv["v"], "reram/cell_iv/v")
+        c.finite(np.where(np.isfinite(iv["current"]).all(), 0.0, np.nan), "reram/cell_iv/current", 1,
+                 "complete I-V tables")
+        held = pt["held_out"]
+        if held.dtype.kind != "b":
+            if not np.isin(held, (0, 1)).all():
+                c.fail("has reram/patterns/held_out that is not true/false")
+            pt["held_out"] = held = held.astype(bool)
+        for k in ("q_levels", "k_levels"):
+            if not (np.all(np.isfinite(pt[k])) and np.all(pt[k] >= 0) and np.all(pt[k] == np.round(pt[k]))):
+                c.fail(f"has reram/patterns/{k} that are not level numbers 0, 1, 2 ...")
+        c.finite(np.where(np.isfinite(pt["v_in"]).all() and np.isfinite(pt["ideal"]).all(), 0.0, np.nan),
+                 "reram/patterns/v_in and ideal", 1, "complete input tables")
+        c.finite(pt["current"][~held], "reram/patterns/current (fitting patterns)", 1)
+        c.finite(pt["current"][held], "reram/patterns/current (held-out patterns)", 1)
+        if "transient" in rr:
+            for k, a in rr["transient"].items():
+                c.finite(a, f"reram/transient/{k}", 1, "values")
+    cc = out.get("comparator", {})
+    if "decision" in cc:
+        g, w = cc["decision"], "comparator/decision"
+        c.axis(g["dv"], w + "/dv")
+        off = g["offset"] + (g["offset_linear"] if "offset_linear" in g else 0.0)
+        c.finite(off[0::2], w + "/offset (even-numbered, fitting latches)", 1, "measured offsets")
+        c.finite(off[1::2], w + "/offset (odd-numbered, held-out latches)", 1, "measured offsets")
+        if "offset_linear" in g:
+            for k in ("offset_nominal", "sensitivity", "dvt_sigma"):
+                c.finite(np.where(np.isfinite(g[k]).all(), 0.0, np.nan), f"{w}/{k}", 1, "complete values")
+            if not np.sum((g["sensitivity"] * g["dvt_sigma"]) ** 2) > 0:
+                c.fail(f"has {w}/sensitivity and dvt_sigma that give no offset spread")
+        if "noise" in cc:
+            n, w = cc["noise"], "comparator/noise"
+            for k in ("noise_sigma", "noise_mean"):
+                c.finite(n[k], f"{w}/{k}", 1, "values")
+            c.finite(np.where(np.isfinite(n["dv"]).all() and np.isfinite(n["p_keep"]).all(), 0.0, np.nan),
+                     f"{w}/dv and p_keep", 1, "complete curves")
+        if "delay" in cc:
+            g, w = cc["delay"], "comparator/delay"
+            if not (np.all(np.isfinite(g["overdrive"])) and np.all(g["overdrive"] > 0)):
+                c.fail(f"has {w}/overdrive that is not all positive")
+            c.finite(g["delay"], w + "/delay", 2)
+        if "energy" in cc:
+            c.finite(cc["energy"]["energy"], "comparator/energy/energy")
+    return out
+
+
 def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
-    """{name: model} for everything the characterization file holds."""
+    """{name: model} for everything the characterization file holds (checked first, see
+    :func:`read_characterization`)."""
     p = Path(char_path)
     f = open_hdf5(p, "characterization file", "run: analogattn characterize")
+    try:
+        with f:
+            if f.attrs.get("schema") != "analogattn-characterization/1":
+                raise AnalogAttnError(f"{p} is not an analogattn characterization file (no schema "
+                                      f"'analogattn-characterization/1'): {HINT}")
+            data = read_characterization(f, p, degree)
+    except (OSError, RuntimeError, KeyError) as e:  # h5py's errors reading a damaged or truncated file
+        raise AnalogAttnError(f"characterization file {p} is truncated or corrupted "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): {HINT}") from None
     out = {}
-    with f:
-        if f.attrs.get("schema") != "analogattn-characterization/1":
-            raise AnalogAttnError(f"{p} is not an analogattn characterization file")
-        if "gaincell" in f:
-            gc = f["gaincell"]
-            params = json.loads(gc["read_surface"].attrs["parameters"])["circuit"] if "read_surface" in gc else {}
-            if "read_surface" in gc:
-                poly, table = fit_read_surface(gc["read_surface"], params.get("v_bl", 0.45), degree)
-                best = table if surface == "table" or (surface == "auto" and table.scores["nrmse"] <= poly.scores["nrmse"]) else poly
-                out["gaincell.read_surface"] = best
-                out["gaincell.read_surface_poly"] = poly
-                out["gaincell.read_surface_table"] = table
-            if "write_read" in gc:
-                wr = gc["write_read"]
-                out["gaincell.write"] = fit_write(wr)
-                for k, name in (("e_read", "gaincell.energy_read"), ("e_write", "gaincell.energy_write")):
-                    e = wr[k][()]
-                    out[name] = M.Constant(np.nanmean(e), np.nanstd(e), domain={}, units={"out": "J"})
-                out["gaincell.t_read"] = M.Constant(wr.attrs.get("t_read_s", 1e-8), domain={}, units={"out": "s"})
-            if "retention" in gc:
-                out["gaincell.retention"] = fit_retention(gc["retention"])
-            if "monte_carlo" in gc:
-                out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
-        if "reram" in f and {"cell_iv", "patterns"} <= set(f["reram"]):
-            r = f["reram"]
-            rp = json.loads(r["patterns"].attrs["parameters"])["circuit"]
-            out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
-                                             rp["sigma_g"])
-            out["reram.column"].meta.update({k: rp[k] for k in ("rows", "levels", "input_levels", "v_read", "g_max",
-                                                                 "on_off", "r_f")})
-            if "transient" in r:
-                t = r["transient"]
-                out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
-                out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
-                                               domain={}, units={"out": "s per column evaluation"})
-        if "comparator" in f and "decision" in f["comparator"]:
-            c = f["comparator"]
-            out["comparator.probit"] = fit_probit(c["decision"], c.get("noise"))
-            if "delay" in c:
-                out["comparator.delay"] = fit_delay(c["delay"])
-            if "energy" in c:
-                e = c["energy"]["energy"][()]
-                out["comparator.energy"] = M.Constant(np.nanmean(e[1:]) if e.size > 1 else np.nanmean(e),
-                                                      np.nanstd(e), domain={}, units={"out": "J per decision"})
+    if "gaincell" in data:
+        gc = data["gaincell"]
+        if "read_surface" in gc:
+            params = gc["read_surface"].attrs["parameters"]
+            poly, table = fit_read_surface(gc["read_surface"], params["v_bl"], degree)
+            best = table if surface == "table" or (surface == "auto" and table.scores["nrmse"] <= poly.scores["nrmse"]) else poly
+            out["gaincell.read_surface"] = best
+            out["gaincell.read_surface_poly"] = poly
+            out["gaincell.read_surface_table"] = table
+        if "write_read" in gc:
+            wr = gc["write_read"]
+            out["gaincell.write"] = fit_write(wr)
+            for k, name in (("e_read", "gaincell.energy_read"), ("e_write", "gaincell.energy_write")):
+                e = wr[k][()]
+                out[name] = M.Constant(np.nanmean(e), np.nanstd(e), domain={}, units={"out": "J"})
+            t_read = wr.attrs.get("t_read_s", 1e-8)
+            try:
+                t_read = float(t_read)
+            except (TypeError, ValueError):
+                t_read = float("nan")
+            if not (math.isfinite(t_read) and t_read > 0):
+                raise AnalogAttnError(f"{p} has a 't_read_s' attribute on gaincell/write_read that is not a "
+                                      f"positive number: {HINT}")
+            out["gaincell.t_read"] = M.Constant(t_read, domain={}, units={"out": "s"})
+        if "retention" in gc:
+            out["gaincell.retention"] = fit_retention(gc["retention"])
+        if "monte_carlo" in gc:
+            out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
+    r = data.get("reram", {})
+    if {"cell_iv", "patterns"} <= set(r):
+        rp = r["patterns"].attrs["parameters"]
+        out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
+                                         rp["sigma_g"])
+        out["reram.column"].meta.update({k: rp[k] for k in ("rows", "levels", "input_levels", "v_read", "g_max",
+                                                             "on_off", "r_f")})
+        if "transient" in r:
+            t = r["transient"]
+            out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
+            out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
+                                           domain={}, units={"out": "s per column evaluation"})
+    c = data.get("comparator", {})
+    if "decision" in c:
+        out["comparator.probit"] = fit_probit(c["decision"], c.get("noise"))
+        if "delay" in c:
+            out["comparator.delay"] = fit_delay(c["delay"])
+        if "energy" in c:
+            e = c["energy"]["energy"][()]
+            out["comparator.energy"] = M.Constant(np.nanmean(e[1:]) if np.isfinite(e[1:]).any() else np.nanmean(e),
+                                                  np.nanstd(e), domain={}, units={"out": "J per decision"})
     if not out:
-        raise AnalogAttnError(f"{p} holds no characterization to fit")
+        raise AnalogAttnError(f"{p} holds no characterization to fit (no gaincell, reram cell_iv + patterns, "
+                              f"or comparator decision analysis): {HINT}")
     return out
 
 

@@ -33,8 +33,68 @@ def _flat(*arrays):
     return [np.ascontiguousarray(a).reshape(-1) for a in arrs], arrs[0].shape
 
 
+class Damaged(ValueError):
+    """A stored model fails its checks: ``item`` names the dataset or attribute, ``why`` the fault."""
+
+    def __init__(self, item: str, why: str):
+        self.item, self.why = item, why
+        super().__init__(f"{item}: {why}")
+
+
+def _checked(m, name: str, ndim: int, at_least: int = 1, increasing: bool = False, positive: bool = False,
+             nonneg: bool = False) -> np.ndarray:
+    """The stored array ``name`` of model ``m`` as float64, or Damaged: numeric, ``ndim``
+    dimensions (0: one value), ``at_least`` points along each axis, finite, and optionally
+    strictly increasing / positive / non-negative. Stores the checked array back on ``m``."""
+    if not hasattr(m, name):
+        raise Damaged(name, "missing")
+    a = np.asarray(getattr(m, name))
+    if a.dtype.kind not in "fiub":
+        raise Damaged(name, f"not numeric (dtype {a.dtype})")
+    if ndim == 0:
+        if a.size != 1:
+            raise Damaged(name, f"shape {a.shape}, expected one value")
+        a = a.reshape(())
+    elif a.ndim != ndim:
+        raise Damaged(name, f"shape {a.shape}, expected {ndim} dimension(s)")
+    elif min(a.shape) < at_least:
+        raise Damaged(name, f"shape {a.shape}, needs {at_least} or more points along each axis")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise Damaged(name, "holds NaN or infinite values")
+    if increasing and not np.all(np.diff(a) > 0):
+        raise Damaged(name, "not strictly increasing")
+    if positive and not np.all(a > 0):
+        raise Damaged(name, "not all positive")
+    if nonneg and not np.all(a >= 0):
+        raise Damaged(name, "negative")
+    setattr(m, name, a)
+    return a
+
+
+def _shape(m, name: str, shape: tuple, like: str):
+    a = getattr(m, name)
+    if a.shape != shape:
+        raise Damaged(name, f"shape {a.shape}, expected {shape} to match {like}")
+
+
+def _interval(m, key: str):
+    d = m.domain.get(key) if isinstance(m.domain, dict) else None
+    ok = (isinstance(d, list) and len(d) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       and math.isfinite(v) for v in d) and d[0] <= d[1])
+    if not ok:
+        raise Damaged("domain", f"has no interval {key!r} = [lo, hi]")
+    return d
+
+
 class Model:
     kind = "abstract"
+
+    def check(self) -> None:
+        """Check the stored arrays after loading (raises Damaged naming the dataset)."""
+        for name in ("domain", "units", "scores", "meta"):
+            if not isinstance(getattr(self, name), dict):
+                raise Damaged(name, "not a JSON table")
 
     def __init__(self, domain: dict, units: dict, scores: dict | None = None, meta: dict | None = None):
         self.domain = domain  # input name -> [lo, hi]
@@ -71,6 +131,15 @@ class Poly2D(Model):
     def __init__(self, coef: np.ndarray, x0: float, y0: float, **kw):
         super().__init__(**kw)
         self.coef, self.center = np.asarray(coef, float), np.array([x0, y0], float)
+
+    def check(self):
+        super().check()
+        c = _checked(self, "coef", 2)
+        if c.shape[0] != c.shape[1]:
+            raise Damaged("coef", f"shape {c.shape}, expected a square (degree + 1) table")
+        _checked(self, "center", 1)
+        _shape(self, "center", (2,), "(x0, y0)")
+        _interval(self, "x"), _interval(self, "y")
 
     def arrays(self):
         return {"coef": self.coef, "center": self.center}
@@ -114,6 +183,15 @@ class Table2D(Model):
         super().__init__(**kw)
         self.table = np.asarray(table, float)
         self.grid = np.array([x[0], x[1] - x[0], y[0], y[1] - y[0]], float)
+
+    def check(self):
+        super().check()
+        _checked(self, "table", 2, at_least=2)
+        g = _checked(self, "grid", 1)
+        _shape(self, "grid", (4,), "(x0, dx, y0, dy)")
+        if not (g[1] > 0 and g[3] > 0):
+            raise Damaged("grid", "steps dx, dy not positive")
+        _interval(self, "x"), _interval(self, "y")
 
     def arrays(self):
         return {"table": self.table, "grid": self.grid}
@@ -181,6 +259,12 @@ class Table1D(Model):
         super().__init__(**kw)
         self.x, self.y = np.asarray(x, float), np.asarray(y, float)
 
+    def check(self):
+        super().check()
+        x = _checked(self, "x", 1, at_least=2, increasing=True)
+        _checked(self, "y", 1)
+        _shape(self, "y", x.shape, "x")
+
     def arrays(self):
         return {"x": self.x, "y": self.y}
 
@@ -197,6 +281,16 @@ class Decay(Model):
     def __init__(self, temps_c, tau, v_eq, **kw):
         super().__init__(**kw)
         self.temps_c, self.tau, self.v_eq = (np.asarray(a, float) for a in (temps_c, tau, v_eq))
+
+    def check(self):
+        super().check()
+        t = _checked(self, "temps_c", 1)
+        if np.any(t <= -273.15):
+            raise Damaged("temps_c", "below absolute zero")
+        _checked(self, "tau", 1, positive=True)
+        _checked(self, "v_eq", 1)
+        _shape(self, "tau", t.shape, "temps_c")
+        _shape(self, "v_eq", t.shape, "temps_c")
 
     def arrays(self):
         return {"temps_c": self.temps_c, "tau": self.tau, "v_eq": self.v_eq}
@@ -236,6 +330,21 @@ class ColumnModel(Model):
         self.weights, self.c2 = np.asarray(weights, float), np.asarray(c2, float)
         self.sigma_g, self.noise_rel = np.asarray(sigma_g, float), np.asarray(noise_rel, float)
 
+    def check(self):
+        super().check()
+        v = _checked(self, "iv_v", 1, at_least=2, increasing=True)
+        i = _checked(self, "iv_current", 2)
+        if i.shape[1] != v.size:
+            raise Damaged("iv_current", f"shape {i.shape}, expected (levels, {v.size}) to match iv_v")
+        _checked(self, "weights", 1)
+        _checked(self, "c2", 0)
+        _checked(self, "sigma_g", 0, nonneg=True)
+        _checked(self, "noise_rel", 0, nonneg=True)
+        for k in ("rows", "levels", "input_levels", "v_read", "g_max", "on_off", "r_f"):
+            x = self.meta.get(k, 1.0)
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                raise Damaged("meta", f"{k} is not a number")
+
     def arrays(self):
         return {k: getattr(self, k) for k in ("iv_v", "iv_current", "weights", "c2", "sigma_g", "noise_rel")}
 
@@ -273,6 +382,14 @@ class Probit(Model):
         super().__init__(**kw)
         self.mu, self.offset_sigma, self.noise_sigma = (np.asarray(a, float) for a in (mu, offset_sigma, noise_sigma))
 
+    def check(self):
+        super().check()
+        _checked(self, "mu", 0)
+        a = _checked(self, "offset_sigma", 0, nonneg=True)
+        b = _checked(self, "noise_sigma", 0, nonneg=True)
+        if not a + b > 0:
+            raise Damaged("offset_sigma", "and noise_sigma both zero")
+
     def arrays(self):
         return {"mu": self.mu, "offset_sigma": self.offset_sigma, "noise_sigma": self.noise_sigma}
 
@@ -304,6 +421,13 @@ class LogDelay(Model):
         super().__init__(**kw)
         self.a, self.b = np.asarray(a, float), np.asarray(b, float)
 
+    def check(self):
+        super().check()
+        _checked(self, "a", 0)
+        _checked(self, "b", 0)
+        if not _interval(self, "overdrive")[0] > 0:
+            raise Damaged("domain", "overdrive interval does not start above 0")
+
     def arrays(self):
         return {"a": self.a, "b": self.b}
 
@@ -321,6 +445,11 @@ class Constant(Model):
         super().__init__(**kw)
         self.value, self.spread = np.asarray(value, float), np.asarray(spread, float)
 
+    def check(self):
+        super().check()
+        _checked(self, "value", 0)
+        _checked(self, "spread", 0)
+
     def arrays(self):
         return {"value": self.value, "spread": self.spread}
 
@@ -329,3 +458,13 @@ class Constant(Model):
 
 
 KINDS = {c.kind: c for c in (Poly2D, Table2D, Table1D, Decay, ColumnModel, Probit, LogDelay, Constant)}
+
+# The kinds each named model may have (what its users call); other names take any kind.
+EXPECTED_KINDS = {
+    "gaincell.read_surface": ("poly2d", "table2d"), "gaincell.read_surface_poly": ("poly2d",),
+    "gaincell.read_surface_table": ("table2d",), "gaincell.write": ("table1d",), "gaincell.retention": ("decay",),
+    "gaincell.variation": ("table2d",), "gaincell.energy_read": ("constant",), "gaincell.energy_write": ("constant",),
+    "gaincell.t_read": ("constant",), "reram.column": ("column",), "reram.energy": ("constant",),
+    "reram.time": ("constant",), "comparator.probit": ("probit",), "comparator.delay": ("logdelay",),
+    "comparator.energy": ("constant",),
+}
