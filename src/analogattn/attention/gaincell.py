@@ -185,8 +185,13 @@ class Scalers:
     def load(cls, path, expect: dict | None = None):
         from . import calfile
         names = [f.name for f in dataclasses.fields(cls)]
+        lh, lk, lkd = ("L", "H"), ("L", "K"), ("L", "K", "D")
         arrays, _ = calfile.load(path, "gaincell", [n for n in names if n not in ("k_chan", "v_chan")],
-                                 ("k_chan", "v_chan"), expect)
+                                 ("k_chan", "v_chan"), expect,
+                                 shapes={**{n: lh for n in ("a_q", "b_q", "a_o", "b_o", "s_sat", "score_scale",
+                                                            "out_scale")},
+                                         **{n: lk for n in ("a_k", "b_k", "a_v", "b_v")},
+                                         "k_chan": lkd, "v_chan": lkd})
         return cls(**arrays)
 
     @classmethod

@@ -166,7 +166,9 @@ class SprintScales:
     @classmethod
     def load(cls, path, expect: dict | None = None):
         from . import calfile
-        arrays, _ = calfile.load(path, "sprint", ("k_step", "theta"), ("k_chan", "r_diff"), expect)
+        arrays, _ = calfile.load(path, "sprint", ("k_step", "theta"), ("k_chan", "r_diff"), expect,
+                                 shapes={"k_step": ("L", "K"), "theta": ("L", "H"), "k_chan": ("L", "K", "D"),
+                                         "r_diff": ("L", "K")})
         return cls(**arrays)
 
 
