@@ -331,7 +331,10 @@ def _only(value: str | None):
     sel: dict = {}
     for item in value.split(","):
         item = item.strip()
-        fam, _, ana = item.partition(".")
+        fam, dot, ana = item.partition(".")
+        if not item or (dot and not ana):
+            raise AnalogAttnError(f"--only {value!r}: an empty family or analysis name (allowed: "
+                                  f"{', '.join(known)}, or family.analysis)")
         if fam not in known:
             raise AnalogAttnError(f"--only: unknown family {fam!r} (allowed: {', '.join(known)})")
         if ana:

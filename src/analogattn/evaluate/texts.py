@@ -18,6 +18,7 @@ CANDIDATES = [
 ]
 
 SAMPLE_BYTES = 1 << 16
+MIN_TEXT_CHARS = 16  # fewer non-space characters than this: no text to evaluate or calibrate on
 MAX_BINARY_FRACTION = 0.10  # more control characters or undecodable bytes than this: not a text
 
 
@@ -56,6 +57,9 @@ def check_text(path, flag: str = "--text") -> Path:
                     raise AnalogAttnError(f"{flag} {p}: the file is empty or only whitespace")
     except OSError as e:
         raise AnalogAttnError(f"{flag} {p}: cannot be read ({e.strerror})") from None
+    if len(head) < SAMPLE_BYTES and len(b"".join(head.split())) < MIN_TEXT_CHARS:
+        raise AnalogAttnError(f"{flag} {p}: near-empty ({len(b''.join(head.split()))} non-space characters; "
+                              f"need at least {MIN_TEXT_CHARS})")
     if b"\0" in head[:4096] and head.count(b"\0") > len(head) // 100:
         raise AnalogAttnError(f"{flag} {p}: looks like a binary file (NUL bytes), not a text")
     dec = codecs.getincrementaldecoder("utf-8")("replace")

@@ -1,0 +1,101 @@
+"""The CLI's contract for every bad input (issue #12): exit code 2, exactly one line on stderr that
+starts with ``analogattn: error:`` and names the option or the file, no traceback, nothing on disk
+changed, within a time bound. Cases are generated from the options' metadata (tests/cli_cases.py);
+they run in this process (the same ``cli.main`` the console script calls), and a sample runs as
+real subprocesses too."""
+import collections
+import subprocess
+import sys
+
+import pytest
+
+from cli_cases import cases, make_fixtures, run_in_process, snapshot
+
+CASES = cases()
+TIME_BOUND = 30.0  # s per case; the validation cases take milliseconds, model-file ones ~1 s
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return make_fixtures(tmp_path_factory.mktemp("fx"))
+
+
+def test_enough_cases_of_every_command():
+    per = collections.Counter(c.command for c in CASES)
+    assert len(CASES) >= 200, len(CASES)
+    for command in ("characterize", "fit", "run", "generate", "demo"):
+        assert per[command] >= 10, per
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_invocation(case, fx):
+    before = snapshot(fx)
+    rc, out, err, seconds = run_in_process(case, fx, timeout=TIME_BOUND * 2)
+    _, must = case.resolved(fx)
+    after = snapshot(fx)
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, (rc, err[-2000:])
+    assert len(lines) == 1, err
+    assert lines[0].startswith("analogattn: error: "), lines[0]
+    assert must in lines[0], (must, lines[0])
+    assert before == after, "files changed: " + ", ".join(
+        sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)))
+    assert seconds < TIME_BOUND, seconds
+
+
+SUBPROCESS_SAMPLE = ["run:window:below_min", "run:keep:given_to_gaincell", "fit:characterization:zero.h5",
+                     "characterize:design:aot", "run:model:truncated.gguf", "run:text:binary.bin",
+                     "run:json:precious.txt", "generate:top_k_above_vocab", "demo:levels:below_min",
+                     "top:no_command"]
+
+
+@pytest.mark.parametrize("cid", SUBPROCESS_SAMPLE)
+def test_bad_invocation_as_a_process(cid, fx):
+    """The same contract through a real process: the exit code the shell sees."""
+    case = next(c for c in CASES if c.id == cid)
+    argv, must = case.resolved(fx)
+    r = subprocess.run([sys.executable, "-m", "analogattn.cli", *argv], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and must in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_internal_error_is_one_line_with_a_log(fx, monkeypatch, tmp_path):
+    """A bug (not the user's mistake) prints one line naming a log with the traceback, exit 1;
+    --debug shows the traceback instead."""
+    from analogattn import cli
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def boom(o):
+        raise RuntimeError("a bug\nwith two lines")
+    monkeypatch.setattr(cli, "cmd_fit", boom)
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["fit", str(fx / "foreign.h5"), "-o", str(tmp_path / "b.h5")])
+    lines = err.getvalue().splitlines()
+    assert rc == 1 and len(lines) == 1, err.getvalue()
+    assert "RuntimeError: a bug" in lines[0] and "Traceback" not in lines[0]
+    log = lines[0].split("full traceback in ")[1].split(";")[0]
+    text = open(log).read()
+    assert "Traceback" in text and "with two lines" in text and "boom" in text
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "fit", str(fx / "foreign.h5"), "-o", str(tmp_path / "b.h5")])
+
+
+def test_help_shows_every_kernel_option_with_unit_range_and_default():
+    from analogattn import cli
+    text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    for flag, bits in {"--storage-levels": ["gaincell", "default 8"],
+                       "--token-period": ["[s]", "default 6.5e-08"],
+                       "--keep": ["sprint", "default 0.3"],
+                       "--cell-temperature": ["degC", "default 27"],
+                       "--rule": ["{anchor,fixed,oracle,none}"]}.items():
+        i = text.index("\n  " + flag + " ")
+        chunk = " ".join(text[i:i + 400].split())
+        for b in bits:
+            assert b in chunk, (flag, b, chunk)
