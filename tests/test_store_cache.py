@@ -1,6 +1,7 @@
 """HDF5 round trip, cache hits, resume after SIGKILL, non-converged points."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,3 +121,58 @@ mc_samples = 0
         wr = f["gaincell/write_read"]
         assert (wr["status"][()] == 1).all() and np.isnan(wr["v_stored"][()]).all()
         assert (f["gaincell/read_surface/status"][()] == 0).all()  # the DC sweep still converged
+
+
+def test_damaged_cache_entries_are_misses(tmp_path):
+    from analogattn.characterize.runner import Cache
+    c = Cache(tmp_path)
+    good = {"x": np.arange(3.0), "__wall__": np.asarray(0.5)}
+    keys = [f"{i:02d}" + "a" * 30 for i in range(6)]
+    for k in keys:
+        c.put(k, good)
+    raw = c.path(keys[0]).read_bytes()
+    c.path(keys[1]).write_bytes(b"")                    # zero bytes (an old crash)
+    c.path(keys[2]).write_bytes(raw[: len(raw) // 2])   # truncated
+    c.path(keys[3]).write_text("not an npz\n")          # foreign content
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, x=np.arange(3.0))                     # loads, but no __wall__: not written by put
+    c.path(keys[4]).write_bytes(buf.getvalue())
+    c.path(keys[5]).unlink()
+    c.path(keys[5]).mkdir()                             # a folder in its place
+    np.testing.assert_array_equal(c.get(keys[0])["x"], good["x"])
+    assert [c.get(k) for k in keys[1:]] == [None] * 5
+    assert c.damaged == 5
+    c.put(keys[1], good)  # recomputed results replace the damaged entry
+    np.testing.assert_array_equal(c.get(keys[1])["x"], good["x"])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_damaged_cache_entries_are_recomputed(small_char, tmp_path):
+    out, design, cache, _ = small_char
+    c = tmp_path / "cache"
+    shutil.copytree(cache, c)
+    entries = sorted(c.glob("*/*.npz"), key=lambda p: p.stat().st_size)[:3]  # the smallest: quick to redo
+    originals = {p: _entry(p) for p in entries}
+    entries[0].write_bytes(b"")
+    entries[1].write_bytes(entries[1].read_bytes()[:100])
+    entries[2].write_text("garbage")
+    out2 = tmp_path / "again.h5"
+    r = run_cli("characterize", "--design", design, "--only", "gaincell", "-o", out2, "--cache-dir", c, "-q")
+    assert r.returncode == 0, r.stderr
+    assert "run 3, cached 5, failed 0" in r.stdout, r.stdout
+    a, b = _datasets(out), _datasets(out2)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for p, d in originals.items():
+        now = _entry(p)
+        assert now.keys() == d.keys()
+        for k in d:
+            if k != "__wall__":
+                np.testing.assert_array_equal(now[k], d[k], err_msg=f"{p.name}:{k}")
+
+
+def _entry(p):
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
