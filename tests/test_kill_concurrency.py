@@ -181,7 +181,9 @@ def test_characterize_sigkill_at_random_moments(ref, tmp_path):
     kills = 0
     for _ in range(3):
         moment = rng.uniform(0.15, 0.7) * ref["duration"]
-        killed, rc, _ = _kill_parent_at(_char_args(ref, out, cache), moment)
+        killed, rc, kids = _kill_parent_at(_char_args(ref, out, cache), moment)
+        print(f"characterize killed at {moment:.2f} s of {ref['duration']:.2f}: {killed}, {len(kids)} children, "
+              f"{len(list(cache.glob('*/*.npz')))} cache entries")
         if not killed:  # finished before the moment: a valid outcome, nothing left to kill
             assert rc == 0
             break
@@ -366,6 +368,7 @@ def test_fit_sigkill_at_random_moments_and_inside_save(ref, tmp_path):
     for _ in range(3):
         moment = rng.uniform(0.2, 0.95) * ref["fit_duration"]
         killed, rc, _ = _kill_parent_at(["fit", ref["out"], "-o", sur], moment)
+        print(f"fit killed at {moment:.2f} s of {ref['fit_duration']:.2f}: {killed}")
         if not killed:
             assert rc == 0
             break
@@ -490,16 +493,28 @@ def test_lock_refuses_second_holder_and_is_removed(tmp_path):
 
 
 def test_stale_temps_of_dead_writers_only(tmp_path):
-    from analogattn.atomic import clean_stale_temps
+    from analogattn.atomic import _host, clean_stale_temps, replacing
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    mine = tmp_path / f".x.h5.{os.getpid()}-abc.tmp"
-    gone = tmp_path / f".x.h5.{dead.pid}-abc.tmp"
-    other = tmp_path / f".y.h5.{dead.pid}-abc.tmp"
+    h = _host()
+    mine = tmp_path / f".x.h5.{os.getpid()}@{h}-abc.tmp"
+    gone = tmp_path / f".x.h5.{dead.pid}@{h}-abc.tmp"
+    other = tmp_path / f".y.h5.{dead.pid}@{h}-abc.tmp"
+    remote = tmp_path / f".x.h5.{dead.pid}@00000000-abc.tmp"  # another host's pid: ask its age instead
+    remote_old = tmp_path / f".x.h5.{dead.pid}@00000000-old.tmp"
+    legacy_old = tmp_path / "x.h5.abcd1234.tmp"  # tempfile name of earlier versions
     user = tmp_path / "notes.tmp"
-    for p in (mine, gone, other, user):
+    for p in (mine, gone, other, remote, remote_old, legacy_old, user):
         p.write_text("t")
-    assert clean_stale_temps(tmp_path, "x.h5") == 1
-    assert mine.exists() and not gone.exists() and other.exists() and user.exists()
+    for p in (remote_old, legacy_old):
+        os.utime(p, (time.time() - 7200,) * 2)
+    assert clean_stale_temps(tmp_path, "x.h5") == 3
+    assert not gone.exists() and not remote_old.exists() and not legacy_old.exists()
+    assert mine.exists() and other.exists() and remote.exists() and user.exists()
     assert clean_stale_temps(tmp_path) == 1
-    assert mine.exists() and not other.exists() and user.exists()
+    assert mine.exists() and not other.exists() and remote.exists() and user.exists()
+    gone.write_text("t")
+    with replacing(tmp_path / "x.h5") as tmp:  # a write of x.h5 cleans its own stale ones
+        assert Path(tmp).name.startswith(f".x.h5.{os.getpid()}@{h}-")
+        Path(tmp).write_text("new")
+    assert not gone.exists() and (tmp_path / "x.h5").read_text() == "new"

@@ -2,8 +2,9 @@
 
 - :func:`replacing`: write a temporary file beside the target, fsync, rename over it. A run killed
   at any moment leaves either the old file or the new one, never a torn one. The temporary file
-  is named ``.<name>.<pid>-<random>.tmp``; one left by a killed process (its pid no longer runs)
-  is removed by the next write of the same target or by :func:`clean_stale_temps`.
+  is named ``.<name>.<pid>@<host>-<random>.tmp``; one left by a killed process of this host (its
+  pid no longer runs; another host's after an hour) is removed by the next write of the same
+  target or by :func:`clean_stale_temps`.
 - :func:`exclusive_lock`: an advisory ``fcntl.flock`` on ``<path>.lock``, taken without waiting;
   a second run on the same path is refused with a one-line error.
 - :func:`check_writable_output`: refuse an output path that cannot be replaced safely (a
@@ -12,19 +13,29 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 from .errors import AnalogAttnError
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[0-9a-f]{8})-[A-Za-z0-9_]+\.tmp$")
 _LEGACY_TMP = re.compile(r"^(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile names of versions before the pid
-_LEGACY_AGE = 3600.0  # s: a legacy temporary file this old is no write in progress
+_OLD_AGE = 3600.0  # s: a temporary file this old whose writer cannot be asked is no write in progress
+
+
+def _host() -> str:
+    """Short tag of this machine: a pid means something only on the host that wrote it (a cache
+    folder may be shared over NFS)."""
+    import hashlib
+    import socket
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -47,20 +58,19 @@ def clean_stale_temps(directory, name: str | None = None) -> int:
         entries = list(os.scandir(directory))
     except OSError:
         return 0
-    now = time.time()
+    now, host = time.time(), _host()
     for e in entries:
         if not e.name.endswith(".tmp"):
             continue
-        m = _TMP.match(e.name)
-        if m:
-            if (name is not None and m["name"] != name) or _pid_alive(int(m["pid"])):
+        m = _TMP.match(e.name) or _LEGACY_TMP.match(e.name)
+        if not m or (name is not None and m["name"] != name):
+            continue
+        if "pid" in m.groupdict() and m["host"] == host:
+            if _pid_alive(int(m["pid"])):
                 continue
         else:
-            m = _LEGACY_TMP.match(e.name)
-            if not m or (name is not None and m["name"] != name):
-                continue
             try:
-                if now - e.stat(follow_symlinks=False).st_mtime < _LEGACY_AGE:
+                if now - e.stat(follow_symlinks=False).st_mtime < _OLD_AGE:
                     continue
             except OSError:
                 continue
@@ -112,7 +122,8 @@ def replacing(path):
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}@{_host()}-",
+                               suffix=".tmp")
     try:
         os.fchmod(fd, mode)
     except OSError:
@@ -198,7 +209,13 @@ def exclusive_lock(path, what: str):
             raise AnalogAttnError(f"{what} {path}: cannot create lock file {lock} ({e.strerror or e})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a file system without locks: go on unlocked rather than refuse every run
+                os.close(fd)
+                warnings.warn(f"cannot lock {lock} ({e.strerror}); concurrent runs on {path} are not detected")
+                yield None
+                return
             try:
                 holder = os.read(fd, 32).decode(errors="replace").strip()
             except OSError:
