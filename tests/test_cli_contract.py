@@ -99,3 +99,47 @@ def test_help_shows_every_kernel_option_with_unit_range_and_default():
         chunk = " ".join(text[i:i + 400].split())
         for b in bits:
             assert b in chunk, (flag, b, chunk)
+
+
+@pytest.mark.ci
+def test_long_single_line_text_streams_in_bounded_memory(tmp_path):
+    """A 50 MB text without a newline is cut at spaces a chunk at a time: peak memory stays
+    near the model's own (~0.9 GB), far from the ~7 GB of tokenising it whole."""
+    import json
+
+    import numpy as np
+
+    from conftest import run_cli
+    rng = np.random.default_rng(0)
+    words = np.array("the cell holds a key as a voltage and the read transistors turn it into a current".split())
+    text = tmp_path / "one_line.txt"
+    with open(text, "w") as f:
+        for _ in range(50):
+            f.write(" ".join(rng.choice(words, 200_000)) + " ")
+    assert text.stat().st_size > 45e6
+    out = tmp_path / "r.json"
+    r = run_cli("run", "--model", "smollm2", "--text", text, "--max-scored", 256, "-q", "--json", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["scored_tokens"] == 256
+    assert res["peak_rss_mb"] < 1500, res["peak_rss_mb"]
+
+
+def test_cut_before_a_space_gives_the_ids_of_the_whole_text(tmp_path):
+    """Cutting a line without newlines before a single space (between two non-spaces) is a
+    pre-tokenisation boundary: the streamed ids equal whole-text tokenisation."""
+    import numpy as np
+
+    from analogattn.evaluate.perplexity import stream_tokens
+    from analogattn.transformer.loaders import load
+    from tiny_models import write_tiny_gguf
+    write_tiny_gguf(tmp_path / "t.gguf")
+    tok = load(str(tmp_path / "t.gguf")).tokenizer
+    rng = np.random.default_rng(1)
+    words = ["the", "then", "in", "a", "x9", "12", "...", "it's", "  two", "tab\tbed"]
+    text = " ".join(rng.choice(words, 3000))
+    p = tmp_path / "line.txt"
+    p.write_text(text)
+    chunks = list(stream_tokens(p, tok, chunk_chars=500))
+    assert len(chunks) > 10  # it did cut the line
+    assert np.concatenate(chunks).tolist() == tok.encode(text)
