@@ -176,7 +176,7 @@ def test_damaged_bundles_are_refused(fitted, tmp_path):
 
 def test_fit_cli_errors(tmp_path):
     r = run_cli("fit", tmp_path / "none.h5", "-o", tmp_path / "s.h5")
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert r.returncode == 2 and "no such characterization file" in r.stderr and "none.h5" in r.stderr
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     r = run_cli("fit", bad, "-o", tmp_path / "s.h5")
