@@ -1,13 +1,14 @@
-"""Gain-cell attention kernel (work in progress for issue #6): exact limits and hand-computed cases."""
+"""Gain-cell attention kernel: exact limits and hand-computed cases."""
 import dataclasses
 
 import numpy as np
 import pytest
 
 from analogattn.attention.base import IdealAttention, Mask
-from analogattn.attention.gaincell import (CellModel, GainCellAttention, GainCellConfig, Scalers, adc, ideal_kernel,
-                                           quantise)
-from analogattn.transformer.cache import KVCache
+from analogattn.attention.cache import KVCache
+from analogattn.attention.gaincell import CellModel, GainCellAttention, GainCellConfig, Scalers, ideal_kernel
+from analogattn.attention.peripherals import adc, quantise
+from analogattn.attention.recorders import TileQuantiles, WeightProbe
 
 
 def _qkv(H=6, KV=2, T=40, d=16, seed=0):
@@ -107,9 +108,8 @@ def test_storage_levels_and_write_transfer_apply():
 def test_sliding_window_limits_keys():
     q, k, v = _qkv(T=30)
     pos = np.arange(30)
-    ker = ideal_kernel(1, 6, 2)
-    ker.cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
-                             window=5, predistort=False)
+    base = ideal_kernel(1, 6, 2)
+    ker = GainCellAttention(base.cell, base.cfg.replace(window=5), base.sc)
     got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     want = IdealAttention()(q, k, v, pos, Mask("sliding", 5), KVCache(2, 16), 0)
     assert np.abs(got - want).max() < 1e-5
@@ -245,9 +245,10 @@ def test_decayed_read_of_a_nonlinear_cell_matches_the_exact_current():
         ker(np.zeros((1, n_old, 3), np.float32), ks[None], ks[None], pos, Mask(), c, 0)
         u = np.array([[[0.7, -0.4, 0.9]]], np.float32)
         stored = c.keys[0].copy()  # V after the write (mid-rail + k)
-        ker.probe, ker.probe_out = (0, 0), None
-        ker(u, np.zeros((1, 1, 3), np.float32), np.zeros((1, 1, 3), np.float32), np.array([n_old]), Mask(), c, 0)
-        p = ker.probe_out[2][0, :n_old]  # hardsigmoid weights = score / s_sat
+        probe = WeightProbe(0, 0)
+        reader = GainCellAttention(cell, cfg, sc, recorder=probe, readout=ker.readout)
+        reader(u, np.zeros((1, 1, 3), np.float32), np.zeros((1, 1, 3), np.float32), np.array([n_old]), Mask(), c, 0)
+        p = probe.out[2][0, :n_old]  # hardsigmoid weights = score / s_sat
         D = np.exp(-(n_old - pos) * period / tau)[:, None]
         want = 15e-9 * (cur(veq + (stored - veq) * D) @ u[0, 0].astype(float)) / 1e9
         assert np.allclose(p, np.clip(want, 0, 1), rtol=2e-3, atol=2e-3 * np.abs(want).max()), n_old
@@ -272,9 +273,10 @@ def test_mismatch_is_a_fixed_per_cell_current_deviation():
     assert abs(dev.std() / s0 - 1) < 0.03 and abs(dev.mean()) < 0.03 * s0
     u = rng.uniform(0.1, 1.0, (1, 1, 64)).astype(np.float32)
     for _ in range(2):  # fixed: the same deviations on every read
-        ker.probe, ker.probe_out = (0, 0), None
-        ker(u, np.zeros((1, 1, 64), np.float32), np.zeros((1, 1, 64), np.float32), np.array([200]), Mask(), c, 0)
-        p = ker.probe_out[2][0, :200]
+        probe = WeightProbe(0, 0)
+        reader = GainCellAttention(cell, cfg, sc, recorder=probe, rng=ker.rng)
+        reader(u, np.zeros((1, 1, 64), np.float32), np.zeros((1, 1, 64), np.float32), np.array([200]), Mask(), c, 0)
+        p = probe.out[2][0, :200]
         want = 15e-9 * ((g * (c.keys[0, :200] - 0.45) + dev) @ u[0, 0].astype(float)) / 1e9
         assert np.allclose(p, np.clip(want, 0, 1), rtol=1e-4, atol=1e-6 * np.abs(want).max())
     assert np.array_equal(c.mismatch_k[0, :200], dev)
@@ -294,12 +296,12 @@ def test_term_tables_match_the_cell_functions():
     ker = GainCellAttention(_curved_cell(), GainCellConfig(predistort=False, poly_degree=5), None)
     v = np.concatenate([np.linspace(0, 0.9, 997), np.random.default_rng(0).uniform(0, 0.9, 3000)])[:, None]
     for d_min in (1.0, 0.9, 0.5):
-        kind, fs = ker._decay_terms(d_min)
-        got = ker._terms(v, kind)[:, :, 0]
+        kind, fs = ker.readout.decay_terms(d_min)
+        got = ker.readout.terms(v, kind)[:, :, 0]
         want = np.stack([f(v[:, 0] - 0.3) for f in fs], axis=1)
         assert np.abs(got - want).max() < 1e-5 * np.abs(want).max(), kind
-    kind, fs = ker._decay_terms(0.9)
-    off = ker._terms(np.array([[1.5]]), kind)[0, :, 0]  # off the table: evaluated directly
+    kind, fs = ker.readout.decay_terms(0.9)
+    off = ker.readout.terms(np.array([[1.5]]), kind)[0, :, 0]  # off the table: evaluated directly
     assert np.allclose(off, [f(np.array(1.5 - 0.3)) for f in fs], rtol=1e-6)
 
 
@@ -317,8 +319,7 @@ def test_query_blocks_do_not_change_the_result(activation):
     sc.s_sat[:] = 0.2 * sc.score_scale
     outs = []
     for block in (256, 16, 5):
-        ker = GainCellAttention(cell, cfg, sc)
-        ker.BLOCK = block
+        ker = GainCellAttention(cell, cfg, sc, block=block)
         outs.append(ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0))
     scale = np.abs(outs[0]).max()
     assert np.abs(outs[1] - outs[0]).max() < 1e-5 * scale and np.abs(outs[2] - outs[0]).max() < 1e-5 * scale
@@ -335,7 +336,8 @@ def test_recording_path_equals_the_fused_value_path():
     sc.out_scale[:] *= 0.5
     ker = GainCellAttention(cell, cfg, sc)
     fused = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
-    ker._tile_record, ker._tile_quantile = {}, 0.99
-    slow = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
-    assert len(ker._tile_record) == 6 and all(len(x) > 0 for x in ker._tile_record.values())
+    tiles = TileQuantiles(0.99)
+    rec = GainCellAttention(cell, cfg, sc, recorder=tiles)
+    slow = rec(q, k, v, pos, Mask(), rec.new_cache(0, 2, 16), 0)
+    assert len(tiles.per_head) == 6 and all(len(x) > 0 for x in tiles.per_head.values())
     assert np.abs(slow - fused).max() < 1e-5 * np.abs(fused).max()

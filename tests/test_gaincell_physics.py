@@ -106,6 +106,9 @@ def test_monte_carlo_stored(small_char):
         assert g["current"].shape == (24, 7, 3)
         sig = g["sigma_vt"][()]
         dvt = g["dvt"][()]
+        cur = g["current"][()]
         assert g.attrs["seed"] == 1
     assert np.allclose(dvt.std(axis=0), sig, rtol=0.5)
-    assert np.all(g is not None)
+    # every sample simulated, and the mismatch really spreads the current at full read amplitude
+    assert np.isfinite(cur).all()
+    assert (cur[:, :, -1].std(axis=0) > 1e-4 * np.abs(cur[:, :, -1]).max()).all()

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from analogattn.attention.base import IdealAttention, Mask
-from analogattn.attention.sprint import (Crossbar, SprintAttention, SprintConfig, SprintScales, _mass_keep)
+from analogattn.attention.cache import KVCache
+from analogattn.attention.recorders import KeepLog
+from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, SprintScales, _mass_keep
 from analogattn.errors import AnalogAttnError, ParameterError
-from analogattn.transformer.cache import KVCache
 
-QUIET = dict(variation=False, read_noise=False, comparator_offset=False, comparator_noise=False)
+QUIET = dict(variation=False, circuit_noise=False)
 
 
 def _qkv(H=6, KV=2, T=40, d=16, seed=0):
@@ -28,8 +29,7 @@ def test_threshold_minus_infinity_equals_ideal_attention(rule, theta):
     q, k, v = _qkv()
     pos = np.arange(q.shape[1])
     want = IdealAttention()(q, k, v, pos, Mask(), KVCache(2, 16), 0)
-    ker = SprintAttention(Crossbar.ideal(), SprintConfig(rule=rule), _scales(theta))
-    ker.block = 16  # several query blocks
+    ker = SprintAttention(Crossbar.ideal(), SprintConfig(rule=rule), _scales(theta), block=16)  # several blocks
     got = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     assert np.abs(got - want).max() < 1e-5
     assert ker.stats.summary()["kept_fraction"] == 1.0
@@ -57,9 +57,9 @@ def test_nothing_survives_gives_the_own_value():
 def _reference_scores(ker, xbar, q, k, layer=0):
     """Independent evaluation of the modelled column: codes -> levels -> cells, DAC per query,
     two phases with s+ and s- kept apart, loss c2 s^2 per phase and column, reference column."""
-    half = 2 ** (ker.cfg.key_bits - 1)
+    half = 2 ** (ker.cfg.converters.key_bits - 1)
     codes = np.clip(np.round(k / ker.sc.k_step[layer][:, None, None]), -half, half - 1).astype(int)
-    M = 2 ** ker.cfg.dac_bits - 1
+    M = 2 ** ker.cfg.converters.dac_bits - 1
     out = []
     for h in range(q.shape[0]):
         j = h // (q.shape[0] // k.shape[0])
@@ -93,11 +93,11 @@ def test_noiseless_mask_equals_thresholding_the_modelled_scores():
     xbar.c2 = -60.0  # a current-dependent loss, so the column is non-linear
     xbar.b = lambda vv: np.sinh(np.asarray(vv) / 0.15) / np.sinh(0.2 / 0.15)  # non-linear cell I-V
     theta = 0.3
-    ker = SprintAttention(xbar, SprintConfig(rule="fixed", **QUIET), _scales(theta))
-    ker.keep_log = []
+    log = KeepLog()
+    ker = SprintAttention(xbar, SprintConfig(rule="fixed", **QUIET), _scales(theta), recorder=log)
     ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
     got = np.zeros((6, 24, 24), bool)
-    for layer, j, qp, kp, keep in ker.keep_log:
+    for layer, j, qp, kp, keep in log.log:
         got[3 * j:3 * j + 3][:, qp[:, None], kp[None, :]] = keep
     z = _reference_scores(ker, xbar, q, k)
     allowed = np.tril(np.ones((24, 24), bool))
@@ -144,10 +144,10 @@ def test_noise_and_offsets_change_decisions_reproducibly():
     xbar.noise_rel, xbar.cmp_offset, xbar.cmp_noise, xbar.sigma_g = 0.05, 2e-3, 1e-3, 0.05
 
     def run(cfg):
-        ker = SprintAttention(xbar, cfg, _scales(0.2))
-        ker.keep_log = []
+        log = KeepLog()
+        ker = SprintAttention(xbar, cfg, _scales(0.2), recorder=log)
         out = ker(q, k, v, pos, Mask(), ker.new_cache(0, 2, 16), 0)
-        return out, np.concatenate([x[4].ravel() for x in ker.keep_log])
+        return out, np.concatenate([x[4].ravel() for x in log.log])
 
     o1, m1 = run(SprintConfig(rule="fixed", seed=1))
     o2, m2 = run(SprintConfig(rule="fixed", seed=1))

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..errors import ParameterError
-from ..transformer.cache import KVCache
+from .cache import KVCache
 
 
 @dataclasses.dataclass(frozen=True)

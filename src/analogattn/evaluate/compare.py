@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..attention import registry
 from ..attention.base import IdealAttention
-from .cost import cost_for, paper_lines
+from .cost import paper_lines
 from .perplexity import perplexity
 
 
@@ -36,58 +37,39 @@ def _run(model, tokens, window, kernel, max_scored):
 
 def compare(model, tokens, cal_windows, bundle, out_dir: Path, window: int = 512, max_scored: int = 1024,
             levels=(4, 8, 16, 32, 64), keeps=(0.15, 0.2, 0.3, 0.4), masses=(0.9, 0.95, 0.99),
-            log=print) -> list[Row]:
-    from ..attention.gaincell import CellModel, GainCellConfig, calibrated_kernel
-    from ..attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint
-
+            log=print, kernels=None) -> list[Row]:
+    """Every registered kernel's comparison settings (or those of ``kernels``, names), in
+    registration order (the ideal kernel first: the ratios are to its perplexity). ``levels``,
+    ``keeps`` and ``masses`` are the sweeps of the gain-cell and pruning kernels."""
     out_dir.mkdir(parents=True, exist_ok=True)
     c = model.config
     rows: list[Row] = []
+    ctx = registry.ComparisonContext(model, cal_windows, bundle, out_dir, window,
+                                     {"levels": tuple(levels), "keeps": tuple(keeps), "masses": tuple(masses)}, log)
 
-    def add(kernel_name, setting, r, kernel=None, stats=None):
-        cost = cost_for(kernel_name, c, window, bundle, stats, kernel)
-        s = stats.summary() if stats is not None else None
-        row = Row(kernel_name, setting, r.perplexity, r.perplexity / rows[0].perplexity if rows else 1.0,
-                  s["kept_fraction"] if s else None, s["softmax_mass_kept"] if s else None,
+    def add(spec, setting, r, kernel):
+        cost = spec.cost(c, window, bundle, kernel)
+        s = spec.summary(kernel)
+        row = Row(spec.name, setting, r.perplexity, r.perplexity / rows[0].perplexity if rows else 1.0,
+                  s.get("kept_fraction") if s else None, s.get("softmax_mass_kept") if s else None,
                   cost["energy_per_token_J"] * 1e9, cost["latency_per_token_s"] * 1e6, r.tokens_per_s,
-                  {"pruning": s} if s else {})
+                  {spec.summary_key: s} if s else {})
         rows.append(row)
-        log(f"  {kernel_name:9s} {setting:34s} ppl {row.perplexity:9.4f}  x{row.ratio:7.4f}"
+        log(f"  {spec.name:9s} {setting:34s} ppl {row.perplexity:9.4f}  x{row.ratio:7.4f}"
             + (f"  kept {row.kept:.3f}" if row.kept is not None else "") + f"  {row.tokens_per_s:6.1f} tok/s")
         return row
 
     t0 = time.perf_counter()
-    log(f"ideal attention ({window}-token windows, {max_scored} scored tokens)")
-    add("ideal", "float32 softmax", _run(model, tokens, window, IdealAttention(), max_scored))
-
-    # -- ReRAM pruning: three rules over their knob -------------------------------------------------
-    xbar = Crossbar.from_bundle(bundle)
-    for rule in ("anchor", "fixed"):
-        cfg = SprintConfig(rule=rule, budget="global" if rule == "anchor" else "head")
-        log(f"sprint, {rule} thresholds: calibrating for keep fractions {', '.join(map(str, keeps))}")
-        cals = calibrate_sprint(model, cal_windows, xbar, cfg, keeps=tuple(keeps))
-        cals = cals if isinstance(cals, dict) else {keeps[0]: cals}
-        for kp, sc in cals.items():
-            ker = SprintAttention(xbar, dataclasses.replace(cfg, keep=kp), sc, c.n_layers)
-            ker.bundle = bundle
-            add("sprint", f"{rule} rule, target keep {kp:.2f}", _run(model, tokens, window, ker, max_scored), ker,
-                ker.stats)
-            if rule == "anchor" and kp == 0.3:
-                sc.save(out_dir / "calibration_sprint.npz", {"model": model.name, "keep": kp})
-    for mass in masses:
-        ker = SprintAttention(xbar, SprintConfig(rule="oracle", mass=mass), cals[keeps[0]], c.n_layers)
-        add("sprint", f"oracle, {mass:.2f} softmax mass", _run(model, tokens, window, ker, max_scored), ker, ker.stats)
-
-    # -- gain cell: softmax hybrid over storage levels, hardsigmoid per calibration method ---------
-    cell = CellModel.from_bundle(bundle)
-    base = GainCellConfig(window=window)
-    ranges = None
-    for act, lv, method in ([("softmax", n, "meanstd") for n in levels]
-                            + [("hardsigmoid", 8, m) for m in ("meanstd", "lstsq")]):
-        cfg = dataclasses.replace(base, activation=act, storage_levels=lv)
-        ker, ranges = calibrated_kernel(model, cal_windows, cell, cfg, method, ranges=ranges)
-        ker.bundle = bundle
-        add("gaincell", f"{act}, {lv} storage levels, {method}", _run(model, tokens, window, ker, max_scored), ker)
+    for spec in registry.specs():
+        if spec.comparison is None or (kernels is not None and spec.name not in kernels):
+            continue
+        if spec.needs_bundle and bundle is None:
+            log(f"{spec.name}: skipped (no surrogate bundle)")
+            continue
+        if spec.name == "ideal":
+            log(f"ideal attention ({window}-token windows, {max_scored} scored tokens)")
+        for setting, kernel in spec.comparison(ctx):
+            add(spec, setting, _run(model, tokens, window, kernel, max_scored), kernel)
     log(f"comparison done in {time.perf_counter() - t0:.0f} s")
     (out_dir / "comparison.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     return rows
@@ -159,37 +141,40 @@ def attention_maps(model, ids, cal_windows, bundle, out_dir, layer, head):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..attention.gaincell import CellModel, GainCellConfig, calibrated_kernel
+    from ..attention import capture
+    from ..attention.gaincell import CellModel, GainCellAttention, GainCellConfig, calibrated_kernel
+    from ..attention.recorders import KeepLog, WeightProbe
     from ..attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint
     c = model.config
     T = len(ids)
     cap = {}
 
-    class _Probe(IdealAttention):
-        def __call__(self, q, k, v, positions, mask, cache, lyr):
-            if lyr == layer:
-                g = q.shape[0] // k.shape[0]
-                s = q[head] @ k[head // g].T / np.sqrt(q.shape[-1])
-                s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
-                s = np.exp(s - s.max(axis=1, keepdims=True))
-                cap["ideal"] = s / s.sum(axis=1, keepdims=True)
-            return super().__call__(q, k, v, positions, mask, cache, lyr)
+    def see(lyr, q, k, v, positions, mask):
+        if lyr == layer:
+            g = q.shape[0] // k.shape[0]
+            s = q[head] @ k[head // g].T / np.sqrt(q.shape[-1])
+            s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+            s = np.exp(s - s.max(axis=1, keepdims=True))
+            cap["ideal"] = s / s.sum(axis=1, keepdims=True)
 
-    p = _Probe()
-    model.forward(ids, caches=model.new_caches(p), kernel=p, logits="none")
+    capture.run(model, [ids], capture.Tap(IdealAttention(), see))
     cell = CellModel.from_bundle(bundle)
-    gk, _ = calibrated_kernel(model, cal_windows, cell, GainCellConfig(storage_levels=32))
-    gk.probe, gk.probe_out = (layer, head), None
-    model.forward(ids, caches=model.new_caches(gk), kernel=gk, logits="none")
-    gw = gk.probe_out[2]
+    captured = capture.capture(model, cal_windows)
+    gk, _ = calibrated_kernel(model, cal_windows, cell, GainCellConfig(storage_levels=32), captured=captured)
+    probe = WeightProbe(layer, head)
+    # the calibrated kernel with a probe (same scalers, cell tables and random generator)
+    gp = GainCellAttention(cell, gk.cfg, gk.sc, recorder=probe, rng=gk.rng, readout=gk.readout)
+    capture.run(model, [ids], gp)
+    gw = probe.out[2]
     xbar = Crossbar.from_bundle(bundle)
     cfg = SprintConfig()
-    sk = SprintAttention(xbar, cfg, calibrate_sprint(model, cal_windows, xbar, cfg), c.n_layers)
-    sk.keep_log = []
-    model.forward(ids, caches=model.new_caches(sk), kernel=sk, logits="none")
+    keep_log = KeepLog()
+    sk = SprintAttention(xbar, cfg, calibrate_sprint(model, cal_windows, xbar, cfg, captured=captured), c.n_layers,
+                         recorder=keep_log)
+    capture.run(model, [ids], sk)
     g = c.n_heads // c.n_kv_heads
     keep = np.zeros((T, T), bool)
-    for lyr, j, qp, kp, kmask in sk.keep_log:
+    for lyr, j, qp, kp, kmask in keep_log.log:
         if lyr == layer and j == head // g:
             keep[np.ix_(qp, kp)] = kmask[head % g]
     fig, axs = plt.subplots(1, 3, figsize=(13, 4.4))

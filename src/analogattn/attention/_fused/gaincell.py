@@ -1,0 +1,213 @@
+"""Compiled loops of the gain-cell kernel. Blocks of queries: arrays (g, tb, s) are a block's
+rows (g stacked heads x tb queries) against its keys; GEMM outputs are (g tb, .) with row h tb + t."""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .common import _adc, _adc_steps, _fast, _max_biased, _pulse, exp32
+
+
+@nb.jit(inline="always", **_fast)
+def _tile_mean(mk, rw, r, wr, v):
+    """v[c] = sum_i mk[i dd + c] rw[i, r] / wr: a tile's expansion terms combined with row r's
+    factors, over the reference wr (dd = v's length)."""
+    dd = v.shape[0]
+    c0 = rw[0, r] / wr
+    for c in range(dd):
+        v[c] = mk[c] * c0
+    for i in range(1, rw.shape[0]):
+        ci = rw[i, r] / wr
+        for c in range(dd):
+            v[c] += mk[i * dd + c] * ci
+
+@nb.jit(**_fast)
+def score_tile(x, full, scale, out, accumulate, bias, want_max):
+    """out[h, t, s] (+)= clamp(x[h tb + t, s], +-full[h]) * scale[h, t]: one tile of a block's
+    score charges (clamped to the charge-to-pulse range; full <= 0 reads 0, inf: no clamp),
+    rescaled per row. With ``want_max``, returns per head the largest |out| over the allowed keys
+    (bias (tb, s): 0 allowed, -inf not)."""
+    g, tb, S = out.shape
+    hmax = np.zeros(g, np.float32)
+    for h in range(g):
+        f = full[h]
+        lo = -f if f > 0 else np.float32(0.0)
+        hi = f if f > 0 else np.float32(0.0)
+        for t in range(tb):
+            xi, o, c = x[h * tb + t], out[h, t], scale[h, t]
+            if accumulate:
+                for s in range(S):
+                    o[s] += min(max(xi[s], lo), hi) * c
+            else:
+                for s in range(S):
+                    o[s] = min(max(xi[s], lo), hi) * c
+            if want_max:
+                b = bias[t]
+                m = hmax[h]
+                for s in range(S):
+                    v = abs(o[s]) + b[s]
+                    m = v if v > m else m
+                hmax[h] = m
+    return hmax
+
+
+@nb.jit(**_fast)
+def softmax_block(z, lim, half, inv_r, inv_k, use_comp, bias):
+    """In place on a block's scores z (g, tb, s): per row, the ADC over +-lim[h] (codes
+    -half .. half-1; half 0: none; lim <= 0 reads 0), multiplied by inv_r[t] inv_k[s] (the decay
+    undone) when use_comp, softmax over the allowed keys (bias (tb, s): 0 / -inf), and the weights
+    multiplied by inv_r[t] inv_k[s] again (pulses lengthened by the decay). Rows with nothing
+    allowed -> 0."""
+    g, tb, S = z.shape
+    zero, one = np.float32(0.0), np.float32(1.0)
+    q = half > 0
+    for h in range(g):
+        inv, step = _adc_steps(lim[h], half)
+        for t in range(tb):
+            zi, b = z[h, t], bias[t]
+            ir = inv_r[t] if use_comp else one
+            for s in range(S):
+                v = zi[s]
+                if q:
+                    v = _adc(v, inv, step, half)
+                if use_comp:
+                    v = v * ir * inv_k[s]
+                zi[s] = v + b[s]
+            m = _max_biased(zi, b)  # b again: -inf + -inf stays -inf
+            m = zero if m == -np.inf else m
+            tot = zero
+            for s in range(S):
+                e = exp32(zi[s] - m)
+                zi[s] = e
+                tot += e
+            r = one / tot if tot > 0 else zero
+            if use_comp:
+                r = r * ir
+                for s in range(S):
+                    zi[s] = zi[s] * r * inv_k[s]
+            else:
+                for s in range(S):
+                    zi[s] = zi[s] * r
+
+
+@nb.jit(**_fast)
+def tile_pulses(p, bias, mode, inv_sat, levels, rows, pq, m, psum):
+    """A block's value-array pulses, tile by tile (tiles of ``rows`` keys from the block's first key).
+    p (g, tb, s): softmax weights (mode 1: pulses span the row's largest weight; mode 2: each
+    tile's largest weight) or score charges (mode 0, hardsigmoid: p = clamp(p inv_sat[h], 0, 1),
+    no scaling); keys not allowed (bias -inf) get no pulse. Pulses are quantised to ``levels`` over
+    [0, 1] (levels < 2: clipped only). Writes pq (ntiles, g tb, rows) (zero-padded), m (g tb,
+    ntiles) the scale each tile's pulses were divided by, psum (g tb, ntiles) the pulse sums."""
+    g, tb, S = p.shape
+    ntl = pq.shape[0]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    L = np.float32(levels - 1) if levels > 1 else zero
+    invL = one / L if levels > 1 else zero
+    for h in range(g):
+        for t in range(tb):
+            i = h * tb + t
+            pi, b = p[h, t], bias[t]
+            rmax = zero
+            if mode == 1:
+                for s in range(S):
+                    v = pi[s] if b[s] == 0 else zero
+                    rmax = v if v > rmax else rmax
+                rmax = rmax if rmax > 0 else one
+            for k in range(ntl):
+                s0 = k * rows
+                s1 = min(S, s0 + rows)
+                scale = one
+                if mode == 0:
+                    scale = inv_sat[h]
+                elif mode == 1:
+                    scale = one / rmax
+                    m[i, k] = rmax
+                else:
+                    tmax = zero
+                    for s in range(s0, s1):
+                        v = pi[s] if b[s] == 0 else zero
+                        tmax = v if v > tmax else tmax
+                    tmax = tmax if tmax > 0 else one
+                    scale = one / tmax
+                    m[i, k] = tmax
+                if mode == 0:
+                    m[i, k] = one
+                out = pq[k, i]
+                tot = zero
+                for s in range(s0, s1):
+                    v = _pulse(pi[s] * scale, L, invL)
+                    v = v if b[s] == 0 else zero
+                    out[s - s0] = v
+                    tot += v
+                for s in range(s1 - s0, rows):
+                    out[s] = zero
+                psum[i, k] = tot
+
+
+@nb.jit(**_fast)
+def tile_outputs(M, rw, dd, psum, m, ratio, full, half, digitise, acc):
+    """acc (R, dd) += sum over tiles k read by row r (psum > 0) of
+    ADC(sum_i M[k, r, i dd + c] rw[i, r] / w) w m[r, k], w = psum[r, k] if ``ratio`` (the ADC
+    digitises the tile's weighted mean against its pulse sum) else 1: the ADC over +-full[r]
+    (codes -half .. half-1; half 0: clamp only; full <= 0 reads 0) when ``digitise``."""
+    ntl, R, _ = M.shape
+    zero = np.float32(0.0)
+    v = np.empty(dd, np.float32)
+    for r in range(R):
+        f = full[r]
+        inv, step = _adc_steps(f, half)
+        fl = f if f > 0 else zero
+        a = acc[r]
+        for k in range(ntl):
+            w = psum[r, k]
+            if w == 0:
+                continue
+            wr = w if ratio else np.float32(1.0)
+            back = wr * m[r, k]
+            _tile_mean(M[k, r], rw, r, wr, v)
+            if digitise and half > 0:
+                for c in range(dd):
+                    a[c] += _adc(v[c], inv, step, half) * back
+            elif digitise:
+                for c in range(dd):
+                    a[c] += min(max(v[c], -fl), fl) * back
+            else:
+                for c in range(dd):
+                    a[c] += v[c] * back
+
+
+@nb.jit(**_fast)
+def interp_terms(y, y0, inv_h, table, out):
+    """out[s, i, c] = table[i] linearly interpolated at y[s, c] on the uniform grid
+    y0 + k / inv_h (k = 0 .. N-1; clamped to the grid's ends): the expansion terms f_i of stored
+    voltages, from their tables."""
+    S, d = y.shape
+    n, N = table.shape
+    top = N - 1 - 1e-9
+    for s in range(S):
+        ys = y[s]
+        for i in range(n):
+            ti = table[i]
+            o = out[s, i]
+            for c in range(d):
+                x = min(max((ys[c] - y0) * inv_h, 0.0), top)  # float64 position
+                k = np.int64(x)
+                f = np.float32(x - k)
+                o[c] = ti[k] + f * (ti[k + 1] - ti[k])
+
+
+@nb.jit(**_fast)
+def tile_parts(M, rw, psum, ratio, out):
+    """out[k, r, c] = sum_i M[k, r, i dd + c] rw[i, r] / w (w = psum[r, k] if ratio else 1; 0
+    where the tile is not read): each tile's output before its ADC (calibration and read noise)."""
+    ntl, R, _ = M.shape
+    for k in range(ntl):
+        for r in range(R):
+            w = psum[r, k]
+            if w == 0:
+                out[k, r, :] = 0.0
+                continue
+            o = out[k, r]
+            _tile_mean(M[k, r], rw, r, np.float32(1.0), o)
+            if ratio:  # divided after the sum, as the recorded calibrations always were (the fused
+                o /= w  # path divides the factors: equal to rounding, not bit for bit)

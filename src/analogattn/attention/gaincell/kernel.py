@@ -1,0 +1,275 @@
+"""The gain-cell kernel: arrays in, arrays out (see the package docstring for the signal path).
+
+Decay with a non-linear cell is kept separable by expanding the decayed cell current in a few
+terms, I(V_eq + y D) ~ sum_i D^i f_i(y) (y = V - V_eq; :meth:`CellReadout.decay_terms`), and
+D[t, s] = exp(-(t - s) T_tok / tau) = r_t k_s about a reference query: every term folds into the
+query rows and key columns of one matrix product. Queries go in blocks that read only the keys
+they may see; the per-element work after each matrix product is compiled (:mod:`.._fused`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _fused
+from ..base import AttentionKernel, visible
+from ..cache import KVCache
+from ..peripherals import adc, pulse
+from ..recorders import Recorder
+from .config import GainCellConfig
+from .device import CellModel, CellReadout
+from .scalers import Scalers
+
+
+class GainCellCache(KVCache):
+    """Stored cell voltages of K and V (written, before decay) and their write times, and each
+    cell's fixed current deviation (mismatch; zero when off)."""
+
+    token_arrays = KVCache.token_arrays + (("_dk", 1), ("_dv", 1))
+
+    def __init__(self, n_kv_heads, head_dim, capacity=256):
+        super().__init__(n_kv_heads, head_dim, capacity, dtype=np.float64)
+        self._dk = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
+        self._dv = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
+
+    def append_mismatch(self, dk, dv):
+        """The current deviations of the cells the next append() writes (call it first)."""
+        self._write_ahead(_dk=dk, _dv=dv)
+
+    @property
+    def mismatch_k(self):
+        return self._dk[:, : self.length]
+
+    @property
+    def mismatch_v(self):
+        return self._dv[:, : self.length]
+
+
+class GainCellAttention(AttentionKernel):
+    """``recorder`` observes weights (probes) and value-tile outputs (calibration); ``rng`` may be
+    shared with the kernels of a calibration (default: a generator seeded by the config);
+    ``block``: queries per block (each block reads only the keys its queries may see); ``readout``:
+    the cell's tables, shared with a kernel of the same cell, pre-distortion, levels and degree."""
+
+    name = "gaincell"
+
+    def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
+                 recorder: Recorder | None = None, rng: np.random.Generator | None = None, block: int = 256,
+                 readout: CellReadout | None = None):
+        self.cell, self.cfg, self.sc = cell, config, scalers
+        self.rng = rng if rng is not None else np.random.default_rng(config.noise.seed)
+        self.recorder = recorder if recorder is not None else Recorder()
+        self.block = block
+        ar = config.array
+        self.readout = readout if readout is not None else CellReadout(cell, ar.predistort, ar.storage_levels,
+                                                                       ar.poly_degree)
+
+    def new_cache(self, layer, n_kv_heads, head_dim):
+        return GainCellCache(n_kv_heads, head_dim)
+
+    def unit_charge(self) -> float:
+        return self.readout.unit_charge()
+
+    def __call__(self, q, k, v, positions, mask, cache, layer):
+        sc, ro = self.sc, self.readout
+        if sc.k_chan is not None:
+            k = k / sc.k_chan[layer][:, None, :]
+        if sc.v_chan is not None:
+            v = v / sc.v_chan[layer][:, None, :]
+        vk, vv = ro.store(k, sc.a_k[layer], sc.b_k[layer]), ro.store(v, sc.a_v[layer], sc.b_v[layer])
+        if self.cfg.noise.mismatch and self.cell.sigma is not None:
+            # each cell's fixed deviation: its Monte Carlo sigma at the written voltage x N(0, 1)
+            cache.append_mismatch(self.cell.sigma(vk) * self.rng.standard_normal(vk.shape),
+                                  self.cell.sigma(vv) * self.rng.standard_normal(vv.shape))
+        cache.append(vk, vv, positions)
+        return self.attend(q, positions, mask, cache, layer)
+
+    def _blocks(self, allowed, lam, n):
+        """(b0, b1, lo, hi) per block of queries: rows b0..b1 of ``allowed`` read keys lo..hi
+        (lo at a tile boundary of the value arrays); blocks short enough that the decay factors
+        exp(+-lam n (block length)) stay far inside float32."""
+        T = allowed.shape[0]
+        B = self.block if lam <= 0 else max(1, min(self.block, int(30.0 / (lam * n))))
+        rows = self.cfg.array.rows
+        out = []
+        for b0 in range(0, T, B):
+            b1 = min(T, b0 + B)
+            cols = np.flatnonzero(allowed[b0:b1].any(axis=0))
+            if cols.size:
+                out.append((b0, b1, (int(cols[0]) // rows) * rows, int(cols[-1]) + 1))
+        return out
+
+    def attend(self, q, positions, mask, cache, layer):
+        """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM
+        per head-dim tile, every expansion term folded into the operands), the activation, then the
+        value tiles (one batched GEMM per block and a fused epilogue of ADCs). The decay of key s
+        at query t, D = exp(-lam (t - s)) = r_t k_s with r_t = exp(-lam (t - c)), k_s =
+        exp(-lam (c - s)) about the block's first query c, is separable, and so is each term
+        D^i f_i(y) of the cell current."""
+        sc, ro, rec = self.sc, self.readout, self.recorder
+        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
+        keys, values, kpos = cache.keys, cache.values, cache.positions
+        n_kv, S, d = keys.shape
+        H, T, _ = q.shape
+        g = H // n_kv
+        allowed = visible(mask, positions, kpos, ar.window)
+        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+        lam = 0.0
+        kind, fs = ro.decay_terms(1.0)
+        if np.isfinite(self.cell.tau) and ar.token_period > 0:
+            lam = ar.token_period / self.cell.tau  # decay per token step
+            oldest = max(int(positions.max()) - int(kpos.min()), 0)  # age of the oldest key a query may read
+            if ar.window:
+                oldest = min(oldest, ar.window)
+            kind, fs = ro.decay_terms(min(math.exp(-lam * oldest), 1.0 - 1e-12))
+        n = len(fs)
+        blocks = self._blocks(allowed, lam, n)
+        gain = ro.unit_charge()
+        soft = ar.activation == "softmax"
+        use_comp = lam > 0 and soft and ar.retention_comp
+        half = 2 ** cv.adc_bits // 2 if (soft and cv.adc_bits) else 0
+        mode = (2 if cv.tile_scale else 1) if soft else 0
+        tmax = self.cell.t_max
+        out = np.empty((H, T, d), np.float32)
+        factors = {}
+        for (b0, b1, lo, hi) in blocks:
+            c0 = float(positions[b0])
+            r = np.exp(-lam * (positions[b0:b1] - c0))
+            k = np.exp(-lam * (c0 - kpos[lo:hi]))
+            rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
+            kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
+            factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
+                           .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]))
+        for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
+            hs = np.arange(j * g, (j + 1) * g)
+            qh = q[hs].astype(np.float32)
+            if sc.k_chan is not None:
+                qh = qh * sc.k_chan[layer, j].astype(np.float32)
+            u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
+            # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
+            u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cv.query_scale
+                     else np.ones((g, T, 1), np.float32))
+            u = (np.sign(u) * pulse(np.abs(u) / u_max, cv.input_levels)).astype(np.float32)
+            # digital rescale of the charge: softmax -> logits (an ideal cell gives q.k / sqrt(d))
+            row_scale = u_max[:, :, 0].astype(np.float32)
+            if soft:
+                row_scale = row_scale / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)
+                                         ).astype(np.float32)[:, None]
+            s_full = (sc.score_scale[layer, hs] if cv.output_levels else np.full(g, np.inf)).astype(np.float32)
+            Fk = ro.terms(keys[j], kind, cache.mismatch_k[j] if nz.mismatch else None)
+            Fv = ro.terms(values[j], kind, cache.mismatch_v[j] if nz.mismatch else None)
+            zs = {}  # each block's (g, tb, s) scores, then weights
+            hmax = np.zeros(g, np.float32)
+            for (b0, b1, lo, hi) in blocks:  # scores
+                rw, kw, _, _, bb = factors[b0]
+                tb = b1 - b0
+                zs[b0] = np.empty((g, tb, hi - lo), np.float32)
+                lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
+                rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
+                for k0 in range(0, d, ar.rows):  # tiles over head dims, each clamped on its own
+                    cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
+                    x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
+                    if nz.read_noise > 0 and cv.output_levels:
+                        x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
+                              * self.rng.standard_normal(x.shape)).astype(np.float32)
+                    last = k0 + ar.rows >= d
+                    m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
+                                          bb, last and soft and half > 0)
+                    np.maximum(hmax, m, out=hmax)
+            acc = np.zeros((g, T, d), np.float32)
+            v_full = sc.out_scale[layer, hs].astype(np.float32)
+            probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
+            weights = np.zeros((T, S), np.float32) if probe is not None else None
+            inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
+            for (b0, b1, lo, hi) in blocks:  # activation and values
+                rw, kw, inv_r, inv_k, bb = factors[b0]
+                zb = zs.pop(b0)
+                if soft:
+                    # the score ADC (reference: the head's largest |logit| in this call), the decay
+                    # undone digitally, softmax over the visible keys, older keys' pulses lengthened
+                    _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
+                                         use_comp, bb)
+                if weights is not None:
+                    w = zb[probe]
+                    if not soft:
+                        w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
+                    weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
+                VT = Fv[lo:hi] * kw[:, :, None]
+                acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
+                                                   (layer, hs)).reshape(g, b1 - b0, d)
+            if weights is not None:  # the head's attention weights
+                rec.weights(layer, int(hs[probe]), positions, kpos, weights)
+            if sc.v_chan is not None:
+                acc *= sc.v_chan[layer, j].astype(np.float32)
+            scale = (sc.a_o[layer, hs] * (ro.gain / gain) / sc.a_v[layer, j])[:, None, None]
+            out[hs] = scale * acc + sc.b_o[layer, hs][:, None, None]
+        return out.astype(q.dtype)
+
+    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None):
+        """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
+        value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
+        each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
+        one batched GEMM over the tiles, then each tile's ADC (ratiometric or fixed reference),
+        multiplied back and summed digitally. Returns (g tb, dd)."""
+        cv, nz = self.cfg.converters, self.cfg.noise
+        g, tb, s = p.shape
+        n, dd = VT.shape[1], VT.shape[2]
+        rows = self.cfg.array.rows
+        ntl = -(-s // rows)
+        R = g * tb
+        pq = np.empty((ntl, R, rows), np.float32)
+        m = np.ones((R, ntl), np.float32)
+        psum = np.empty((R, ntl), np.float32)
+        _fused.tile_pulses(p, bias, mode, inv_sat, cv.input_levels, rows, pq, m, psum)
+        vt = np.zeros((ntl * rows, n * dd), np.float32)
+        vt[:s] = VT.reshape(s, n * dd)
+        M = np.matmul(pq, vt.reshape(ntl, rows, n * dd))  # (ntl, R, n dd): every tile's raw charge terms
+        rwr = np.tile(rw, (1, g))  # (n, R): row factors repeated per stacked head
+        ratio = mode == 2 and cv.ratiometric
+        full_r = np.repeat(np.asarray(full, np.float32), tb)
+        digitise = bool(cv.output_levels) and not np.all(np.isinf(full_r))
+        acc = np.zeros((R, dd), np.float32)
+        record = self.recorder.wants_tiles and ctx is not None
+        if not record and not (nz.read_noise > 0 and digitise):
+            _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cv.output_levels // 2, digitise, acc)
+            return acc
+        parts = np.empty((ntl, R, dd), np.float32)  # tile outputs before their ADC
+        _fused.tile_parts(M, rwr, psum, ratio, parts)
+        read = psum.T > 0  # (ntl, R): rows that drive the tile
+        if record:
+            layer, hs = ctx
+            for i, h in enumerate(hs):
+                for k in range(ntl):
+                    blk = parts[k, i * tb:(i + 1) * tb][read[k, i * tb:(i + 1) * tb]]
+                    if blk.size:
+                        self.recorder.tile_outputs(layer, int(h), blk)
+        if digitise:
+            if nz.read_noise > 0:
+                noise = self.rng.standard_normal(parts.shape).astype(np.float32)
+                parts += np.float32(nz.read_noise) * full_r[None, :, None] * noise
+            parts = adc(parts, full_r[None, :, None], cv.output_levels)
+        back = (psum if ratio else 1.0) * m  # (R, ntl)
+        return (parts * (back.T * read)[:, :, None]).sum(axis=0).astype(np.float32)
+
+    def _values(self, p, vv, D, full, allowed=None, dev=None):
+        """Value arrays for weights p (R, S) over stored values vv (S, dd), no decay (D None), one
+        block: what the attention path computes, for hand-computed tests."""
+        if D is not None:
+            raise ValueError("_values: decay is applied by attend()")
+        R, S = p.shape
+        bias = np.zeros((R, S), np.float32) if allowed is None else np.where(allowed, 0, -np.inf).astype(np.float32)
+        cv = self.cfg.converters
+        mode = (2 if cv.tile_scale else 1) if self.cfg.array.activation == "softmax" else 0
+        VT = self.readout.terms(vv, self.readout.decay_terms(1.0)[0], dev)
+        rw = np.full((1, R), self.cell.t_max, np.float32)
+        return self._value_block(np.asarray(p, np.float32)[None], bias, VT, rw, np.atleast_1d(np.float32(full))[:1],
+                                 mode, np.ones(1, np.float32))
+
+
+def ideal_kernel(layers, heads, kv_heads):
+    """Ideal cell, unquantised, no decay, softmax without ADC: equals exact attention."""
+    cell = CellModel.ideal()
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
+                         window=0, predistort=False)
+    return GainCellAttention(cell, cfg, Scalers.identity(layers, heads, kv_heads, cell))
