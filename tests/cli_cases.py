@@ -121,10 +121,16 @@ def _bad_values(f, t):
         return [("bogus_choice", "bogus")]
     if t not in (int, float):
         return out
-    lo, hi = m.get("lo"), m.get("hi")
+    lo, hi, off = m.get("lo"), m.get("hi"), m.get("off")
+    if m.get("lo_open"):
+        out.append(("at_open_min", repr(lo)))
+    if m.get("hi_open"):
+        out.append(("at_open_max", repr(hi)))
     if t is int:
-        if lo is not None:
+        if lo is not None and int(lo) - 1 != off:
             out.append(("below_min", str(int(lo) - 1)))
+        if off is not None and lo is not None and off - 1 < lo:
+            out.append(("below_off", str(int(off) - 1)))
         if hi is not None:
             out.append(("above_max", str(int(hi) + 1)))
         out += [("fraction", "1.5"), ("nan", "nan"), ("string", "abc")]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalogAttnError, ParameterError
-from .params import Validated, param
+from .params import Validated, _fmt_range, param
 
 BIG = 10**9
 
@@ -169,24 +169,12 @@ def _number(kind):
     return conv
 
 
-def _num(x) -> str:
-    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10000 else f"{x:g}"
-
-
-def _range_text(m) -> str:
-    lo, hi, unit = m.get("lo"), m.get("hi"), m.get("unit") or ""
-    u = f" {unit}" if unit else ""
-    if lo is not None and hi is not None:
-        return f"{_num(lo)} to {_num(hi)}{u}"
-    return f">= {_num(lo)}{u}" if lo is not None else f"<= {_num(hi)}{u}"
-
-
 def _help(f, default) -> str:
     m = f.metadata
     unit = f" [{m['unit']}]" if m.get("unit") else ""
     rng = ""
     if m.get("choices") is None and (m.get("lo") is not None or m.get("hi") is not None):
-        rng = f"; allowed {_range_text(m)}"
+        rng = f"; allowed {_fmt_range(m)}"
     d = "" if default is None or default is False else f"; default {default}"
     if isinstance(default, tuple):
         d = f"; default {' '.join(map(str, default))}"

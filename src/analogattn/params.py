@@ -18,12 +18,21 @@ from typing import Any
 from .errors import DesignFileError, ParameterError
 
 
-def param(default, unit: str = "", lo=None, hi=None, doc: str = "", choices=None):
-    """A dataclass field with unit, inclusive range [lo, hi] (None = open) or a set of choices."""
+def param(default, unit: str = "", lo=None, hi=None, doc: str = "", choices=None, off=None,
+          lo_open: bool = False, hi_open: bool = False):
+    """A dataclass field with unit and range [lo, hi] (None = unbounded; ``lo_open``/``hi_open``
+    exclude the end), or a set of choices. ``off``: one more allowed value outside the range
+    that switches the feature off (e.g. 0 levels = unquantised, while 1 level is meaningless)."""
     return dataclasses.field(
         default=default,
-        metadata={"unit": unit, "lo": lo, "hi": hi, "doc": doc, "choices": choices},
+        metadata={"unit": unit, "lo": lo, "hi": hi, "doc": doc, "choices": choices, "off": off,
+                  "lo_open": lo_open, "hi_open": hi_open},
     )
+
+
+def fmt_number(x) -> str:
+    """1,048,576 for large whole numbers, %g otherwise."""
+    return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) and abs(x) >= 10000 else f"{x:g}"
 
 
 def _fmt_range(meta) -> str:
@@ -31,13 +40,31 @@ def _fmt_range(meta) -> str:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi, unit = meta.get("lo"), meta.get("hi"), meta.get("unit") or ""
     u = f" {unit}" if unit else ""
+    lo_op, hi_op = meta.get("lo_open"), meta.get("hi_open")
     if lo is not None and hi is not None:
-        return f"{lo:g} to {hi:g}{u}"
-    if lo is not None:
-        return f">= {lo:g}{u}"
-    if hi is not None:
-        return f"<= {hi:g}{u}"
-    return "any value"
+        if lo_op or hi_op:
+            text = (f"{'above' if lo_op else 'from'} {fmt_number(lo)} {'and below' if hi_op else 'to'} "
+                    f"{fmt_number(hi)}{u}")
+        else:
+            text = f"{fmt_number(lo)} to {fmt_number(hi)}{u}"
+    elif lo is not None:
+        text = f"{'>' if lo_op else '>='} {fmt_number(lo)}{u}"
+    elif hi is not None:
+        text = f"{'<' if hi_op else '<='} {fmt_number(hi)}{u}"
+    else:
+        text = "any value"
+    if meta.get("off") is not None:
+        text += f", or {fmt_number(meta['off'])} (off)"
+    return text
+
+
+def _outside(value, meta) -> bool:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if value == meta.get("off"):
+        return False
+    if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
+        return True
+    return hi is not None and (value > hi or (meta.get("hi_open") and value == hi))
 
 
 def _check_scalar(name: str, value, meta, typ) -> Any:
@@ -57,8 +84,7 @@ def _check_scalar(name: str, value, meta, typ) -> Any:
                 raise OverflowError
         except (OverflowError, ValueError):  # inf, nan, or an integer too large for a float
             raise ParameterError(name, value, _fmt_range(meta)) from None
-        lo, hi = meta.get("lo"), meta.get("hi")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if _outside(value, meta):
             raise ParameterError(name, value, _fmt_range(meta))
         return value
     if typ is bool:
