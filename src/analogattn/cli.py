@@ -536,7 +536,8 @@ def _sprint_kernel(cfg, cal, b, model, text_path, window):
 
 def _kernel_checks(o: TextOptions, args, window):
     """Everything about the kernel that can be checked before a model is loaded."""
-    from .userio import check_input_file, check_output_file, is_npz_calibration
+    from .attention.calfile import is_calibration_file
+    from .userio import check_input_file, check_output_file
     cfg, cal = _kernel_config(args, o.attention, window, {"seed": o.seed})
     if o.attention == "ideal":
         if o.surrogates:
@@ -549,7 +550,7 @@ def _kernel_checks(o: TextOptions, args, window):
         from .evaluate.texts import check_text
         check_text(cal.calibration_text, "--calibration-text")
     if cal.calibration_file:
-        check_output_file(cal.calibration_file, "--calibration-file", "calibration file", is_npz_calibration)
+        check_output_file(cal.calibration_file, "--calibration-file", "calibration file", is_calibration_file)
     return cfg, cal
 
 

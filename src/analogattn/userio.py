@@ -101,15 +101,6 @@ def is_json_with(*keys: str) -> Callable[[Path], bool]:
     return is_json(lambda d: isinstance(d, dict) and all(k in d for k in keys))
 
 
-def is_npz_calibration(p: Path) -> bool:
-    import zipfile
-    try:
-        with zipfile.ZipFile(p) as z:
-            return "__meta__.npy" in z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def is_png(p: Path) -> bool:
     try:
         with open(p, "rb") as f:
