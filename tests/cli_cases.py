@@ -176,18 +176,16 @@ def cases() -> list[Case]:
                 add(f"{command}:{name}:{label}", command, "option range", argv, must)
 
     # --- kernel options: out of range with their kernel, and given to a kernel that does not use them
-    configs = cli._kernel_configs()
-    owners: dict = {}
-    for kname, (kcls, rename, internal) in configs.items():
-        for path, f, t in _leaves(kcls):
-            n = path[-1]
-            if n in internal:
-                continue
-            owners.setdefault(rename.get(n, n), []).append((kname, f, t))
-    for path, f, t in _leaves(cli.CalibrationOptions):
-        for kname, used in cli.CAL_USED.items():
-            if path[-1] in used:
-                owners.setdefault(path[-1], []).append((kname, f, t))
+    import typing as _t
+
+    from analogattn.attention import registry
+    from analogattn.attention.config import sections
+    hints = dict(_t.get_type_hints(cli.CalibrationFiles))
+    for spec in registry.specs():
+        for _, sub in sections(spec.config):
+            hints.update(_t.get_type_hints(sub))
+    owners = {n: [(k, f, hints[n]) for k, f in uses] for n, uses in cli.kernel_options().items()}
+    kernels = list(registry.names())
     for n, uses in sorted(owners.items()):
         flag = "--" + n.replace("_", "-")
         kname, f, t = uses[0]
@@ -196,7 +194,7 @@ def cases() -> list[Case]:
             for label, v in _bad_values(f, t):
                 add(f"{command}:{n}:{label}", command, "option range", base + [flag, v], flag)
         users = {u[0] for u in uses}
-        for other in ("ideal", "gaincell", "sprint"):
+        for other in kernels:
             if other in users:
                 continue
             _, f0, t0 = uses[0]
@@ -204,7 +202,7 @@ def cases() -> list[Case]:
             val = ([] if t0 is bool else [str(f0.default) if f0.default is not None else "{fx}/text.txt"])
             if t0 is bool:
                 val = []
-            extra = [] if other == "ideal" else ["--surrogates", "{fx}/bundle_stub.h5"]
+            extra = ["--surrogates", "{fx}/bundle_stub.h5"] if registry.get(other).needs_bundle else []
             add(f"run:{n}:given_to_{other}", "run", "option of another kernel",
                 _prefix("run") + ["--attention", other] + extra + [flag] + val, flag)
 

@@ -53,7 +53,9 @@ class FitOptions(Validated):
 class TextOptions(Validated):
     model: str = param("smollm2", doc="smollm2, minilm, a .gguf file or a Hugging Face folder (GPT-2, BERT)")
     text: str | None = param(None, doc="UTF-8 text file (default: a text shipped with the system)")
-    attention: str = param("ideal", choices=("ideal", "gaincell", "sprint"), doc="attention kernel")
+    attention: str = param("ideal", doc="attention kernel (see the kernel registry: analogattn.attention.registry)")
+    config: str | None = param(None, doc="kernel config TOML (tables per section, e.g. [array] storage_levels = 32); "
+                                         "flags override it")
     surrogates: str | None = param(None, doc="surrogate bundle from analogattn fit (circuit kernels)")
     seed: int = param(0, "", 0, 2**31 - 1, "seed of circuit variation and noise (and of sampling)")
 
@@ -93,34 +95,34 @@ class DemoOptions(Validated):
 
 
 @dataclasses.dataclass(frozen=True)
-class CalibrationOptions(Validated):
-    """Options of the circuit kernels' calibration (not part of a kernel's circuit config)."""
-    calibration: str = param("meanstd", choices=("meanstd", "lstsq", "none"),
-                             doc="gain cell: output-scaler calibration against the ideal model")
-    equalise: bool = param(True, doc="gain cell: per-channel k/v equalisation folded into q and the output "
-                                     "(exact digitally)")
+class CalibrationFiles(Validated):
+    """Files of a calibrated kernel (options of every kernel that needs calibration)."""
     calibration_text: str | None = param(None, doc="calibration text (default: the last 40,000 characters of --text)")
-    calibration_windows: int = param(2, "", 1, 1000, "calibration windows (of --window tokens)")
     calibration_file: str | None = param(None, doc="calibrated scalers/thresholds: loaded if it exists, "
                                                    "else written after calibrating")
-    variation: bool = param(True, doc="sprint: conductance variation and comparator offsets")
-    circuit_noise: bool = param(True, doc="sprint: column read noise and comparator noise")
 
 
-# which calibration options each kernel uses
-CAL_USED = {"gaincell": {"calibration", "equalise", "calibration_text", "calibration_windows", "calibration_file"},
-            "sprint": {"calibration_text", "calibration_windows", "calibration_file", "variation", "circuit_noise"}}
+RUN_LEVEL = ("window", "seed")  # kernel leaves set from the command's own --window and --seed
 
 
-def _kernel_configs() -> dict:
-    """kernel -> (config class, {field: flag name}, fields set by the CLI itself, not flags)."""
-    from .attention.gaincell import GainCellConfig
-    from .attention.sprint import SprintConfig
-    return {
-        "gaincell": (GainCellConfig, {"temperature": "cell_temperature"}, {"window", "seed"}),
-        "sprint": (SprintConfig, {}, {"window", "seed", "variation", "read_noise", "comparator_offset",
-                                      "comparator_noise"}),
-    }
+def _specs():
+    from .attention import registry
+    return list(registry.specs())
+
+
+def kernel_options() -> dict:
+    """flag name -> [(kernel, field)] over every registered kernel's config leaves (except
+    those set from the command's own options) and the calibration files."""
+    from .attention.config import leaf_fields
+    owners: dict = {}
+    for spec in _specs():
+        for _, f in leaf_fields(spec.config):
+            if f.name not in RUN_LEVEL:
+                owners.setdefault(f.name, []).append((spec.name, f))
+        if spec.needs_calibration:
+            for f in dataclasses.fields(CalibrationFiles):
+                owners.setdefault(f.name, []).append((spec.name, f))
+    return owners
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def _help(f, default) -> str:
     return (m.get("doc") or "") + unit + rng + d
 
 
-def _add(p, name, f, t, default, positional=False, short=None, used_by=""):
+def _add(p, name, f, t, default, positional=False, short=None, used_by="", choices=None):
     """One flag for one option field; default None so that 'given' can be told apart."""
     flag = "--" + name.replace("_", "-")
     t = _base_type(t)
@@ -203,8 +205,9 @@ def _add(p, name, f, t, default, positional=False, short=None, used_by=""):
     elif t in (int, float):
         kw["type"] = _number(t)
         kw["metavar"] = "N" if t is int else "X"
-    if f.metadata.get("choices") is not None:
-        kw["choices"] = list(f.metadata["choices"])
+    choices = choices if choices is not None else f.metadata.get("choices")
+    if choices is not None:
+        kw["choices"] = list(choices)
         kw.pop("metavar", None)
     p.add_argument(*names, **kw)
 
@@ -212,7 +215,9 @@ def _add(p, name, f, t, default, positional=False, short=None, used_by=""):
 def _add_options(p, cls, positional=(), short=None):
     short = short or {}
     for path, f, t in _leaves(cls):
-        _add(p, path[-1], f, t, f.default, positional=path[-1] in positional, short=short.get(path[-1]))
+        choices = [s.name for s in _specs()] if path[-1] == "attention" else None
+        _add(p, path[-1], f, t, f.default, positional=path[-1] in positional, short=short.get(path[-1]),
+             choices=choices)
 
 
 def _given(args, cls) -> dict:
@@ -231,79 +236,62 @@ def _build(cls, values: dict, flag_of=None):
 
 
 def _add_kernel_options(p):
-    seen: dict = {}
-    for kname, (cls, rename, internal) in _kernel_configs().items():
-        for path, f, t in _leaves(cls):
-            n = path[-1]
-            if n in internal:
-                continue
-            seen.setdefault(rename.get(n, n), []).append((kname, f, t))
-    for n, (f, t, default) in {n: (f, t, f.default) for path, f, t in _leaves(CalibrationOptions)
-                               for n in [path[-1]]}.items():
-        seen.setdefault(n, []).append(("cal", f, t))
-    g = p.add_argument_group("circuit-kernel options (each valid only with the kernels named)")
-    for n, uses in sorted(seen.items()):
-        kernels = sorted({k for k, _, _ in uses if k != "cal"} |
-                         {k for k, used in CAL_USED.items() if n in used and any(u[0] == "cal" for u in uses)})
-        _, f, t = uses[0]
-        types_ = {_base_type(u[2]) for u in uses}
-        if len(types_) > 1:
-            raise RuntimeError(f"kernel option {n} has different types in different kernels: {types_}")
-        _add(g, n, f, t, f.default, used_by=" and ".join(kernels))
+    from .attention.config import sections
+    hints: dict = {}
+    for spec in _specs():
+        for _, sub in sections(spec.config):
+            for n, t in typing.get_type_hints(sub).items():
+                if n in hints and _base_type(hints[n]) != _base_type(t):
+                    raise TypeError(f"kernel option {n} has different types in different kernels")
+                hints[n] = t
+    hints.update(typing.get_type_hints(CalibrationFiles))
+    g = p.add_argument_group("kernel options (each valid only with the kernels named; a --config file "
+                             "sets them too)")
+    for n, uses in sorted(kernel_options().items()):
+        f = uses[0][1]
+        _add(g, n, f, hints[n], f.default, used_by=" and ".join(sorted({k for k, _ in uses})))
 
 
-def _kernel_config(args, name: str, window: int | None, text_flags: dict):
-    """The chosen kernel's config from the flags given; flags of other kernels are errors."""
-    configs = _kernel_configs()
+def _kernel_config(args, name: str, window: int | None, seed: int):
+    """The chosen kernel's spec, config (--config file, then flags) and calibration files; a flag
+    of another kernel is an error."""
+    from .attention import registry
+    spec = registry.get(name)
     given = {}
-    owner: dict = {}
-    for kname, (cls, rename, internal) in configs.items():
-        for path, f, t in _leaves(cls):
-            if path[-1] not in internal:
-                owner.setdefault(rename.get(path[-1], path[-1]), set()).add(kname)
-    for n, used in CAL_USED.items():
-        for o in used:
-            owner.setdefault(o, set()).add(n)
-    for flag_name, kernels in sorted(owner.items()):
-        v = getattr(args, flag_name, None)
+    for n, uses in sorted(kernel_options().items()):
+        v = getattr(args, n, None)
         if v is None:
             continue
+        kernels = sorted({k for k, _ in uses})
         if name not in kernels:
-            raise AnalogAttnError(f"--{flag_name.replace('_', '-')} is an option of --attention "
-                                  f"{' or '.join(sorted(kernels))}, not of --attention {name}")
-        given[flag_name] = v
-    cal = _build(CalibrationOptions, {k: v for k, v in given.items() if k in CAL_USED.get(name, ())})
-    if name == "ideal":
-        return None, cal
-    cls, rename, internal = configs[name]
-    back = {v: k for k, v in rename.items()}
-    values = {back.get(k, k): v for k, v in given.items() if k not in CAL_USED[name]}
-    values["seed"] = text_flags.get("seed", 0)
-    if name == "gaincell":
-        values["window"] = window or 0
-    if name == "sprint":
-        values.update(variation=cal.variation, comparator_offset=cal.variation,
-                      read_noise=cal.circuit_noise, comparator_noise=cal.circuit_noise)
-    flat = {}
-    for path, f, t in _leaves(cls):  # nested configs: route each leaf to its sub-config
-        if path[-1] in values:
-            flat[path] = values[path[-1]]
-    cfg = _build_nested(cls, flat, lambda n: "--" + rename.get(n, n).replace("_", "-"))
-    return cfg, cal
-
-
-def _build_nested(cls, flat: dict, flag_of):
-    hints = typing.get_type_hints(cls)
-    kw = {}
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            sub = {p[1:]: v for p, v in flat.items() if p[0] == f.name and len(p) > 1}
-            if sub:
-                kw[f.name] = _build_nested(t, sub, flag_of)
-        elif (f.name,) in flat:
-            kw[f.name] = flat[(f.name,)]
-    return _build(cls, kw, flag_of)
+            raise AnalogAttnError(f"--{n.replace('_', '-')} is an option of --attention "
+                                  f"{' or '.join(kernels)}, not of --attention {name}")
+        given[n] = v
+    files = _build(CalibrationFiles, {k: v for k, v in given.items() if k in {f.name for f in
+                                                                              dataclasses.fields(CalibrationFiles)}})
+    leaves = {k: v for k, v in given.items() if not hasattr(files, k)}
+    cfg_file = getattr(args, "config", None)
+    if cfg_file is not None and name == "ideal":
+        raise AnalogAttnError("--config is a circuit kernel's config file; --attention ideal has no options")
+    if cfg_file is not None:
+        from .userio import check_input_file
+        check_input_file(cfg_file, "--config", "kernel config file")
+        try:
+            base = spec.config.from_toml(cfg_file)
+        except AnalogAttnError as e:
+            raise AnalogAttnError(f"--config {e}") from None
+        leaves = {**base.leaves(), **leaves}
+        for n in RUN_LEVEL:
+            if n in base.leaves() and base.leaves()[n] != spec.config().leaves()[n]:
+                raise AnalogAttnError(f"--config {cfg_file}: {n} is set by the command's --{n}, not in the file")
+    from .attention.config import leaf_fields
+    names = {f.name for _, f in leaf_fields(spec.config)}
+    if "window" in names:
+        leaves["window"] = window or 0
+    if "seed" in names:
+        leaves["seed"] = seed
+    cfg = _build(spec.config, leaves)
+    return spec, cfg, files
 
 
 # ------------------------------------------------------------------------------------------------
@@ -462,15 +450,19 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _calibration_windows(cal: CalibrationOptions, model, text_path, window):
+def _calibration_windows(spec, cfg, files: CalibrationFiles, model, text_path, window):
     """Token windows for calibration: --calibration-text, else the last 40,000 characters of the
     text (disjoint from the windows scored first when the text is longer than 80,000 characters)."""
     from .evaluate.perplexity import stream_tokens
     from .evaluate.texts import read_tail
-    if cal.calibration_text:
-        ids = np.concatenate(list(stream_tokens(Path(cal.calibration_text), model.tokenizer, max_chars=40000))
+    if not spec.needs_calibration:
+        return []
+    if files.calibration_file and Path(files.calibration_file).exists():
+        return []  # loaded, not calibrated
+    if files.calibration_text:
+        ids = np.concatenate(list(stream_tokens(Path(files.calibration_text), model.tokenizer, max_chars=40000))
                              or [np.zeros(0, np.int64)])
-        where = f"--calibration-text {cal.calibration_text}"
+        where = f"--calibration-text {files.calibration_text}"
     else:
         tail, whole = read_tail(text_path, 40000)
         if whole:
@@ -478,7 +470,8 @@ def _calibration_windows(cal: CalibrationOptions, model, text_path, window):
                   file=sys.stderr)
         ids = np.asarray(model.tokenizer.encode(tail), dtype=np.int64)
         where = f"--text {text_path}"
-    wins = [ids[i:i + window] for i in range(0, min(ids.size, cal.calibration_windows * window), window)]
+    n = getattr(cfg, "calibration_windows", 2)
+    wins = [ids[i:i + window] for i in range(0, min(ids.size, n * window), window)]
     wins = [w for w in wins if w.size > 1]
     if not wins or sum(w.size for w in wins) < 16:
         raise AnalogAttnError(f"{where}: too short to calibrate a circuit kernel ({ids.size} tokens; "
@@ -486,82 +479,35 @@ def _calibration_windows(cal: CalibrationOptions, model, text_path, window):
     return wins
 
 
-def _cal_meta(model, b, cfg, extra=None):
-    return {"model": model.name, "surrogates": b.info.get("source_digest", ""), "config": cfg.to_json(),
-            **(extra or {})}
-
-
-def _gaincell_kernel(cfg, cal, b, model, text_path, window):
-    """Gain-cell kernel from a surrogate bundle, calibrated on calibration text (or loaded from
-    --calibration-file, which is written after a calibration when it does not exist yet)."""
-    from .attention.gaincell import CellModel, GainCellAttention, Scalers, calibrated_kernel
-    cell = CellModel.from_bundle(b, temperature=cfg.temperature)
-    kernel = GainCellAttention(cell, cfg, None)
-    meta = _cal_meta(model, b, cfg, {"calibration": cal.calibration, "equalise": bool(cal.equalise)})
-    cal_file = Path(cal.calibration_file) if cal.calibration_file else None
-    kernel.bundle = b
-    if cal_file is not None and cal_file.exists():
-        kernel.sc = Scalers.load(cal_file, expect=meta)
-        print(f"calibration: loaded {cal_file}", file=sys.stderr)
-        return kernel
-    windows = _calibration_windows(cal, model, text_path, window or 256)
-    calk, _ = calibrated_kernel(model, windows, cell, cfg, cal.calibration, equalise=cal.equalise)
-    kernel.sc = calk.sc
-    if cal_file is not None:
-        kernel.sc.save(cal_file, meta)
-        print(f"calibration: wrote {cal_file}", file=sys.stderr)
-    return kernel
-
-
-def _sprint_kernel(cfg, cal, b, model, text_path, window):
-    """ReRAM pruning kernel from a surrogate bundle, calibrated (key scales, TIA gains,
-    thresholds for --keep) on calibration text or loaded from --calibration-file."""
-    from .attention.sprint import Crossbar, SprintAttention, SprintScales, calibrate_sprint
-    xbar = Crossbar.from_bundle(b)
-    meta = _cal_meta(model, b, cfg.replace(seed=0, read_noise=True, comparator_noise=True, comparator_offset=True,
-                                          variation=True))
-    cal_file = Path(cal.calibration_file) if cal.calibration_file else None
-    if cal_file is not None and cal_file.exists():
-        sc = SprintScales.load(cal_file, expect=meta)
-        print(f"calibration: loaded {cal_file}", file=sys.stderr)
-    else:
-        sc = calibrate_sprint(model, _calibration_windows(cal, model, text_path, window or 256), xbar, cfg)
-        if cal_file is not None:
-            sc.save(cal_file, meta)
-            print(f"calibration: wrote {cal_file}", file=sys.stderr)
-    kernel = SprintAttention(xbar, cfg, sc, model.config.n_layers)
-    kernel.bundle = b
-    return kernel
-
-
 def _kernel_checks(o: TextOptions, args, window):
     """Everything about the kernel that can be checked before a model is loaded."""
     from .attention.calfile import is_calibration_file
     from .userio import check_input_file, check_output_file
-    cfg, cal = _kernel_config(args, o.attention, window, {"seed": o.seed})
-    if o.attention == "ideal":
+    spec, cfg, files = _kernel_config(args, o.attention, window, o.seed)
+    if not spec.needs_bundle:
         if o.surrogates:
-            raise AnalogAttnError("--surrogates is an option of the circuit kernels, not of --attention ideal")
-        return cfg, cal
-    if not o.surrogates:
-        raise AnalogAttnError(f"--attention {o.attention} needs --surrogates FILE (made by: analogattn fit)")
-    check_input_file(o.surrogates, "--surrogates", "surrogate bundle")
-    if cal.calibration_text:
+            raise AnalogAttnError(f"--surrogates is an option of the circuit kernels, not of --attention {spec.name}")
+    elif not o.surrogates:
+        raise AnalogAttnError(f"--attention {spec.name} needs --surrogates FILE (made by: analogattn fit)")
+    else:
+        check_input_file(o.surrogates, "--surrogates", "surrogate bundle")
+    if files.calibration_text:
         from .evaluate.texts import check_text
-        check_text(cal.calibration_text, "--calibration-text")
-    if cal.calibration_file:
-        check_output_file(cal.calibration_file, "--calibration-file", "calibration file", is_calibration_file)
-    return cfg, cal
+        check_text(files.calibration_text, "--calibration-text")
+    if files.calibration_file:
+        check_output_file(files.calibration_file, "--calibration-file", "calibration file", is_calibration_file)
+    return spec, cfg, files
 
 
-def _make_kernel(o: TextOptions, cfg, cal, model, text_path, window):
-    from .attention import IdealAttention
-    if o.attention == "ideal":
-        return IdealAttention(), None
-    from .surrogates import bundle
-    b = bundle.load(o.surrogates)
-    build = _gaincell_kernel if o.attention == "gaincell" else _sprint_kernel
-    return build(cfg, cal, b, model, text_path, window), b
+def _make_kernel(o: TextOptions, spec, cfg, files, model, text_path, window):
+    """(kernel, bundle): the bundle loaded, calibration windows cut, the kernel built."""
+    b = None
+    if spec.needs_bundle:
+        from .surrogates import bundle
+        b = bundle.load(o.surrogates)
+    wins = _calibration_windows(spec, cfg, files, model, text_path, window or 256)
+    cal_file = Path(files.calibration_file) if files.calibration_file else None
+    return spec.build(model, b, cfg, wins, cal_file), b
 
 
 def _check_model_spec(spec: str) -> None:
@@ -587,7 +533,7 @@ def cmd_run(o: RunOptions, args) -> int:
     _check_model_spec(o.model)
     path = Path(o.text) if o.text else default_text_path()
     check_text(path, "--text")
-    cfg, cal = _kernel_checks(o, args, o.window)
+    spec, cfg, files = _kernel_checks(o, args, o.window)
     if o.json:
         check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
     t0 = time.perf_counter()
@@ -600,7 +546,7 @@ def cmd_run(o: RunOptions, args) -> int:
                                       f"{o.model} is an encoder (sentence embeddings)")
     elif o.max_sentences is not None:
         raise AnalogAttnError(f"--max-sentences is an option of encoder models (minilm); {o.model} is causal")
-    kernel, b = _make_kernel(o, cfg, cal, model, path, o.window)
+    kernel, b = _make_kernel(o, spec, cfg, files, model, path, o.window)
     result = {"model": model.name, "text": str(path), "attention": kernel.name, "load_seconds": load_s}
     if model.config.arch == "bert":
         text, _ = read_text(path, o.max_chars)
@@ -623,23 +569,27 @@ def cmd_run(o: RunOptions, args) -> int:
         tokens = stream_tokens(path, model.tokenizer, max_chars=o.max_chars)
         r = perplexity(model, tokens, window, o.stride, kernel, o.max_scored, progress=not o.quiet,
                        source=f"--text {path}")
-        for w in tokens.warnings if hasattr(tokens, "warnings") else ():
+        from .evaluate.texts import replacement_warning
+        w = replacement_warning("--text", path, tokens.replaced)
+        if w:
             print(f"warning: {w}", file=sys.stderr)
+        result["replaced_characters"] = tokens.replaced
         result.update(perplexity=r.perplexity, nll=r.nll, scored_tokens=r.scored, windows=r.windows,
                       window=r.window, stride=r.stride, tokens_per_s=r.tokens_per_s, seconds=r.seconds)
         print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
               f"({r.windows} windows of {r.window}, stride {r.stride}, {kernel.name} attention)")
         stats = getattr(kernel, "stats", None)
-        if stats is not None:
-            result["pruning"] = stats.summary()
-            sm = result["pruning"]
-            print(f"pruning: kept {sm['kept_fraction']:.4f} of causal scores (per layer "
-                  f"{min(sm['kept_fraction_per_layer']):.3f}-{max(sm['kept_fraction_per_layer']):.3f}), "
-                  f"ideal softmax mass kept {sm['softmax_mass_kept']:.4f}, newly fetched per query "
-                  f"{sm['newly_fetched_fraction']:.4f} of the visible keys")
+        sm = spec.summary(kernel)
+        if sm is not None:
+            result[spec.summary_key] = sm
+            if "kept_fraction" in sm:
+                print(f"pruning: kept {sm['kept_fraction']:.4f} of causal scores (per layer "
+                      f"{min(sm['kept_fraction_per_layer']):.3f}-{max(sm['kept_fraction_per_layer']):.3f}), "
+                      f"ideal softmax mass kept {sm['softmax_mass_kept']:.4f}, newly fetched per query "
+                      f"{sm['newly_fetched_fraction']:.4f} of the visible keys")
         from .evaluate.cost import cost_for, format_cost, paper_lines
         ctx = window
-        cost = cost_for(kernel.name, model.config, ctx, b, stats, kernel)
+        cost = cost_for(spec.name, model.config, ctx, b, stats, kernel)
         result["cost"] = {"context": ctx, **cost}
         print(format_cost(f"{kernel.name} (decoding at a {ctx}-token context)", cost))
         if not o.quiet:
@@ -671,7 +621,7 @@ def cmd_generate(o: GenerateOptions, args) -> int:
     elif o.text:
         raise AnalogAttnError("--text is used by generate only to calibrate a circuit kernel, "
                               "not with --attention ideal")
-    cfg, cal = _kernel_checks(o, args, o.window)
+    spec, cfg, files = _kernel_checks(o, args, o.window)
     model = load(o.model)
     if model.config.arch == "bert":
         raise AnalogAttnError("--model: generation needs a causal model (smollm2, a GGUF or GPT-2 folder)")
@@ -686,7 +636,7 @@ def cmd_generate(o: GenerateOptions, args) -> int:
         raise AnalogAttnError(f"--max-new-tokens {o.max_new_tokens}: the prompt ({len(ids)} tokens) plus "
                               f"the new tokens exceed the model's context of {ctx} tokens "
                               f"(ask for at most {max(ctx - len(ids), 0)}, or give --window for a sliding window)")
-    kernel, _ = _make_kernel(o, cfg, cal, model, text, o.window)
+    kernel, _ = _make_kernel(o, spec, cfg, files, model, text, o.window)
     mask = model.default_mask(o.window) if o.window else None
     t0 = time.perf_counter()
     out = generate(model, ids, o.max_new_tokens, o.temperature, o.top_k, o.seed, kernel=kernel, mask=mask,
