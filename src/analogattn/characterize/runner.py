@@ -91,8 +91,8 @@ PARENT_POLL = 0.25  # s between a worker's checks that its parent still runs
 
 def _watch_parent(parent_pid: int) -> None:
     """Worker initializer: exit as soon as the process that started this worker is gone (a
-    SIGKILLed run would otherwise leave its workers, and their ngspice, running or idle
-    forever: they hold both ends of the task queue, so they never see end-of-file)."""
+    SIGKILLed run would otherwise leave its workers, and their ngspice, running and then waiting
+    on the task queue forever: measured, they never noticed the parent's death)."""
     def watch():
         while True:
             if os.getppid() != parent_pid:
