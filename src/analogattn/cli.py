@@ -364,9 +364,12 @@ def cmd_fit(o: FitOptions) -> int:
     from .surrogates import bundle
     from .surrogates.fit import file_digest, fit_all, validation_rows
 
-    _fit_checks(o)
+    from .atomic import exclusive_lock
+    out = _fit_checks(o)
     models = fit_all(o.characterization, degree=o.degree, surface=o.surface)
-    bundle.save(o.output, models, file_digest(o.characterization), str(o.characterization))
+    with exclusive_lock(out, "surrogate bundle"):
+        _fit_checks(o)  # again under the lock: another fit may have written it meanwhile
+        bundle.save(o.output, models, file_digest(o.characterization), str(o.characterization))
     rows = validation_rows(models)
     print(f"{'model':34s} {'metric':24s} {'value':>12s} {'target':>10s}  result")
     for name, metric, value, target, ok in rows:
