@@ -4,7 +4,7 @@
     PYTHONPATH=<other checkout>/src python scripts/cli_fuzz_report.py --cases cases.json
 
 The second form runs the cases against whichever ``analogattn`` is importable (e.g. an older
-commit's ``src``), in this process with a time limit per case, and prints a table of outcomes:
+commit's ``src``), each as its own process killed at a time limit, and prints a table of outcomes:
 ``ok`` (exit 2, one line naming the option or file, nothing changed on disk), ``traceback``,
 ``exit N``, ``accepted`` (exit 0 or still working at the time limit), ``not one line``,
 ``does not name it``, ``files changed``.
@@ -23,15 +23,30 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
+def run_process(case, fx, timeout):
+    """(exit code, stdout, stderr) of the case as its own process (group), killed at ``timeout``."""
+    import signal
+    import subprocess
+    argv, _ = case.resolved(fx)
+    env = dict(os.environ, **{k: v.replace("{fx}", str(fx)) for k, v in case.env})
+    p = subprocess.Popen([sys.executable, "-m", "analogattn.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise TimeoutError from None
+    return p.returncode, out, err
+
+
 def classify(case, fx, timeout):
-    from cli_cases import run_in_process, snapshot
+    from cli_cases import snapshot
     before = snapshot(fx)
     try:
-        rc, out, err, _ = run_in_process(case, fx, timeout=timeout)
+        rc, out, err = run_process(case, fx, timeout)
     except TimeoutError:
         return "accepted (still working at the limit)"
-    except BaseException as e:  # noqa: BLE001 -- an old CLI lets exceptions out
-        return f"traceback ({type(e).__name__})"
     _, must = case.resolved(fx)
     changed = before != snapshot(fx)
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -69,9 +84,8 @@ def main():
     per = collections.defaultdict(collections.Counter)
     with tempfile.TemporaryDirectory() as d:
         for i, c in enumerate(cs):
-            fx = make_fixtures(Path(d) / f"fx{i}") if i == 0 or per_case_fixture(c) else fx_shared
             if i == 0:
-                fx_shared = fx
+                fx = make_fixtures(Path(d) / "fx")
             outcome = classify(c, fx, a.timeout)
             per[(c.command, c.klass)][outcome] += 1
             print(f"{c.id}\t{outcome}", file=sys.stderr)
@@ -84,11 +98,6 @@ def main():
         print(f"| {cmd} | {klass} | {sum(cnt.values())} | " + " | ".join(str(cnt.get(o, 0)) for o in outcomes) + " |")
     print(f"| all | | {sum(total.values())} | " + " | ".join(str(total.get(o, 0)) for o in outcomes) + " |")
     sys.stdout.flush()
-    os._exit(0)  # an old CLI may leave worker pools behind
-
-
-def per_case_fixture(case) -> bool:
-    return False
 
 
 if __name__ == "__main__":
