@@ -87,8 +87,9 @@ def _mc_std(scale):
     rng = np.random.default_rng(0)
     sig = 3.5e-3 / np.sqrt(np.array([a["mp"], a["mn"]]))
     dvt = (rng.standard_normal((40, 2)) * sig).tolist()
-    t = make_task("gaincell", "monte_carlo", 0, "x", p.read_surface_netlist(), "", dvt=dvt, vdd=0.9,
-                  n_store=5, v_bl=0.45, v_in=0.9, n_in=2)
+    alters = [p.read_mismatch_commands(dp, dn) for dp, dn in dvt]  # the circuit's Monte Carlo hook
+    t = make_task("gaincell", "monte_carlo", 0, "x", p.read_surface_netlist(), "", dvt=dvt, alters=alters,
+                  vdd=0.9, n_store=5, v_bl=0.45, v_in=0.9, n_in=2)
     r = gaincell_mc(Simulator.get(), t)
     cur = r["current"][:, :, -1]
     return cur.std(axis=0).mean() / np.abs(cur.mean(axis=0)).max()

@@ -298,12 +298,12 @@ def _kernel_config(args, name: str, window: int | None, seed: int):
 # commands
 # ------------------------------------------------------------------------------------------------
 def _only(value: str | None):
-    """--only gaincell,reram or gaincell.retention -> {family: set(analyses) | None}."""
-    from .characterize import comparator, gaincell, reram
-    from .characterize.design import FAMILIES
-    known = {"gaincell": gaincell.ANALYSES, "reram": reram.ANALYSES, "comparator": comparator.ANALYSES}
+    """--only gaincell,reram or gaincell.retention -> {family: set(analyses) | None}, the
+    choices from the circuit-family registry."""
+    from .characterize import families
+    known = {name: fam.analysis_names for name, fam in families.families().items()}
     if not value:
-        return {f: None for f in FAMILIES}
+        return {f: None for f in known}
     sel: dict = {}
     for item in value.split(","):
         item = item.strip()

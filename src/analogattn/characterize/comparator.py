@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 
 import numpy as np
 
-from ..circuits.comparator import DEVICES, ComparatorParams
-from ..circuits.reram import K_BOLTZMANN, white_noise_pwl
+from ..circuits.comparator import DEVICES, T_EVAL, T_RISE, ComparatorParams  # noqa: F401 (T_EVAL: design rules)
+from ..circuits.sources import K_BOLTZMANN
 from ..errors import ParameterError
 from ..params import Validated, param
+from . import families
 from .engine import SimulationFailed
-from .tasks import NO_CONVERGENCE, Analysis, Dataset, make_task, worker
+from .tasks import NO_CONVERGENCE, OUT_OF_RANGE, Analysis, Dataset, make_task, worker
 
 FAMILY = "comparator"
-ANALYSES = ("decision", "noise", "delay", "energy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,25 +56,7 @@ def _tran(sim, p, cycles):
     sim.command(f"tran {p.t_edge / 4:.6g} {cycles * p.t_clk:.6g} 0 {p.t_edge / 2:.6g}")
 
 
-T_RISE = 0.1e-9  # decision runs: reset state given as initial conditions, clock edge here
-T_EVAL = 0.25e-9  # ... and the decision read this long after it (delay < 0.1 ns at 0.5 mV overdrive)
 PROBE_DVT = 5e-3  # V: threshold shift of the sensitivity probes
-
-
-def decision_netlist(p: ComparatorParams, draws, title: str) -> str:
-    """Latches side by side, one per row of ``draws`` (threshold shifts of DEVICES), each with its
-    own input sources, starting in the reset state (initial conditions, simulated with ``uic``:
-    the operating point of hundreds of latches costs more than the transient) and evaluating
-    once at T_RISE."""
-    hdr = p.header(title)
-    clk = f"vclk clk 0 pulse(0 {p.vdd} {T_RISE:.6g} {p.t_edge:.6g} {p.t_edge:.6g} 1 2)\n"
-    hdr = re.sub(r"^vclk .*\n", clk, hdr, flags=re.M)
-    body, ics = [], []
-    for k, row in enumerate(np.atleast_2d(draws)):
-        body.append(f"vinp_{k} inp_{k} 0 {p.v_cm}\nvinn_{k} inn_{k} 0 {p.v_cm}\n"
-                    + p.instance(k, f"inp_{k}", f"inn_{k}", dict(zip(DEVICES, row))))
-        ics.append(" ".join(f"v({n}_{k})={p.vdd}" for n in ("outp", "outn", "dip", "din")) + f" v(tail_{k})=0")
-    return hdr + "".join(body) + "".join(f".ic {i}\n" for i in ics) + ".end\n"
 
 
 def _bisect(sim, p, lo, hi, iterations):
@@ -120,11 +101,15 @@ def _sensitivities(sim, p, a):
     return _SENS[key]
 
 
-def _run_offsets(sim, p, a, draws, lo, hi, iterations, title=None):
-    """Load the latches of ``draws`` (with the task's simulator options) and bisect their offsets."""
-    sim.load(decision_netlist(p, draws, title or f"{p.name} decision MC"))
+def _options(sim, a):
     for name, value in a.get("options", {}).items():
         sim.command(f"option {name}={value}")
+
+
+def _run_offsets(sim, p, a, draws, lo, hi, iterations, title=None):
+    """Load the latches of ``draws`` (with the task's simulator options) and bisect their offsets."""
+    sim.load(p.decision_netlist(draws, title or f"{p.name} decision MC"))
+    _options(sim, a)
     return _bisect(sim, p, lo, hi, iterations)
 
 
@@ -167,7 +152,7 @@ def comparator_offsets(sim, task):
     off[st != 0] = np.nan
     # an offset pinned at the range edge is outside the searched range
     edge = (np.abs(off) > r * (1 - 2.0 ** (1 - it)))
-    st[edge & (st == 0)] = 3
+    st[edge & (st == 0)] = OUT_OF_RANGE
     return {"offset": off, "status": st, "full_search": refit, "linear": linear, "sens": sens,
             "off0": np.asarray(off0)}
 
@@ -179,20 +164,18 @@ def comparator_noise(sim, task):
     white-noise source in series with each latch's input."""
     a = task.args
     p = ComparatorParams.from_dict(a["params"])
-    sim.load(a["op_netlist"])
+    sim.load(task.netlist)  # the input pair's operating point
+    _options(sim, a)
     sim.command("op")
-    sim.command("let gm_in = @m1[gm]")
+    sim.command(f"let gm_in = {p.input_gm_vector()}")
     gm = float(sim.vectors(["gm_in"])["gm_in"][0])
     kt = K_BOLTZMANN * (p.temperature + 273.15)
     density = 2 * 4 * kt * a["gamma"] / gm  # V^2/Hz, both devices referred to the input
     dt = 2 * p.t_edge  # noise bandwidth 1/(2 dt) = 12.5 GHz at 20 ps edges: well above the latch's
     sigma = math.sqrt(density / (2 * dt))
     cycles, n = a["cycles"], a["n_inst"]
-    rng = np.random.default_rng(a["seed"])
-    net = task.netlist
-    for k in range(n):
-        net = net.replace(f"NOISE_{k}\n", white_noise_pwl(sigma, dt, cycles * p.t_clk, rng) + "\n", 1)
-    sim.load(net)
+    sim.load(p.noise_netlist(a["dv"], n, sigma, dt, a["seed"]))
+    _options(sim, a)
     try:
         _tran(sim, p, cycles)
         d, _ = _decisions(sim, p, n, cycles)  # (instance, dv)
@@ -208,6 +191,7 @@ def comparator_delay_energy(sim, task):
     a = task.args
     p = ComparatorParams.from_dict(a["params"])
     sim.load(task.netlist)
+    _options(sim, a)
     cycles = a["cycles"]
     try:
         _tran(sim, p, cycles)
@@ -258,10 +242,6 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
     def want(n):
         return only is None or n in only
 
-    def inputs(dv, reps=1):
-        return (f"vinp inp 0 pwl({p.staircase(p.v_cm + np.asarray(dv) / 2, reps)})\n"
-                f"vinn inn 0 pwl({p.staircase(p.v_cm - np.asarray(dv) / 2, reps)})\n")
-
     if want("decision") and s.mc_samples > 0:
         dv = np.linspace(-s.dv_range, s.dv_range, s.dv_steps)
         rng = np.random.default_rng(s.seed)
@@ -271,7 +251,7 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
         tasks = []
         for i, k0 in enumerate(range(0, s.mc_samples, s.per_task)):
             chunk = draws[k0:k0 + s.per_task]
-            net = decision_netlist(p, chunk, f"{p.name} decision MC")
+            net = p.decision_netlist(chunk, f"{p.name} decision MC")
             tasks.append(make_task(FAMILY, "decision", i, mod + ":comparator_offsets", net, md,
                                    params=p.to_dict(), draws=chunk.tolist(), dv_range=s.dv_range,
                                    iterations=s.iterations, guide_shift=s.guide_shift, options=opts))
@@ -308,16 +288,10 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
 
     if want("noise"):
         dvn = np.asarray(s.noise_dv)
-        op = (p.header(f"{p.name} input pair operating point").split("vclk")[0]
-              + f"vclk clk 0 {p.vdd}\nvinp inp 0 {p.v_cm}\nvinn inn 0 {p.v_cm}\n"
-              + f"m1 dip inp tail 0 {p.technology.nmos} W={p.w_in * 1e-6:.6g} L={p.l_in * 1e-6:.6g}\n"
-              + f"m2 din inn tail 0 {p.technology.nmos} W={p.w_in * 1e-6:.6g} L={p.l_in * 1e-6:.6g}\n"
-              + f"mt tail clk 0 0 {p.technology.nmos} W={p.w_tail * 1e-6:.6g} L={p.l_min * 1e-6:.6g}\n"
-              + f"vdip dip 0 {p.vdd}\nvdin din 0 {p.vdd}\n.end\n")
-        body = "".join(f"vnoise{k} inp{k} inp NOISE_{k}\n"
-                       + p.instance(k, f"inp{k}", "inn") for k in range(s.noise_reps))
-        net = p.header(f"{p.name} decision noise") + inputs(dvn) + body + ".end\n"
-        t = make_task(FAMILY, "noise", 0, mod + ":comparator_noise", net, md, params=p.to_dict(), op_netlist=op,
+        # the noise netlist needs the input pair's gm: the worker measures it on this operating
+        # point, then simulates p.noise_netlist(...) (all its inputs are in the task's arguments)
+        net = p.input_pair_op_netlist()
+        t = make_task(FAMILY, "noise", 0, mod + ":comparator_noise", net, md, params=p.to_dict(),
                       gamma=s.gamma, cycles=len(dvn), n_inst=s.noise_reps, dv=dvn.tolist(), seed=s.seed + 1,
                       options=opts)
 
@@ -340,7 +314,7 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
 
     if want("delay") or want("energy"):
         od = np.asarray(s.overdrives)
-        net = p.header(f"{p.name} delay and energy") + inputs(od) + p.instance(0, "inp", "inn") + ".end\n"
+        net = p.delay_energy_netlist(od)
         t = make_task(FAMILY, "delay_energy", 0, mod + ":comparator_delay_energy", net, md, params=p.to_dict(),
                       cycles=len(od), options=opts)
         if want("delay"):
@@ -355,3 +329,35 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
                 "mean": Dataset(np.asarray(np.nanmean(res[0]["energy"])), "J", ""),
                 "status": Dataset(res[0]["status"], "", "")}, pj, method="transient, supply + clock source energy"))
     return out
+
+
+def check_design(p: ComparatorParams, s: ComparatorSweep, given: set, given_sweep: set) -> None:
+    """Rules across [comparator] and [comparator.sweep]: inputs within the rails at the largest
+    swept dv; a clock edge shorter than the decision's read time."""
+    swing = max([s.dv_range] + [abs(v) for v in s.noise_dv] + list(s.overdrives))
+    if p.v_cm - swing / 2 < 0 or p.v_cm + swing / 2 > p.vdd:
+        raise ParameterError("comparator.v_cm", p.v_cm,
+                             f"{swing / 2:g} to comparator.vdd - {swing / 2:g} V: the inputs v_cm +- dv/2 "
+                             f"(largest dv {swing:g} V of sweep.dv_range, noise_dv, overdrives) must stay "
+                             f"within 0 to vdd ({p.vdd:g} V)")
+    if p.t_edge >= T_EVAL / 2:
+        raise ParameterError("comparator.t_edge", p.t_edge,
+                             f"below {T_EVAL / 2:g} s: a decision is read {T_EVAL:g} s after the clock edge "
+                             "starts, less one edge")
+
+
+_DELAY_ENERGY = (__name__ + ":comparator_delay_energy",)
+FAMILY_SPEC = families.register(families.Family(
+    name=FAMILY, params=ComparatorParams, sweep=ComparatorSweep, build=analyses, check_design=check_design,
+    analyses=(
+        families.AnalysisSpec("decision", (__name__ + ":comparator_offsets",), 5,
+                              "Monte Carlo offsets by bisection over single decisions"),
+        families.AnalysisSpec("noise", (__name__ + ":comparator_noise",), 1, "decisions with input-pair noise"),
+        families.AnalysisSpec("delay", _DELAY_ENERGY, 1, "delay versus overdrive"),
+        families.AnalysisSpec("energy", _DELAY_ENERGY, 1, "energy per decision"),
+    ),
+    fit="analogattn.surrogates.fit:COMPARATOR_FIT", plot="analogattn.surrogates.plots:plot_comparator",
+    cost_terms=(families.CostTerm("comparator.energy", "J", "energy per decision"),
+                families.CostTerm("comparator.delay", "s", "decision delay versus overdrive")),
+    doc="clocked StrongARM latch (circuits/comparator.py)"))
+ANALYSES = FAMILY_SPEC.analysis_names

@@ -6,15 +6,15 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from ..circuits.comparator import ComparatorParams
-from ..circuits.gaincell import GainCellParams, GainCellSweep
-from ..circuits.reram import ReramColumnParams
-from .comparator import ComparatorSweep
-from .reram import ReramSweep
-from ..errors import AnalogAttnError, DesignFileError, ParameterError
+from . import families
+from ..errors import AnalogAttnError, DesignFileError
 from ..params import Validated, _short, param
 
-FAMILIES = ("gaincell", "reram", "comparator")
+
+def __getattr__(name):
+    if name == "FAMILIES":  # the registered families' names (registered later ones included)
+        return families.names()
+    raise AttributeError(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,30 +35,44 @@ class SimulatorOptions(Validated):
 
 @dataclasses.dataclass(frozen=True)
 class Design:
+    """Simulator options and, per registered circuit family, its circuit parameters and sweep
+    (``design.gaincell``, ``design.gaincell_sweep``; defaults where not given)."""
+
     simulator: SimulatorOptions = dataclasses.field(default_factory=SimulatorOptions)
-    gaincell: GainCellParams = dataclasses.field(default_factory=GainCellParams)
-    gaincell_sweep: GainCellSweep = dataclasses.field(default_factory=GainCellSweep)
-    reram: ReramColumnParams = dataclasses.field(default_factory=ReramColumnParams)
-    reram_sweep: ReramSweep = dataclasses.field(default_factory=ReramSweep)
-    comparator: ComparatorParams = dataclasses.field(default_factory=ComparatorParams)
-    comparator_sweep: ComparatorSweep = dataclasses.field(default_factory=ComparatorSweep)
+    circuits: dict = dataclasses.field(default_factory=dict)  # family -> circuit parameters
+    sweeps: dict = dataclasses.field(default_factory=dict)  # family -> sweep settings
+
+    def __post_init__(self):
+        fams = families.families()
+        unknown = sorted((set(self.circuits) | set(self.sweeps)) - set(fams))
+        if unknown:
+            raise DesignFileError(f"unknown circuit family {unknown[0]!r} (known: {', '.join(fams)})")
+        object.__setattr__(self, "circuits", {n: self.circuits.get(n) or f.params() for n, f in fams.items()})
+        object.__setattr__(self, "sweeps", {n: self.sweeps.get(n) or f.sweep() for n, f in fams.items()})
+
+    def __getattr__(self, name):
+        d = self.__dict__
+        if name.endswith("_sweep") and name[:-6] in d.get("sweeps", {}):
+            return d["sweeps"][name[:-6]]
+        if name in d.get("circuits", {}):
+            return d["circuits"][name]
+        raise AttributeError(name)
 
     def analyses(self, selection: dict) -> list:
         """Analyses of the selected families: {family: None (all) | set of analysis names}."""
-        from . import comparator, gaincell, reram
-        mods = {"gaincell": gaincell, "reram": reram, "comparator": comparator}
         out = []
-        for fam in FAMILIES:
-            if fam in selection:
-                out += mods[fam].analyses(getattr(self, fam), getattr(self, f"{fam}_sweep"), selection[fam],
-                                          self.simulator.as_options())
+        for name, fam in families.families().items():
+            if name in selection:
+                out += fam.analyses_of(self.circuits[name], self.sweeps[name], selection[name],
+                                       self.simulator.as_options())
         return out
 
     @classmethod
     def from_mapping(cls, data: dict) -> "Design":
         if not isinstance(data, dict):
             raise DesignFileError(f"a design is a table of tables, got {_short(data)}")
-        known = set(FAMILIES) | {"simulator"}
+        fams = families.families()
+        known = set(fams) | {"simulator"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise DesignFileError(f"unknown design table [{unknown[0]}] (known: {', '.join(sorted(known))})")
@@ -68,54 +82,28 @@ class Design:
                        else f"{name} = {_short(data[name])}")
                 raise DesignFileError(f"[{name}] must be one table of keys, not {how}: write [{name}] "
                                       "followed by key = value lines")
-        kw = {"simulator": SimulatorOptions.from_dict(data.get("simulator", {}), "simulator")}
-        given = {}
-        for fam in FAMILIES:
-            table = dict(data.get(fam, {}))
+        sim = SimulatorOptions.from_dict(data.get("simulator", {}), "simulator")
+        circuits, sweeps, given = {}, {}, {}
+        for name, fam in fams.items():
+            table = dict(data.get(name, {}))
             sweep = table.pop("sweep", {})
-            kw[fam] = _cls(cls, fam).from_dict(table, fam)
-            kw[f"{fam}_sweep"] = _cls(cls, f"{fam}_sweep").from_dict(sweep, f"{fam}.sweep")
-            given[fam] = set(table)
-            given[f"{fam}.sweep"] = set(sweep) if isinstance(sweep, dict) else set()
-        design = cls(**kw)
+            circuits[name] = fam.params.from_dict(table, name)
+            sweeps[name] = fam.sweep.from_dict(sweep, f"{name}.sweep")
+            given[name] = set(table)
+            given[f"{name}.sweep"] = set(sweep) if isinstance(sweep, dict) else set()
+        design = cls(sim, circuits, sweeps)
         design.check_given(given)
         return design
 
     def check_given(self, given: dict) -> None:
-        """Rules across a family's circuit and sweep tables. ``given``: {"gaincell.sweep": keys
-        set in the file, ...}. A default sweep list is adapted to the circuit (points beyond the
-        array or the supply dropped or clipped, as the analyses do); a list the user wrote is
-        refused when it does not fit."""
-        g, gs = self.gaincell, self.gaincell_sweep
-        if "retention_starts" in given.get("gaincell.sweep", ()):
-            for i, v in enumerate(gs.retention_starts):
-                if v > g.vdd:
-                    raise ParameterError(f"gaincell.sweep.retention_starts[{i}]", v,
-                                         f"0 to gaincell.vdd ({g.vdd:g} V)")
-        r, rs = self.reram, self.reram_sweep
-        rgiven = given.get("reram.sweep", ())
-        for field, limit, what in (("ir_positions", r.rows - 1, f"0 to reram.rows - 1 ({r.rows - 1})"),
-                                   ("ir_counts", r.rows, f"1 to reram.rows ({r.rows})"),
-                                   ("ir_levels", r.levels - 1, f"0 to reram.levels - 1 ({r.levels - 1})")):
-            if field in rgiven:
-                for i, v in enumerate(getattr(rs, field)):
-                    if v > limit:
-                        raise ParameterError(f"reram.sweep.{field}[{i}]", v, what)
-        if not any(lv < r.levels for lv in rs.ir_levels):
-            raise ParameterError("reram.sweep.ir_levels", list(rs.ir_levels),
-                                 f"at least one level below reram.levels ({r.levels})")
-        c, cs = self.comparator, self.comparator_sweep
-        swing = max([cs.dv_range] + [abs(v) for v in cs.noise_dv] + list(cs.overdrives))
-        if c.v_cm - swing / 2 < 0 or c.v_cm + swing / 2 > c.vdd:
-            raise ParameterError("comparator.v_cm", c.v_cm,
-                                 f"{swing / 2:g} to comparator.vdd - {swing / 2:g} V: the inputs v_cm +- dv/2 "
-                                 f"(largest dv {swing:g} V of sweep.dv_range, noise_dv, overdrives) must stay "
-                                 f"within 0 to vdd ({c.vdd:g} V)")
-        from .comparator import T_EVAL
-        if c.t_edge >= T_EVAL / 2:
-            raise ParameterError("comparator.t_edge", c.t_edge,
-                                 f"below {T_EVAL / 2:g} s: a decision is read {T_EVAL:g} s after the clock edge "
-                                 "starts, less one edge")
+        """Rules across a family's circuit and sweep tables (each family's ``check_design``).
+        ``given``: {"gaincell.sweep": keys set in the file, ...}. A default sweep list is adapted
+        to the circuit (points beyond the array or the supply dropped or clipped, as the
+        analyses do); a list the user wrote is refused when it does not fit."""
+        for name, fam in families.families().items():
+            if fam.check_design is not None:
+                families.resolve(fam.check_design)(self.circuits[name], self.sweeps[name],
+                                                   given.get(name, set()), given.get(f"{name}.sweep", set()))
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Design":
@@ -141,7 +129,3 @@ class Design:
             e.args = (f"design file {p}: {e}",)  # same class and fields, message names the file
             raise
 
-
-def _cls(design_cls, name):
-    import typing
-    return typing.get_type_hints(design_cls)[name]

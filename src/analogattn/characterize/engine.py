@@ -97,7 +97,9 @@ def _load_shared():
 
 
 class Simulator:
-    """One ngspice per process. ``run(netlist, commands)`` then ``vec(name)`` from the plot."""
+    """One ngspice per process (:meth:`get`): :meth:`load` a netlist, run analyses and other
+    ngspice commands with :meth:`command` (SimulationFailed on convergence failure), then copy
+    result vectors of the last plot out with :meth:`vectors`."""
 
     _instance = None
 

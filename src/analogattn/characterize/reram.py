@@ -8,12 +8,13 @@ import json
 import numpy as np
 
 from ..circuits.reram import ReramColumnParams
+from ..errors import ParameterError
 from ..params import Validated, param
+from . import families
 from .engine import SimulationFailed
 from .tasks import NO_CONVERGENCE, Analysis, Dataset, make_task, worker
 
 FAMILY = "reram"
-ANALYSES = ("cell_iv", "ir_drop", "patterns", "monte_carlo", "transient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,12 +211,7 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
         stop = t_off + e + 1e-9
         tasks = []
         for i, noise in enumerate((0.0, s.noise_dt)):
-            col = p.column("c0", [0.0] * p.rows, G, noise_dt=noise, noise_stop=stop, seed=s.seed + 3)
-            for r, v in enumerate(V):  # DAC pulses instead of DC levels
-                col = col.replace(f"vdc0_{r} dc0_{r} 0 0\n",
-                                  f"vdc0_{r} dc0_{r} 0 pwl(0 0 {t_on:.6g} 0 {t_on + e:.6g} {v:.9g} "
-                                  f"{t_off:.6g} {v:.9g} {t_off + e:.6g} 0)\n")
-            net = p.header(f"{p.name} transient{' noise' if noise else ''}") + col + ".end\n"
+            net = p.transient_netlist(V, G, t_on, t_off, stop, noise_dt=noise, seed=s.seed + 3)
             tasks.append(make_task(FAMILY, "transient", i, mod + ":reram_transient", net, md, rows=p.rows,
                                    t_on=t_on, t_off=t_off, stop=stop, t_edge=e, tstep=e / 5,
                                    tmax=(noise or e) , options=opts))
@@ -235,3 +231,34 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
                             method="transient of one random column; thermal noise of each cell as ngspice "
                                    "seeded white-noise PWL current (4kTG); TIA modelled as an ideal op-amp (its power is not counted)"))
     return out
+
+
+def check_design(p: ReramColumnParams, s: ReramSweep, given: set, given_sweep: set) -> None:
+    """Rules across [reram] and [reram.sweep]: sweep lists the user wrote within the array."""
+    for field, limit, what in (("ir_positions", p.rows - 1, f"0 to reram.rows - 1 ({p.rows - 1})"),
+                               ("ir_counts", p.rows, f"1 to reram.rows ({p.rows})"),
+                               ("ir_levels", p.levels - 1, f"0 to reram.levels - 1 ({p.levels - 1})")):
+        if field in given_sweep:
+            for i, v in enumerate(getattr(s, field)):
+                if v > limit:
+                    raise ParameterError(f"reram.sweep.{field}[{i}]", v, what)
+    if not any(lv < p.levels for lv in s.ir_levels):
+        raise ParameterError("reram.sweep.ir_levels", list(s.ir_levels),
+                             f"at least one level below reram.levels ({p.levels})")
+
+
+_COLUMNS = (__name__ + ":reram_columns",)
+FAMILY_SPEC = families.register(families.Family(
+    name=FAMILY, params=ReramColumnParams, sweep=ReramSweep, build=analyses, check_design=check_design,
+    analyses=(
+        families.AnalysisSpec("cell_iv", (__name__ + ":reram_cell_iv",), 1, "I-V of one cell per level"),
+        families.AnalysisSpec("ir_drop", _COLUMNS, 3, "single active cell vs position, active rows"),
+        families.AnalysisSpec("patterns", _COLUMNS, 3, "random query/key patterns through the column"),
+        families.AnalysisSpec("monte_carlo", _COLUMNS, 3, "lognormal conductance variation"),
+        families.AnalysisSpec("transient", (__name__ + ":reram_transient",), 1, "energy, settling, read noise"),
+    ),
+    fit="analogattn.surrogates.fit:RERAM_FIT", plot="analogattn.surrogates.plots:plot_reram",
+    cost_terms=(families.CostTerm("reram.energy", "J", "energy per column evaluation"),
+                families.CostTerm("reram.time", "s", "time per column evaluation")),
+    doc="1T1R ReRAM column into a virtual-ground TIA (circuits/reram.py)"))
+ANALYSES = FAMILY_SPEC.analysis_names

@@ -33,7 +33,15 @@ from ..atomic import check_writable_dir, check_writable_output, clean_stale_temp
 from .tasks import Analysis, Task, resolve
 
 RECYCLE = 8  # tasks per worker process before it is replaced
-WEIGHT = {"comparator_decisions": 5, "reram_columns": 3, "gaincell_mc": 3, "gaincell_retention": 2}  # rough cost, to start long tasks first
+
+
+def task_weight(task: Task, weights: dict | None = None) -> float:
+    """Rough relative run time of a task, from its worker's weight in the family registry
+    (:class:`~analogattn.characterize.families.AnalysisSpec`), 1 if unregistered."""
+    if weights is None:
+        from .families import scheduling_weights
+        weights = scheduling_weights()
+    return weights.get(task.func, 1)
 
 
 def default_cache_dir() -> Path:
@@ -214,7 +222,9 @@ def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress
     if not todo:
         return results
     # longest first: Monte Carlo and retention tasks dominate
-    todo.sort(key=lambda kt: -WEIGHT.get(kt[1].func.partition(":")[2], 1))
+    from .families import scheduling_weights
+    weights = scheduling_weights()
+    todo.sort(key=lambda kt: -task_weight(kt[1], weights))
     bar = None
     if progress:
         from tqdm import tqdm

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from typing import Callable
 
@@ -11,9 +12,26 @@ from ..params import digest
 
 CACHE_SCHEMA = "1"  # bump when a worker's output format changes
 
-# status codes stored beside every simulated point
-OK, NO_CONVERGENCE, SIM_ERROR = 0, 1, 2
-STATUS_MEANING = {OK: "ok", NO_CONVERGENCE: "did not converge", SIM_ERROR: "simulator error"}
+
+
+class Status(enum.IntEnum):
+    """Status code stored beside every simulated point (``status`` datasets, int8)."""
+
+    OK = 0
+    NO_CONVERGENCE = 1
+    SIM_ERROR = 2
+    OUT_OF_RANGE = 3
+
+    @property
+    def meaning(self) -> str:
+        return _MEANING[self]
+
+
+_MEANING = {Status.OK: "ok", Status.NO_CONVERGENCE: "did not converge", Status.SIM_ERROR: "simulator error",
+            Status.OUT_OF_RANGE: "result outside the searched range (comparator offset beyond +-dv_range)"}
+OK, NO_CONVERGENCE, SIM_ERROR, OUT_OF_RANGE = Status
+STATUS_MEANING = {int(s): s.meaning for s in Status}
+STATUS_DESCRIPTION = ", ".join(f"{int(s)} {s.meaning}" for s in Status)  # for status datasets
 
 WORKERS: dict[str, Callable] = {}
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from ..errors import ParameterError
 from ..params import Validated, digest, param
-from .technology import Technology
+from .sources import white_noise_pwl
+from .technology import Mosfet, Technology
 
-DEVICES = ("mt", "m1", "m2", "m3", "m4", "m5", "m6")
+DEVICES = ("mt", "m1", "m2", "m3", "m4", "m5", "m6")  # devices with Monte Carlo threshold shifts
+T_RISE = 0.1e-9  # single-decision runs: reset state given as initial conditions, clock edge here
+T_EVAL = 0.25e-9  # ... and the decision read this long after it (delay < 0.1 ns at 0.5 mV overdrive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,35 +60,105 @@ class ComparatorParams(Validated):
                 "m3": self.w_latch_n * self.l_min, "m4": self.w_latch_n * self.l_min,
                 "m5": self.w_latch_p * self.l_min, "m6": self.w_latch_p * self.l_min}
 
-    def header(self, title: str) -> str:
+    # -- netlist pieces ---------------------------------------------------------------------
+    def clock(self, kind: str = "periodic") -> str:
+        """The clock source: ``periodic`` (reset for t_clk / 2, then evaluate, every t_clk),
+        ``single`` (one rising edge at T_RISE, for runs from the reset state given as initial
+        conditions) or ``high`` (DC at vdd: evaluation, for operating points)."""
+        if kind == "periodic":
+            return (f"vclk clk 0 pulse(0 {self.vdd} {self.t_clk / 2:.6g} {self.t_edge:.6g} {self.t_edge:.6g} "
+                    f"{self.t_clk / 2 - self.t_edge:.6g} {self.t_clk:.6g})\n")
+        if kind == "single":
+            return f"vclk clk 0 pulse(0 {self.vdd} {T_RISE:.6g} {self.t_edge:.6g} {self.t_edge:.6g} 1 2)\n"
+        if kind == "high":
+            return f"vclk clk 0 {self.vdd}\n"
+        raise ValueError(f"clock kind {kind!r}: periodic, single or high")
+
+    def header(self, title: str, clock: str = "periodic") -> str:
         return (f"* {title}\n{self.technology.header()}.options temp={self.temperature:g} tnom=27\n"
-                f"vdd vdd 0 {self.vdd}\n"
-                f"vclk clk 0 pulse(0 {self.vdd} {self.t_clk / 2:.6g} {self.t_edge:.6g} {self.t_edge:.6g} "
-                f"{self.t_clk / 2 - self.t_edge:.6g} {self.t_clk:.6g})\n")
+                f"vdd vdd 0 {self.vdd}\n" + self.clock(clock))
+
+    def mosfets(self, k: int, inp: str, inn: str, dvt: dict | None = None) -> list[Mosfet]:
+        """Latch ``k``'s transistors (node and device names suffixed ``_k``); ``dvt``: Monte
+        Carlo threshold shifts of some of DEVICES."""
+        d = dvt or {}
+        s = f"_{k}"
+        li, lm = self.l_in, self.l_min
+
+        def m(name, dr, g, src, b, role, w, l):
+            return Mosfet(name + s, dr, g, src, b, role, w, l, d.get(name))
+        return [
+            m("mt", f"tail{s}", "clk", "0", "0", "nmos", self.w_tail, lm),
+            m("m1", f"dip{s}", inp, f"tail{s}", "0", "nmos", self.w_in, li),
+            m("m2", f"din{s}", inn, f"tail{s}", "0", "nmos", self.w_in, li),
+            m("m3", f"outn{s}", f"outp{s}", f"dip{s}", "0", "nmos", self.w_latch_n, lm),
+            m("m4", f"outp{s}", f"outn{s}", f"din{s}", "0", "nmos", self.w_latch_n, lm),
+            m("m5", f"outn{s}", f"outp{s}", "vdd", "vdd", "pmos", self.w_latch_p, lm),
+            m("m6", f"outp{s}", f"outn{s}", "vdd", "vdd", "pmos", self.w_latch_p, lm),
+            m("m7", f"outp{s}", "clk", "vdd", "vdd", "pmos", self.w_reset, lm),
+            m("m8", f"outn{s}", "clk", "vdd", "vdd", "pmos", self.w_reset, lm),
+            m("m9", f"dip{s}", "clk", "vdd", "vdd", "pmos", self.w_reset, lm),
+            m("m10", f"din{s}", "clk", "vdd", "vdd", "pmos", self.w_reset, lm),
+        ]
 
     def instance(self, k: int, inp: str, inn: str, dvt: dict | None = None) -> str:
-        n, p, um = self.technology.nmos, self.technology.pmos, 1e-6
-        d = dvt or {}
-
-        def dv(name):
-            return f" delvto={d[name]:.6g}" if name in d else ""
-
+        proc = self.technology.as_process()
         s = f"_{k}"
-        lm, li = self.l_min * um, self.l_in * um
-        return (
-            f"mt{s} tail{s} clk 0 0 {n} W={self.w_tail * um:.6g} L={lm:.6g}{dv('mt')}\n"
-            f"m1{s} dip{s} {inp} tail{s} 0 {n} W={self.w_in * um:.6g} L={li:.6g}{dv('m1')}\n"
-            f"m2{s} din{s} {inn} tail{s} 0 {n} W={self.w_in * um:.6g} L={li:.6g}{dv('m2')}\n"
-            f"m3{s} outn{s} outp{s} dip{s} 0 {n} W={self.w_latch_n * um:.6g} L={lm:.6g}{dv('m3')}\n"
-            f"m4{s} outp{s} outn{s} din{s} 0 {n} W={self.w_latch_n * um:.6g} L={lm:.6g}{dv('m4')}\n"
-            f"m5{s} outn{s} outp{s} vdd vdd {p} W={self.w_latch_p * um:.6g} L={lm:.6g}{dv('m5')}\n"
-            f"m6{s} outp{s} outn{s} vdd vdd {p} W={self.w_latch_p * um:.6g} L={lm:.6g}{dv('m6')}\n"
-            f"m7{s} outp{s} clk vdd vdd {p} W={self.w_reset * um:.6g} L={lm:.6g}\n"
-            f"m8{s} outn{s} clk vdd vdd {p} W={self.w_reset * um:.6g} L={lm:.6g}\n"
-            f"m9{s} dip{s} clk vdd vdd {p} W={self.w_reset * um:.6g} L={lm:.6g}\n"
-            f"m10{s} din{s} clk vdd vdd {p} W={self.w_reset * um:.6g} L={lm:.6g}\n"
-            f"cp{s} outp{s} 0 {self.c_load:.6g}\ncn{s} outn{s} 0 {self.c_load:.6g}\n"
-        )
+        return ("".join(proc.mos(m) for m in self.mosfets(k, inp, inn, dvt))
+                + f"cp{s} outp{s} 0 {self.c_load:.6g}\ncn{s} outn{s} 0 {self.c_load:.6g}\n")
+
+    def input_sources(self, dv_values, reps: int = 1, inp: str = "inp", inn: str = "inn") -> str:
+        """Input sources at v_cm +- dv/2: each dv held for ``reps`` clock cycles (:meth:`staircase`)."""
+        dv = np.asarray(dv_values)
+        return (f"v{inp} {inp} 0 pwl({self.staircase(self.v_cm + dv / 2, reps)})\n"
+                f"v{inn} {inn} 0 pwl({self.staircase(self.v_cm - dv / 2, reps)})\n")
+
+    # -- netlists of the analyses -------------------------------------------------------------
+    def decision_netlist(self, draws, title: str) -> str:
+        """Latches side by side, one per row of ``draws`` (threshold shifts of DEVICES), each with
+        its own DC input sources ``vinp_k``/``vinn_k`` (altered between runs), starting in the
+        reset state (initial conditions, simulated with ``uic``: the operating point of hundreds
+        of latches costs more than the transient) and evaluating once at T_RISE."""
+        body, ics = [], []
+        for k, row in enumerate(np.atleast_2d(draws)):
+            body.append(f"vinp_{k} inp_{k} 0 {self.v_cm}\nvinn_{k} inn_{k} 0 {self.v_cm}\n"
+                        + self.instance(k, f"inp_{k}", f"inn_{k}", dict(zip(DEVICES, row))))
+            ics.append(" ".join(f"v({n}_{k})={self.vdd}" for n in ("outp", "outn", "dip", "din"))
+                       + f" v(tail_{k})=0")
+        return self.header(title, "single") + "".join(body) + "".join(f".ic {i}\n" for i in ics) + ".end\n"
+
+    def input_pair(self) -> list[Mosfet]:
+        """The input pair and tail of one latch, for the operating point of the noise run."""
+        return [Mosfet("m1", "dip", "inp", "tail", "0", "nmos", self.w_in, self.l_in),
+                Mosfet("m2", "din", "inn", "tail", "0", "nmos", self.w_in, self.l_in),
+                Mosfet("mt", "tail", "clk", "0", "0", "nmos", self.w_tail, self.l_min)]
+
+    def input_pair_op_netlist(self) -> str:
+        """Operating point of the input pair at the start of evaluation: clock high, inputs at
+        v_cm, the pair's drains held at vdd. Its gm: vector :meth:`input_gm_vector`."""
+        proc = self.technology.as_process()
+        return (self.header(f"{self.name} input pair operating point", "high")
+                + f"vinp inp 0 {self.v_cm}\nvinn inn 0 {self.v_cm}\n"
+                + "".join(proc.mos(m) for m in self.input_pair())
+                + f"vdip dip 0 {self.vdd}\nvdin din 0 {self.vdd}\n.end\n")
+
+    def input_gm_vector(self) -> str:
+        return self.technology.as_process().op_vector(self.input_pair()[0], "gm")
+
+    def noise_netlist(self, dv_values, reps: int, sigma: float, dt: float, seed: int) -> str:
+        """``reps`` identical latches sharing the input staircase of ``dv_values`` (one decision
+        per cycle), each with its own seeded white-noise voltage source (``sigma``, one sample
+        every ``dt``) in series with its positive input."""
+        rng = np.random.default_rng(seed)
+        stop = len(dv_values) * self.t_clk
+        body = "".join(f"vnoise{k} inp{k} inp {white_noise_pwl(sigma, dt, stop, rng)}\n"
+                       + self.instance(k, f"inp{k}", "inn") for k in range(reps))
+        return self.header(f"{self.name} decision noise") + self.input_sources(dv_values) + body + ".end\n"
+
+    def delay_energy_netlist(self, overdrives) -> str:
+        """One latch clocked every t_clk, one overdrive per cycle."""
+        return (self.header(f"{self.name} delay and energy") + self.input_sources(overdrives)
+                + self.instance(0, "inp", "inn") + ".end\n")
 
     def staircase(self, dv_values, reps: int = 1) -> str:
         """PWL of the differential input: each value held for ``reps`` clock cycles, changing

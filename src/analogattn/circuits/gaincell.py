@@ -22,7 +22,7 @@ import dataclasses
 
 from ..errors import ParameterError
 from ..params import Validated, digest, param
-from .technology import Technology
+from .technology import Mosfet, Technology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +68,22 @@ class GainCellParams(Validated):
         return "gaincell_" + digest(self.to_json(), self.technology.digest(), n=10)
 
     # -- netlist pieces ---------------------------------------------------------------------
+    def mosfets(self, i: int, wbl: str, wwl: str, rwl: str, rwlb: str, bl: str, sn: str) -> dict:
+        """Cell ``i``'s transistors: write (``mw``), read PMOS (``mp``) and read NMOS (``mn``)."""
+        return {"mw": Mosfet(f"mw{i}", wbl, wwl, sn, "0", "nmos", self.w_write, self.l_write),
+                "mp": Mosfet(f"mp{i}", bl, sn, rwl, rwl, "pmos", self.w_read_p, self.l_read),
+                "mn": Mosfet(f"mn{i}", bl, sn, rwlb, rwlb, "nmos", self.w_read_n, self.l_read)}
+
     def cell(self, i: int, wbl: str, wwl: str, rwl: str, rwlb: str, bl: str, sn: str) -> str:
-        t, um = self.technology, 1e-6
-        return (
-            f"mw{i} {wbl} {wwl} {sn} 0 {t.nmos} W={self.w_write*um:.6g} L={self.l_write*um:.6g}\n"
-            f"cs{i} {sn} 0 {self.c_store:.6g}\n"
-            f"mp{i} {bl} {sn} {rwl} {rwl} {t.pmos} W={self.w_read_p*um:.6g} L={self.l_read*um:.6g}\n"
-            f"mn{i} {bl} {sn} {rwlb} {rwlb} {t.nmos} W={self.w_read_n*um:.6g} L={self.l_read*um:.6g}\n"
-        )
+        proc = self.technology.as_process()
+        m = self.mosfets(i, wbl, wwl, rwl, rwlb, bl, sn)
+        return proc.mos(m["mw"]) + f"cs{i} {sn} 0 {self.c_store:.6g}\n" + proc.mos(m["mp"]) + proc.mos(m["mn"])
+
+    def read_mismatch_commands(self, dvt_p: float, dvt_n: float) -> list[str]:
+        """ngspice commands that give the read stack of cell 0 (the read-surface netlist) the
+        threshold shifts of one Monte Carlo sample, through the process's mismatch hook."""
+        proc = self.technology.as_process()
+        return proc.alter_dvt("mp0", dvt_p) + proc.alter_dvt("mn0", dvt_n)
 
     def header(self, title: str, temperature: float | None = None) -> str:
         temp = self.temperature if temperature is None else temperature

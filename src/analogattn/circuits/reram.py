@@ -23,20 +23,8 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..params import Validated, digest, param
-from .technology import Technology
-
-K_BOLTZMANN = 1.380649e-23
-
-
-def white_noise_pwl(sigma: float, dt: float, t_stop: float, rng) -> str:
-    """A seeded white Gaussian sequence (sigma, one sample every dt, linear in between) as a
-    PWL source: what ngspice's trnoise does, but reproducible (trnoise's generator cannot be
-    reseeded through the shared library), so noisy runs cache and resume like any other."""
-    n = int(t_stop / dt) + 2
-    z = rng.standard_normal(n) * sigma
-    z[0] = 0.0
-    return "pwl(" + " ".join(f"{k * dt:.6g} {v:.6g}" for k, v in enumerate(z)) + ")"
-
+from .sources import K_BOLTZMANN, white_noise_pwl  # noqa: F401 (re-exported)
+from .technology import Mosfet, Technology
 
 @dataclasses.dataclass(frozen=True)
 class ReramColumnParams(Validated):
@@ -82,22 +70,36 @@ class ReramColumnParams(Validated):
     def header(self, title: str) -> str:
         return f"* {title}\n{self.technology.header()}.options temp={self.temperature:g} tnom=27\n"
 
-    def column(self, tag: str, v_in, g, noise_dt: float = 0.0, noise_stop: float = 0.0, seed: int = 0) -> str:
-        """One column with fixed DAC voltages v_in[i] and conductances g[i] (S).
+    def access(self, name: str, d: str, g: str, s: str) -> Mosfet:
+        """The access transistor of a cell (body at ground)."""
+        return Mosfet(name, d, g, s, "0", "nmos", self.w_access, self.l_access)
+
+    def dac(self, name: str, node: str, v: float, pulse: tuple | None = None) -> str:
+        """A row's DAC source: DC ``v``, or with ``pulse = (t_on, t_off)`` 0 V rising to ``v`` at
+        t_on and back at t_off (edges t_edge)."""
+        if pulse is None:
+            return f"{name} {node} 0 {v:.9g}\n"
+        t_on, t_off, e = pulse[0], pulse[1], self.t_edge
+        return (f"{name} {node} 0 pwl(0 0 {t_on:.6g} 0 {t_on + e:.6g} {v:.9g} "
+                f"{t_off:.6g} {v:.9g} {t_off + e:.6g} 0)\n")
+
+    def column(self, tag: str, v_in, g, noise_dt: float = 0.0, noise_stop: float = 0.0, seed: int = 0,
+               pulse: tuple | None = None) -> str:
+        """One column with DAC voltages v_in[i] (DC, or pulses with ``pulse = (t_on, t_off)``)
+        and conductances g[i] (S).
 
         noise_dt > 0 adds a thermal-noise current source across every cell until noise_stop
         (white, sigma = sqrt(4 k T G / (2 dt)) for samples every dt; seeded PWL)."""
         rng = np.random.default_rng(seed)
+        proc = self.technology.as_process()
         r = max(self.r_wire, 1e-6)  # SPICE needs a resistor > 0: 1 uOhm stands for none
-        um = 1e-6
         out = [f"vsel{tag} sel{tag} 0 {self.v_sel}\n"]
         for i, (v, gi) in enumerate(zip(v_in, g)):
             n = f"{tag}_{i}"
-            out.append(f"vd{n} d{n} 0 {v:.9g}\n"
-                       f"rw{n} d{n} wl{n} {r:.9g}\n"
-                       f"ma{n} wl{n} sel{tag} m{n} 0 {self.technology.nmos} W={self.w_access * um:.6g} "
-                       f"L={self.l_access * um:.6g}\n"
-                       f"bc{n} m{n} bl{n} i={gi:.9g}*{self.v0:.9g}*sinh(v(m{n},bl{n})/{self.v0:.9g})\n")
+            out.append(self.dac(f"vd{n}", f"d{n}", v, pulse)
+                       + f"rw{n} d{n} wl{n} {r:.9g}\n"
+                       + proc.mos(self.access(f"ma{n}", f"wl{n}", f"sel{tag}", f"m{n}"))
+                       + f"bc{n} m{n} bl{n} i={gi:.9g}*{self.v0:.9g}*sinh(v(m{n},bl{n})/{self.v0:.9g})\n")
             nxt = f"bl{tag}_{i - 1}" if i > 0 else f"sum{tag}"
             out.append(f"rb{n} bl{n} {nxt} {r:.9g}\n")
             if self.c_wire > 0:
@@ -115,15 +117,21 @@ class ReramColumnParams(Validated):
         body = "".join(self.column(f"c{k}", v, g) for k, (v, g) in enumerate(zip(inputs, conductances)))
         return self.header(f"{self.name} {title}") + body + ".end\n"
 
+    def transient_netlist(self, v_in, g, t_on: float, t_off: float, stop: float, noise_dt: float = 0.0,
+                          seed: int = 0) -> str:
+        """One column driven by DAC pulses (0 -> v_in[i] from t_on to t_off), with per-cell
+        thermal-noise sources when ``noise_dt`` > 0."""
+        col = self.column("c0", v_in, g, noise_dt=noise_dt, noise_stop=stop, seed=seed, pulse=(t_on, t_off))
+        return self.header(f"{self.name} transient{' noise' if noise_dt else ''}") + col + ".end\n"
+
     def cell_iv_netlist(self) -> str:
         """One cell per level, all word lines on one swept source ``vsw``; each cell has its own
         0-V ammeter ``vam<k>`` at its bit-line end."""
-        um = 1e-6
+        proc = self.technology.as_process()
         lines = [self.header(f"{self.name} cell I-V"), f"vsw d 0 0\nvsel sel 0 {self.v_sel}\n"]
         for k, g in enumerate(self.conductances()):
-            lines.append(f"ma{k} d sel m{k} 0 {self.technology.nmos} W={self.w_access * um:.6g} "
-                         f"L={self.l_access * um:.6g}\n"
-                         f"bc{k} m{k} b{k} i={g:.9g}*{self.v0:.9g}*sinh(v(m{k},b{k})/{self.v0:.9g})\n"
+            lines.append(proc.mos(self.access(f"ma{k}", "d", "sel", f"m{k}"))
+                         + f"bc{k} m{k} b{k} i={g:.9g}*{self.v0:.9g}*sinh(v(m{k},b{k})/{self.v0:.9g})\n"
                          f"vam{k} b{k} 0 0\n")
         lines.append(".end\n")
         return "".join(lines)

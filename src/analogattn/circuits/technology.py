@@ -1,10 +1,31 @@
-"""Technology: which model file, corner and device model names a netlist uses."""
+"""Technology layer: how a process instantiates devices, and which process a design uses.
+
+Two objects:
+
+- :class:`Process` knows a process: how a transistor is instantiated (an ``M`` card naming a
+  ``.model``, or a subcircuit ``X... <name> W=.. L=..`` as foundry PDKs such as SKY130 ship
+  them), the device name per role (core NMOS/PMOS, low-Vt, high-Vt, thick-oxide I/O), the
+  lines that bring its models in (``.include`` files, or ``.lib file corner``), its corners,
+  supply range, and how its Monte Carlo mismatch is drawn (a :class:`Mismatch` hook).
+- :class:`Technology` is the design-file table (``[gaincell.technology]`` ...): it selects a
+  process (the built-in generic 65-nm card, a user model-card file, or a registered process by
+  name) and a corner. ``Technology.process`` is the :class:`Process` the netlists use.
+
+Circuits describe their transistors as :class:`Mosfet` objects (terminals, role, W and L in um,
+an optional threshold shift) and render them with ``process.mos(m)``: no family writes ``M``
+lines or model names itself.
+
+A new process (e.g. SKY130) is one :func:`register_process` call with a :class:`Process` (or a
+factory returning one, to locate its files lazily), then ``process = "<name>"`` in the design's
+technology table.
+"""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import re
 from pathlib import Path
+from typing import Callable
 
 from .. import netlists
 from ..errors import DesignFileError, ParameterError
@@ -65,18 +86,226 @@ def _has_model(names: set[str], want: str) -> bool:
     return any(n == w or (n.startswith(w + ".") and n[len(w) + 1:].isdigit()) for n in names)
 
 
+# -- devices ----------------------------------------------------------------------------------
+ROLES = {
+    "nmos": "core NMOS", "pmos": "core PMOS",
+    "nmos_lvt": "low-Vt NMOS", "pmos_lvt": "low-Vt PMOS",
+    "nmos_hvt": "high-Vt NMOS", "pmos_hvt": "high-Vt PMOS",
+    "nmos_io": "thick-oxide (I/O) NMOS", "pmos_io": "thick-oxide (I/O) PMOS",
+}
+MODEL_CARD, SUBCIRCUIT = "model", "subckt"  # how a process instantiates a transistor
+
+
+@dataclasses.dataclass(frozen=True)
+class Mosfet:
+    """One transistor as a circuit describes it, independent of the process: instance name (as
+    the circuit names it, e.g. ``mp0``), drain, gate, source, bulk, device role (a key of
+    :data:`ROLES`), W and L in um, and an optional Monte Carlo threshold shift ``dvt`` (V)."""
+
+    name: str
+    d: str
+    g: str
+    s: str
+    b: str
+    role: str
+    w: float
+    l: float
+    dvt: float | None = None
+
+
+class Mismatch:
+    """How a process's Monte Carlo mismatch reaches a netlist.
+
+    ``explicit_shifts`` True: the pipeline draws a threshold shift per device (Pelgrom) and the
+    hook writes it (``instance_params`` on the instance line, ``alter`` commands to change it
+    between runs). False: the process's models draw their own mismatch (a PDK's statistical
+    models), switched on by ``header`` lines; the seed is the simulator's."""
+
+    name = "none"
+    explicit_shifts = False
+
+    def header(self) -> str:
+        """Netlist lines that switch the mismatch models on (before the model includes)."""
+        return ""
+
+    def instance_params(self, dvt: float) -> str:
+        raise NotImplementedError(f"mismatch {self.name!r} takes no per-device threshold shift")
+
+    def alter(self, instance: str, dvt: float) -> list[str]:
+        raise NotImplementedError(f"mismatch {self.name!r} takes no per-device threshold shift")
+
+
+class PelgromDelvto(Mismatch):
+    """Built-in: Pelgrom threshold shifts drawn by the pipeline (sigma = A_VT / sqrt(W L)),
+    written as BSIM4's ``delvto`` instance parameter and changed with ``alter``."""
+
+    name = "pelgrom-delvto"
+    explicit_shifts = True
+
+    def instance_params(self, dvt: float) -> str:
+        return f" delvto={dvt:.6g}"
+
+    def alter(self, instance: str, dvt: float) -> list[str]:
+        return [f"alter {instance} delvto={dvt:.10g}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PdkMismatchSwitch(Mismatch):
+    """A PDK whose models draw their own mismatch when a ``.param`` switch is set (SKY130:
+    ``mc_mm_switch=1``). Per-device shifts are not available through it: analyses that need
+    them (the comparator's guided offset search) must be adapted by the process's work."""
+
+    switch: str = "mc_mm_switch"
+    on: str = "1"
+    name: str = "pdk-switch"
+    explicit_shifts = False
+
+    def header(self) -> str:
+        return f".param {self.switch}={self.on}\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """How a process instantiates devices and brings its models in.
+
+    instantiation: :data:`MODEL_CARD` (``m<name> d g s b <model> W=<m> L=<m>``, sizes in metres)
+    or :data:`SUBCIRCUIT` (``x<name> d g s b <subckt> W=<w> L=<l>``, sizes times
+    ``size_unit`` um: 1.0 for PDKs whose subcircuits take microns, as SKY130's).
+    devices: role -> model or subcircuit name. includes: files brought in with ``.include``;
+    lib: a library file brought in as ``.lib 'lib' <corner>``; corner_params: per corner, lines
+    written before the includes (the built-in card's threshold shifts)."""
+
+    name: str
+    devices: dict
+    instantiation: str = MODEL_CARD
+    includes: tuple = ()
+    lib: str = ""
+    corners: tuple = ()
+    corner_params: dict = dataclasses.field(default_factory=dict)
+    vdd_range: tuple = (0.5, 1.5)
+    mismatch: Mismatch = dataclasses.field(default_factory=PelgromDelvto)
+    size_unit: float | None = None  # None: 1e-6 for model cards (metres), 1.0 for subcircuits (um)
+    inner_device: str = "m{device}"  # subcircuits: the device inside, for operating-point vectors
+
+    def __post_init__(self):
+        if self.instantiation not in (MODEL_CARD, SUBCIRCUIT):
+            raise ValueError(f"process {self.name}: instantiation must be {MODEL_CARD!r} or {SUBCIRCUIT!r}")
+        unknown = sorted(set(self.devices) - set(ROLES))
+        if unknown:
+            raise ValueError(f"process {self.name}: unknown device role {unknown[0]!r} (roles: {', '.join(ROLES)})")
+
+    @property
+    def scale(self) -> float:
+        if self.size_unit is not None:
+            return self.size_unit
+        return 1e-6 if self.instantiation == MODEL_CARD else 1.0
+
+    def device(self, role: str) -> str:
+        try:
+            return self.devices[role]
+        except KeyError:
+            have = ", ".join(f"{r} ({ROLES[r]})" for r in self.devices)
+            raise ParameterError("technology", self.name, f"a process with a {ROLES.get(role, role)} device "
+                                 f"(role {role!r}); process {self.name} has: {have}") from None
+
+    def instance_name(self, name: str) -> str:
+        """The netlist instance name of a circuit's transistor ``name`` (``mp0`` -> ``mp0`` for
+        model cards, ``xmp0`` for subcircuits)."""
+        return name if self.instantiation == MODEL_CARD else "x" + name
+
+    def mos(self, m: Mosfet) -> str:
+        """One netlist line for transistor ``m``."""
+        u = self.scale
+        extra = "" if m.dvt is None else self.mismatch.instance_params(m.dvt)
+        return (f"{self.instance_name(m.name)} {m.d} {m.g} {m.s} {m.b} {self.device(m.role)} "
+                f"W={m.w * u:.6g} L={m.l * u:.6g}{extra}\n")
+
+    def alter_dvt(self, name: str, dvt: float) -> list[str]:
+        """ngspice commands that set transistor ``name``'s threshold shift between runs."""
+        return self.mismatch.alter(self.instance_name(name), dvt)
+
+    def op_vector(self, m: Mosfet, quantity: str) -> str:
+        """The ngspice vector of an operating-point quantity of ``m`` (``@m1[gm]``; inside a
+        subcircuit ``@m.x<name>.<inner device>[gm]``)."""
+        if self.instantiation == MODEL_CARD:
+            return f"@{m.name}[{quantity}]"
+        inner = self.inner_device.format(device=self.device(m.role))
+        return f"@m.{self.instance_name(m.name)}.{inner}[{quantity}]"
+
+    def header(self, corner: str) -> str:
+        """Netlist lines that bring the device models in at ``corner``."""
+        out = self.mismatch.header() + self.corner_params.get(corner, "")
+        out += "".join(f".include '{f}'\n" for f in self.includes)
+        if self.lib:
+            out += f".lib '{self.lib}' {corner}\n"
+        return out
+
+    def model_files(self) -> list[Path]:
+        return [Path(f) for f in (*self.includes, *([self.lib] if self.lib else []))]
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for f in self.model_files():
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    def check(self, corner: str) -> None:
+        """One-line errors before any simulation: an unknown corner, a missing model file."""
+        if self.corners and corner not in self.corners:
+            raise ParameterError("corner", corner, f"a corner of process {self.name}: {', '.join(self.corners)}")
+        for f in self.model_files():
+            if not f.is_file():
+                raise DesignFileError(f"process {self.name}: model file {f} does not exist")
+
+
+def builtin_process(nmos: str = "nch", pmos: str = "pch") -> Process:
+    """The built-in generic 65-nm BSIM4 card: model cards, corners as threshold shifts."""
+    return Process(
+        name="builtin", devices={"nmos": nmos, "pmos": pmos}, instantiation=MODEL_CARD,
+        includes=(str(netlists.path(netlists.BUILTIN_MODEL)),), corners=tuple(BUILTIN_CORNERS),
+        corner_params={c: f".param dvthn={dn} dvthp={dp}\n" for c, (dn, dp) in BUILTIN_CORNERS.items()},
+        vdd_range=(0.5, 1.5), mismatch=PelgromDelvto())
+
+
+def model_file_process(path: Path, corner: str, nmos: str, pmos: str) -> Process:
+    """A user's model-card file: ``.lib 'file' corner`` (or ``.include`` with no corner)."""
+    return Process(name=str(path), devices={"nmos": nmos, "pmos": pmos}, instantiation=MODEL_CARD,
+                   includes=() if corner else (str(path),), lib=str(path) if corner else "",
+                   mismatch=PelgromDelvto())
+
+
+PROCESSES: dict[str, Process | Callable[[], Process]] = {}
+
+
+def register_process(name: str, process: Process | Callable[[], Process]) -> None:
+    """Make a process selectable as ``process = "<name>"`` in a technology table. A callable is
+    called when a design selects it (locate the PDK's files then; raise DesignFileError with
+    the install command when they are missing)."""
+    PROCESSES[name] = process
+
+
+def get_process(name: str) -> Process:
+    if name not in PROCESSES:
+        raise ParameterError("process", name, "a registered process: " + (", ".join(sorted(PROCESSES)) or "none")
+                             + " (or \"\" for the built-in card or model_file)")
+    p = PROCESSES[name]
+    return p if isinstance(p, Process) else p()
+
+
 @dataclasses.dataclass(frozen=True)
 class Technology(Validated):
-    """Model file and corner. ``model_file = ""`` means the built-in generic 65-nm BSIM4 card.
-
-    With a user file, a non-empty ``corner`` is used as ``.lib 'file' corner``; an empty
-    corner means ``.include 'file'``.
+    """Process and corner. ``model_file = ""`` and ``process = ""``: the built-in generic 65-nm
+    BSIM4 card. ``model_file``: a user model-card file; a non-empty ``corner`` is used as
+    ``.lib 'file' corner``, an empty corner means ``.include 'file'``. ``process``: a process
+    registered with :func:`register_process` (its device names, models and Monte Carlo).
     """
 
     model_file: str = param("", doc="path to a SPICE model/PDK file; empty = built-in 65-nm card")
     corner: str = param("tt", doc="process corner (built-in: tt, ff, ss, fs, sf)")
     nmos: str = param("nch", doc="NMOS model name in the model file")
     pmos: str = param("pch", doc="PMOS model name in the model file")
+    process: str = param("", doc="a registered process by name (devices, models, Monte Carlo); "
+                         "empty = built-in card or model_file")
 
     def check(self):
         for field in ("nmos", "pmos"):
@@ -84,7 +313,11 @@ class Technology(Validated):
                 raise ParameterError(field, getattr(self, field), "a SPICE model name (letters, digits, _ . + -)")
         if self.corner and not _NAME.match(self.corner):
             raise ParameterError("corner", self.corner, "a .lib section name (letters, digits, _ . + -) or \"\"")
-        if self.builtin:
+        if self.process:
+            if self.model_file:
+                raise ParameterError("process", self.process, "\"\" when model_file is set (one or the other)")
+            get_process(self.process).check(self.corner)
+        elif self.builtin:
             if self.corner not in BUILTIN_CORNERS:
                 raise ParameterError("corner", self.corner,
                                      "one of " + ", ".join(BUILTIN_CORNERS))
@@ -118,21 +351,29 @@ class Technology(Validated):
 
     @property
     def builtin(self) -> bool:
-        return self.model_file == ""
+        return self.model_file == "" and self.process == ""
 
     @property
     def path(self) -> Path:
+        """The (first) model file."""
+        if self.process:
+            return self.as_process().model_files()[0]
         return netlists.path(netlists.BUILTIN_MODEL) if self.builtin else Path(self.model_file).resolve()
+
+    def as_process(self) -> Process:
+        """The :class:`Process` this table selects (what the netlists instantiate through)."""
+        if self.process:
+            return get_process(self.process)
+        if self.builtin:
+            return builtin_process(self.nmos, self.pmos)
+        return model_file_process(self.path, self.corner, self.nmos, self.pmos)
 
     def digest(self) -> str:
         # hashed every time: model files are small, and a stale digest would poison the cache
+        if self.process:
+            return self.as_process().digest()
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def header(self) -> str:
         """Netlist lines that bring the device models in."""
-        if self.builtin:
-            dn, dp = BUILTIN_CORNERS[self.corner]
-            return f".param dvthn={dn} dvthp={dp}\n.include '{self.path}'\n"
-        if self.corner:
-            return f".lib '{self.path}' {self.corner}\n"
-        return f".include '{self.path}'\n"
+        return self.as_process().header(self.corner)

@@ -22,10 +22,9 @@ import numpy as np
 
 from ..errors import AnalogAttnError
 from ..atomic import open_hdf5
+from ..characterize import families
+from ..characterize.families import FitSpec
 from . import models as M
-
-TARGETS = {"gaincell.read_surface": ("nrmse", 0.005), "reram.column": ("nrmse", 0.01),
-           "comparator.probit": ("max_abs_error", 0.02)}
 
 
 def file_digest(path) -> str:
@@ -206,35 +205,6 @@ def fit_delay(g):
 
 HINT = "re-run analogattn characterize"
 
-# What the fit reads, per analysis: {dataset: shape}, a shape as symbols that must agree within
-# the analysis (() = a scalar); the second dict: optional datasets (checked when present).
-SCHEMA = {
-    "gaincell": {
-        "read_surface": ({"current": ("S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
-        "write_read": ({"v_written": ("W",), "v_stored": ("W",), "e_read": ("W",), "e_write": ("W",)}, {}),
-        "retention": ({"temperature": ("T",), "tau": ("T",), "v_eq": ("T",), "fit_rms": ("T",),
-                       "v_store": ("T", "N", "t")}, {}),
-        "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
-    },
-    "reram": {
-        "cell_iv": ({"v": ("V",), "current": ("L", "V")}, {}),
-        "patterns": ({"q_levels": ("P", "R"), "k_levels": ("P", "R"), "v_in": ("P", "R"), "current": ("P",),
-                      "held_out": ("P",), "ideal": ("P",)}, {}),
-        "transient": ({"energy": (), "eval_time": (), "settle_time": (), "noise_rel": ()}, {}),
-        "monte_carlo": ({"mean": ("K",), "std": ("K",)}, {}),
-    },
-    "comparator": {
-        "decision": ({"offset": ("S",), "dv": ("D",)},
-                     {"offset_linear": ("S",), "offset_nominal": (), "sensitivity": ("E",), "dvt_sigma": ("E",)}),
-        "noise": ({"noise_sigma": (), "noise_mean": (), "dv": ("D",), "p_keep": ("D",)}, {}),
-        "delay": ({"overdrive": ("O",), "delay": ("O",)}, {}),
-        "energy": ({"energy": ("O",)}, {}),
-    },
-}
-PARAMETERS = {("gaincell", "read_surface"): ("v_bl",),
-              ("reram", "patterns"): ("sigma_g", "rows", "levels", "input_levels", "v_read", "g_max", "on_off", "r_f")}
-
-
 class Stored(dict):
     """One analysis read into memory: dataset name -> array, and the group's ``attrs``."""
 
@@ -250,10 +220,10 @@ class _Checker:
     def fail(self, what: str):
         raise AnalogAttnError(f"{self.path} {what}: {HINT}")
 
-    def read(self, fam: str, name: str, g) -> Stored:
+    def read(self, fam: str, name: str, g, spec: FitSpec) -> Stored:
         import h5py
         where = f"{fam}/{name}"
-        required, optional = SCHEMA[fam][name]
+        required, optional = spec.reads[name]
         dims: dict = {}
         arrays = {}
         for ds, shape in {**required, **optional}.items():
@@ -292,7 +262,7 @@ class _Checker:
                 attrs[k] = g.attrs[k]
             except (OSError, TypeError, ValueError):  # an attribute h5py cannot decode: not one we read
                 continue
-        keys = PARAMETERS.get((fam, name))
+        keys = spec.parameters.get(name)
         if keys:
             attrs["parameters"] = self.parameters(attrs.get("parameters"), where, keys)
         return Stored(arrays, attrs)
@@ -325,6 +295,16 @@ class _Checker:
             self.fail(f"has {n} {what} in {where} (NaN: the simulations failed; needs {at_least})")
 
 
+def _fit_specs() -> dict[str, FitSpec]:
+    """{family: FitSpec} of every registered family that has a fit, in registration order."""
+    out = {}
+    for name, fam in families.families().items():
+        spec = fam.fit_spec()
+        if spec is not None:
+            out[name] = spec
+    return out
+
+
 def read_characterization(f, path, degree: int = 3) -> dict:
     """Check a characterization file against what the fit reads, before fitting: every dataset
     the present analyses need, numeric, of consistent shapes, with enough converged (finite)
@@ -333,20 +313,27 @@ def read_characterization(f, path, degree: int = 3) -> dict:
     import h5py
     c = _Checker(path)
     out = {}
-    for fam, analyses in SCHEMA.items():
+    specs = _fit_specs()
+    for fam, spec in specs.items():
         if fam not in f:
             continue
         fg = f[fam]
         if not isinstance(fg, h5py.Group):
             c.fail(f"has a dataset where the group {fam} should be")
         out[fam] = {}
-        for name in analyses:
+        for name in spec.reads:
             if name in fg:
                 g = fg[name]
                 if not isinstance(g, h5py.Group):
                     c.fail(f"has a dataset where the group {fam}/{name} should be")
-                out[fam][name] = c.read(fam, name, g)
-    gc = out.get("gaincell", {})
+                out[fam][name] = c.read(fam, name, g, spec)
+    for fam, spec in specs.items():
+        if spec.check is not None and out.get(fam):
+            families.resolve(spec.check)(c, out[fam], degree)
+    return out
+
+
+def check_gaincell(c: _Checker, gc: dict, degree: int) -> None:
     if "read_surface" in gc:
         g, w = gc["read_surface"], "gaincell/read_surface"
         c.axis(g["v_store"], w + "/v_store")
@@ -375,7 +362,9 @@ def read_characterization(f, path, degree: int = 3) -> dict:
             c.fail(f"has {g['current'].shape[0]} sample in {w}/current (needs 2 or more)")
         if not np.isfinite(g["current"]).any(axis=0).all():
             c.fail(f"has grid points of {w}/current where every sample is NaN (the simulations failed)")
-    rr = out.get("reram", {})
+
+
+def check_reram(c: _Checker, rr: dict, degree: int) -> None:
     if {"cell_iv", "patterns"} <= set(rr):
         iv, pt = rr["cell_iv"], rr["patterns"]
         c.axis(iv["v"], "reram/cell_iv/v")
@@ -396,7 +385,9 @@ def read_characterization(f, path, degree: int = 3) -> dict:
         if "transient" in rr:
             for k, a in rr["transient"].items():
                 c.finite(a, f"reram/transient/{k}", 1, "values")
-    cc = out.get("comparator", {})
+
+
+def check_comparator(c: _Checker, cc: dict, degree: int) -> None:
     if "decision" in cc:
         g, w = cc["decision"], "comparator/decision"
         c.axis(g["dv"], w + "/dv")
@@ -421,12 +412,71 @@ def read_characterization(f, path, degree: int = 3) -> dict:
             c.finite(g["delay"], w + "/delay", 2)
         if "energy" in cc:
             c.finite(cc["energy"]["energy"], "comparator/energy/energy")
+
+
+def fit_gaincell(gc: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
+    out = {}
+    if "read_surface" in gc:
+        params = gc["read_surface"].attrs["parameters"]
+        poly, table = fit_read_surface(gc["read_surface"], params["v_bl"], degree)
+        best = table if surface == "table" or (surface == "auto" and table.scores["nrmse"] <= poly.scores["nrmse"]) else poly
+        out["gaincell.read_surface"] = best
+        out["gaincell.read_surface_poly"] = poly
+        out["gaincell.read_surface_table"] = table
+    if "write_read" in gc:
+        wr = gc["write_read"]
+        out["gaincell.write"] = fit_write(wr)
+        for k, name in (("e_read", "gaincell.energy_read"), ("e_write", "gaincell.energy_write")):
+            e = wr[k][()]
+            out[name] = M.Constant(np.nanmean(e), np.nanstd(e), domain={}, units={"out": "J"})
+        t_read = wr.attrs.get("t_read_s", 1e-8)
+        try:
+            t_read = float(t_read)
+        except (TypeError, ValueError):
+            t_read = float("nan")
+        if not (math.isfinite(t_read) and t_read > 0):
+            raise AnalogAttnError(f"{p} has a 't_read_s' attribute on gaincell/write_read that is not a "
+                                  f"positive number: {HINT}")
+        out["gaincell.t_read"] = M.Constant(t_read, domain={}, units={"out": "s"})
+    if "retention" in gc:
+        out["gaincell.retention"] = fit_retention(gc["retention"])
+    if "monte_carlo" in gc:
+        out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
+    return out
+
+
+def fit_reram(r: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
+    out = {}
+    if {"cell_iv", "patterns"} <= set(r):
+        rp = r["patterns"].attrs["parameters"]
+        out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
+                                         rp["sigma_g"])
+        out["reram.column"].meta.update({k: rp[k] for k in ("rows", "levels", "input_levels", "v_read", "g_max",
+                                                             "on_off", "r_f")})
+        if "transient" in r:
+            t = r["transient"]
+            out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
+            out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
+                                           domain={}, units={"out": "s per column evaluation"})
+    return out
+
+
+def fit_comparator(c: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
+    out = {}
+    if "decision" in c:
+        out["comparator.probit"] = fit_probit(c["decision"], c.get("noise"))
+        if "delay" in c:
+            out["comparator.delay"] = fit_delay(c["delay"])
+        if "energy" in c:
+            e = c["energy"]["energy"][()]
+            out["comparator.energy"] = M.Constant(np.nanmean(e[1:]) if np.isfinite(e[1:]).any() else np.nanmean(e),
+                                                  np.nanstd(e), domain={}, units={"out": "J per decision"})
     return out
 
 
 def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
     """{name: model} for everything the characterization file holds (checked first, see
-    :func:`read_characterization`)."""
+    :func:`read_characterization`), family by family through the registry's fit specs."""
     p = Path(char_path)
     f = open_hdf5(p, "characterization file", "run: analogattn characterize")
     try:
@@ -439,71 +489,80 @@ def fit_all(char_path, degree: int = 3, surface: str = "auto") -> dict:
         raise AnalogAttnError(f"characterization file {p} is truncated or corrupted "
                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): {HINT}") from None
     out = {}
-    if "gaincell" in data:
-        gc = data["gaincell"]
-        if "read_surface" in gc:
-            params = gc["read_surface"].attrs["parameters"]
-            poly, table = fit_read_surface(gc["read_surface"], params["v_bl"], degree)
-            best = table if surface == "table" or (surface == "auto" and table.scores["nrmse"] <= poly.scores["nrmse"]) else poly
-            out["gaincell.read_surface"] = best
-            out["gaincell.read_surface_poly"] = poly
-            out["gaincell.read_surface_table"] = table
-        if "write_read" in gc:
-            wr = gc["write_read"]
-            out["gaincell.write"] = fit_write(wr)
-            for k, name in (("e_read", "gaincell.energy_read"), ("e_write", "gaincell.energy_write")):
-                e = wr[k][()]
-                out[name] = M.Constant(np.nanmean(e), np.nanstd(e), domain={}, units={"out": "J"})
-            t_read = wr.attrs.get("t_read_s", 1e-8)
-            try:
-                t_read = float(t_read)
-            except (TypeError, ValueError):
-                t_read = float("nan")
-            if not (math.isfinite(t_read) and t_read > 0):
-                raise AnalogAttnError(f"{p} has a 't_read_s' attribute on gaincell/write_read that is not a "
-                                      f"positive number: {HINT}")
-            out["gaincell.t_read"] = M.Constant(t_read, domain={}, units={"out": "s"})
-        if "retention" in gc:
-            out["gaincell.retention"] = fit_retention(gc["retention"])
-        if "monte_carlo" in gc:
-            out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
-    r = data.get("reram", {})
-    if {"cell_iv", "patterns"} <= set(r):
-        rp = r["patterns"].attrs["parameters"]
-        out["reram.column"] = fit_column(r["cell_iv"], r["patterns"], r.get("transient"), r.get("monte_carlo"),
-                                         rp["sigma_g"])
-        out["reram.column"].meta.update({k: rp[k] for k in ("rows", "levels", "input_levels", "v_read", "g_max",
-                                                             "on_off", "r_f")})
-        if "transient" in r:
-            t = r["transient"]
-            out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
-            out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
-                                           domain={}, units={"out": "s per column evaluation"})
-    c = data.get("comparator", {})
-    if "decision" in c:
-        out["comparator.probit"] = fit_probit(c["decision"], c.get("noise"))
-        if "delay" in c:
-            out["comparator.delay"] = fit_delay(c["delay"])
-        if "energy" in c:
-            e = c["energy"]["energy"][()]
-            out["comparator.energy"] = M.Constant(np.nanmean(e[1:]) if np.isfinite(e[1:]).any() else np.nanmean(e),
-                                                  np.nanstd(e), domain={}, units={"out": "J per decision"})
+    specs = _fit_specs()
+    for fam, spec in specs.items():
+        if fam in data:
+            out.update(families.resolve(spec.fit)(data[fam], p, degree=degree, surface=surface))
     if not out:
-        raise AnalogAttnError(f"{p} holds no characterization to fit (no gaincell, reram cell_iv + patterns, "
-                              f"or comparator decision analysis): {HINT}")
+        needs = [s.needs or fam for fam, s in specs.items()]
+        what = needs[0] if len(needs) == 1 else ", ".join(needs[:-1]) + ", or " + needs[-1]
+        raise AnalogAttnError(f"{p} holds no characterization to fit (no {what} analysis): {HINT}")
+    return out
+
+
+def targets() -> dict:
+    """{model name: (metric, limit)} of every registered family's fit."""
+    out = {}
+    for spec in _fit_specs().values():
+        out.update(spec.targets)
     return out
 
 
 def validation_rows(models: dict) -> list[tuple]:
     """(model, metric, value, target, pass) rows for the report."""
     rows = []
+    tgts = targets()
     for name, m in models.items():
         for metric, value in m.scores.items():
             if not isinstance(value, float):
                 continue
-            tgt = TARGETS.get(name)
+            tgt = tgts.get(name)
             if tgt and tgt[0] == metric:
                 rows.append((name, metric, value, tgt[1], value <= tgt[1]))
             else:
                 rows.append((name, metric, value, None, None))
     return rows
+
+
+# -- the built-in families' fits (referenced from their registrations in characterize/) -------
+# reads: per analysis {dataset: shape} required and optional, a shape as symbols that must agree
+# within the analysis (() = a scalar).
+GAINCELL_FIT = FitSpec(
+    reads={
+        "read_surface": ({"current": ("S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
+        "write_read": ({"v_written": ("W",), "v_stored": ("W",), "e_read": ("W",), "e_write": ("W",)}, {}),
+        "retention": ({"temperature": ("T",), "tau": ("T",), "v_eq": ("T",), "fit_rms": ("T",),
+                       "v_store": ("T", "N", "t")}, {}),
+        "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
+    },
+    parameters={"read_surface": ("v_bl",)}, check=check_gaincell, fit=fit_gaincell,
+    models={"gaincell.read_surface": ("poly2d", "table2d"), "gaincell.read_surface_poly": ("poly2d",),
+            "gaincell.read_surface_table": ("table2d",), "gaincell.write": ("table1d",),
+            "gaincell.energy_read": ("constant",), "gaincell.energy_write": ("constant",),
+            "gaincell.t_read": ("constant",), "gaincell.retention": ("decay",), "gaincell.variation": ("table2d",)},
+    targets={"gaincell.read_surface": ("nrmse", 0.005)}, needs="gaincell")
+RERAM_FIT = FitSpec(
+    reads={
+        "cell_iv": ({"v": ("V",), "current": ("L", "V")}, {}),
+        "patterns": ({"q_levels": ("P", "R"), "k_levels": ("P", "R"), "v_in": ("P", "R"), "current": ("P",),
+                      "held_out": ("P",), "ideal": ("P",)}, {}),
+        "transient": ({"energy": (), "eval_time": (), "settle_time": (), "noise_rel": ()}, {}),
+        "monte_carlo": ({"mean": ("K",), "std": ("K",)}, {}),
+    },
+    parameters={"patterns": ("sigma_g", "rows", "levels", "input_levels", "v_read", "g_max", "on_off", "r_f")},
+    check=check_reram, fit=fit_reram,
+    models={"reram.column": ("column",), "reram.energy": ("constant",), "reram.time": ("constant",)},
+    targets={"reram.column": ("nrmse", 0.01)}, needs="reram cell_iv + patterns")
+COMPARATOR_FIT = FitSpec(
+    reads={
+        "decision": ({"offset": ("S",), "dv": ("D",)},
+                     {"offset_linear": ("S",), "offset_nominal": (), "sensitivity": ("E",), "dvt_sigma": ("E",)}),
+        "noise": ({"noise_sigma": (), "noise_mean": (), "dv": ("D",), "p_keep": ("D",)}, {}),
+        "delay": ({"overdrive": ("O",), "delay": ("O",)}, {}),
+        "energy": ({"energy": ("O",)}, {}),
+    },
+    check=check_comparator, fit=fit_comparator,
+    models={"comparator.probit": ("probit",), "comparator.delay": ("logdelay",), "comparator.energy": ("constant",)},
+    targets={"comparator.probit": ("max_abs_error", 0.02)}, needs="comparator decision")
+TARGETS = {**GAINCELL_FIT.targets, **RERAM_FIT.targets, **COMPARATOR_FIT.targets}  # the built-ins'
+SCHEMA = {"gaincell": GAINCELL_FIT.reads, "reram": RERAM_FIT.reads, "comparator": COMPARATOR_FIT.reads}
