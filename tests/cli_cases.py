@@ -91,6 +91,32 @@ def make_fixtures(fx: Path) -> Path:
         (fx / name).write_text(body.replace("{fx}", str(fx)))
     (fx / "nonutf8.toml").write_bytes(b"[gaincell]\nc_store = 2e-15 # \xff\xfe\n")
     (fx / "bundle_stub.h5").write_bytes(real)  # exists; only for cases that fail before reading it
+    ok = (f'[sweep]\nstrategy = "grid"\n[axes]\nkernel.storage_levels = [8, 16]\n[evaluation]\n'
+          f'model = "{fx}/tiny.gguf"\ntext = "{fx}/text.txt"\nwindow = 32\nmax_scored = 64\n')
+    (fx / "sweep_ok.toml").write_text(ok)
+    sweeps = {
+        "unknown_key": ok.replace("window = 32", "window = 32\nbogus = 1"),
+        "unknown_table": ok + "[bogus]\nx = 1\n",
+        "empty_axis": ok.replace("[8, 16]", "[]"),
+        "no_axes": ok.replace("kernel.storage_levels = [8, 16]", ""),
+        "out_of_range": ok.replace("[8, 16]", "[8, 70000]"),
+        "design_out_of_range": ok.replace("[axes]", "[axes]\ngaincell.c_store = [1e-15, 1.0]"),
+        "range_out_of_range": ok.replace("[axes]", "[axes]\ngaincell.c_store = { low = 1e-15, high = 5.0, steps = 2 }"),
+        "range_no_steps": ok.replace("[axes]", "[axes]\ngaincell.c_store = { low = 1e-15, high = 4e-14 }"),
+        "unknown_strategy": ok.replace('"grid"', '"simulated_annealing"'),
+        "kernel_unused_axis": ok.replace("[8, 16]", "[8, 16]\nkernel.keep = [0.2, 0.3]"),
+        "family_unused_axis": ok.replace("[axes]", "[axes]\nreram.rows = [32, 64]"),
+        "unknown_design_key": ok.replace("[axes]", "[axes]\ngaincell.bogus = [1, 2]"),
+        "seed_axis": ok.replace("[8, 16]", "[8, 16]\nkernel.seed = [1, 2]"),
+        "bad_objective": ok + "objectives = [\"speed\"]\n",
+        "bad_corner": ok + "[chips]\nn = 2\ncorners = [\"xx\"]\n",
+        "zero_chips": ok + "[chips]\nn = 0\n",
+        "bad_attention": ok.replace("window = 32", "attention = \"bogus\"\nwindow = 32"),
+        "missing_model": ok.replace("tiny.gguf", "nope.gguf"),
+        "syntax": ok.replace("[axes]", "[axes"),
+    }
+    for name, body in sweeps.items():
+        (fx / f"sweep_{name}.toml").write_text(body)
     return fx
 
 
@@ -151,6 +177,7 @@ def _prefix(command):
         "run": ["run", "--model", "{fx}/tiny.gguf", "--text", "{fx}/text.txt"],
         "generate": ["generate", "--model", "{fx}/tiny.gguf", "--prompt", "the cell"],
         "demo": ["demo", "--outdir", "{fx}/demo_out"],
+        "sweep": ["sweep", "{fx}/sweep_ok.toml", "-o", "{fx}/sweep_out", "--cache-dir", "{fx}/cache"],
     }[command]
 
 
@@ -288,6 +315,28 @@ def cases() -> list[Case]:
         "empty.txt")
     add("demo:text:binary", "demo", "bad text", ["demo", "--outdir", "{fx}/demo_out", "--text", "{fx}/binary.bin"],
         "binary.bin")
+    S = ["-o", "{fx}/sweep_out", "--cache-dir", "{fx}/cache"]
+    for name, must in (("unknown_key", "bogus"), ("unknown_table", "bogus"), ("empty_axis", "storage_levels"),
+                       ("no_axes", "[axes]"), ("out_of_range", "storage_levels"), ("design_out_of_range", "c_store"),
+                       ("range_out_of_range", "c_store"), ("range_no_steps", "steps"),
+                       ("unknown_strategy", "strategy"), ("kernel_unused_axis", "kernel.keep"),
+                       ("family_unused_axis", "reram"), ("unknown_design_key", "bogus"), ("seed_axis", "seed"),
+                       ("bad_objective", "objectives"), ("bad_corner", "corner"), ("zero_chips", "chips.n"),
+                       ("bad_attention", "attention"), ("missing_model", "nope.gguf"), ("syntax", "TOML")):
+        add(f"sweep:spec:{name}", "sweep", "bad spec file", ["sweep", f"{{fx}}/sweep_{name}.toml"] + S, must)
+    for name in ("missing.toml", "binary.bin", "adir"):
+        add(f"sweep:spec:{name}", "sweep", "bad spec file", ["sweep", f"{{fx}}/{name}"] + S, name)
+    add("sweep:spec:none", "sweep", "missing option", ["sweep"] + S, "spec")
+    add("sweep:output:precious", "sweep", "output not ours", ["sweep", "{fx}/sweep_ok.toml", "-o",
+                                                              "{fx}/precious.txt"], "precious.txt")
+    add("sweep:output:no_parent", "sweep", "output not ours", ["sweep", "{fx}/sweep_ok.toml", "-o",
+                                                               "{fx}/nowhere/x/y"], "nowhere")
+    add("sweep:scheduler:unreachable", "sweep", "unreachable scheduler",
+        ["sweep", "{fx}/sweep_ok.toml", "--scheduler", "tcp://127.0.0.1:1"] + S, "--scheduler")
+    add("sweep:scheduler:malformed", "sweep", "option range",
+        ["sweep", "{fx}/sweep_ok.toml", "--scheduler", "127.0.0.1"] + S, "--scheduler")
+    add("sweep:workers_with_scheduler", "sweep", "option range",
+        ["sweep", "{fx}/sweep_ok.toml", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"] + S, "--workers")
     add("top:no_command", "-", "missing option", [], "command")
     add("top:bogus_command", "-", "unknown option", ["bogus"], "bogus")
     ids = [c.id for c in out]

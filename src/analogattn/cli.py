@@ -1,4 +1,4 @@
-"""Command line: ``analogattn characterize | fit | run | generate | demo``.
+"""Command line: ``analogattn characterize | fit | run | generate | demo | sweep``.
 
 Every option is declared once, with its unit, allowed range and meaning (:func:`analogattn.params.param`
 metadata on the option classes below, and on the kernels' config classes for the kernel options);
@@ -92,6 +92,19 @@ class DemoOptions(Validated):
     max_scored: int = param(1024, "tokens", 1, BIG, "scored tokens per kernel setting")
     levels: tuple[int, ...] = param((4, 8, 16, 32, 64), "", 2, 65536, "gain-cell storage levels to compare")
     keeps: tuple[float, ...] = param((0.15, 0.2, 0.3, 0.4), "", 0.001, 0.999, "pruning keep targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOptions(Validated):
+    spec: str | None = param(None, doc="sweep spec (TOML: [sweep], [design], [axes], [evaluation], [chips]; "
+                                       "see analogattn.explore.spec)")
+    output: str = param("sweep-results", doc="results folder (created; a re-run continues what it holds)")
+    scheduler: str | None = param(None, doc="Dask scheduler address tcp://HOST:PORT (default: a LocalCluster "
+                                            "on this machine; 'serial' runs in this process)")
+    workers: int | None = param(None, "", 1, 1024, "LocalCluster worker processes (default: the core count)")
+    cache_dir: str | None = param(None, doc="task cache folder (default: $ANALOGATTN_CACHE or "
+                                            "~/.cache/analogattn/tasks)")
+    quiet: bool = param(False, doc="no progress bar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,6 +453,40 @@ def cmd_demo(o: DemoOptions) -> int:
     return 0
 
 
+def cmd_sweep(o: SweepOptions) -> int:
+    """Validate the spec (model, texts, axes from the parameter metadata), the output folder, the
+    scheduler and the cache, then sweep."""
+    from .characterize.runner import check_cache_dir
+    from .explore import need
+    if o.spec is None:
+        raise AnalogAttnError("sweep: give the sweep spec file (analogattn sweep SPEC.toml)")
+    need("pandas", "pyarrow", "dask", "distributed")
+    from .explore import cluster, results, spec as sweep_spec
+    sp = sweep_spec.load(o.spec)
+    if sp.sweep.strategy in ("nsga2", "tpe"):
+        need("optuna")
+    out = results.check_output(o.output)
+    if o.scheduler not in (None, "serial"):
+        cluster.check_scheduler(o.scheduler)
+        if o.workers is not None:
+            raise AnalogAttnError("--workers sizes the LocalCluster; with --scheduler the cluster's own workers run")
+    backend = cluster.make(o.scheduler, o.workers)  # an unreachable scheduler: one line, nothing written
+    try:
+        cache = check_cache_dir(o.cache_dir)
+        print(f"sweep {o.spec}: {sp.sweep.strategy}, {len(sp.axes)} axes, {sp.evaluation.attention} attention; "
+              f"{backend.describe()}", flush=True)
+        if backend.dashboard:
+            print(f"Dask dashboard: {backend.dashboard}", flush=True)
+        from .explore.sweep import run
+        rep = run(sp, out, backend, cache, progress=not o.quiet)
+    finally:
+        backend.close()
+    print(rep.pareto)
+    print(rep.line())
+    print(f"wrote {', '.join(str(f) for f in rep.files)}")
+    return 0
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process. VmHWM, where Linux has it: ru_maxrss survives
     exec and so reports the parent's peak for a process started by a large one."""
@@ -659,6 +706,7 @@ COMMANDS = {
     "run": (RunOptions, "perplexity (causal models) or embeddings (encoders) on a text"),
     "generate": (GenerateOptions, "greedy or sampled text generation"),
     "demo": (DemoOptions, "the whole pipeline on built-in defaults"),
+    "sweep": (SweepOptions, "design-space sweep (circuit and kernel parameters) on Dask: Pareto fronts, yield"),
 }
 
 
@@ -669,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (cls, doc) in COMMANDS.items():
         p = sub.add_parser(name, help=doc, description=doc)
-        _add_options(p, cls, positional=("characterization",) if name == "fit" else (),
+        _add_options(p, cls, positional={"fit": ("characterization",), "sweep": ("spec",)}.get(name, ()),
                      short={"output": "-o", "quiet": "-q"})
         if name in ("run", "generate"):
             _add_kernel_options(p)
@@ -687,6 +735,8 @@ def _dispatch(args) -> int:
         return cmd_fit(o)
     if args.command == "demo":
         return cmd_demo(o)
+    if args.command == "sweep":
+        return cmd_sweep(o)
     if args.command == "run":
         return cmd_run(o, args)
     if args.command == "generate":

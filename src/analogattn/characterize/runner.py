@@ -203,8 +203,10 @@ class Summary:
 
 
 def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress: bool = True,
-              summary: Summary | None = None) -> dict[str, dict]:
-    """Results keyed by task key; missing ones simulated in a pool of recycled workers."""
+              summary: Summary | None = None, executor: cf.Executor | None = None) -> dict[str, dict]:
+    """Results keyed by task key; missing ones simulated in a pool of recycled workers, or on
+    ``executor`` (any ``concurrent.futures``-style executor, e.g. a Dask ``Client``'s
+    ``get_executor()``): its results travel back here, and only this process writes the cache."""
     summary = summary or Summary()
     results, todo = {}, []
     for t in tasks:
@@ -234,12 +236,14 @@ def run_tasks(tasks: list[Task], jobs: int, cache: Cache, version: str, progress
     # (ProcessPoolExecutor's own max_tasks_per_child can deadlock on Python 3.11.)
     ctx = mp.get_context("spawn")
     nproc = max(1, min(jobs, len(todo)))
-    batch = RECYCLE * nproc
+    batch = RECYCLE * nproc if executor is None else len(todo)
     with _single_threaded_children():
         for b0 in range(0, len(todo), batch):
             chunk = todo[b0:b0 + batch]
-            with cf.ProcessPoolExecutor(max_workers=min(nproc, len(chunk)), mp_context=ctx,
-                                        initializer=_watch_parent, initargs=(os.getpid(),)) as ex:
+            pool = (contextlib.nullcontext(executor) if executor is not None else
+                    cf.ProcessPoolExecutor(max_workers=min(nproc, len(chunk)), mp_context=ctx,
+                                           initializer=_watch_parent, initargs=(os.getpid(),)))
+            with pool as ex:
                 futs = {ex.submit(_run_in_worker, t): (k, t) for k, t in chunk}
                 for f in cf.as_completed(futs):
                     k, t = futs[f]
@@ -282,19 +286,21 @@ def check_cache_dir(path=None) -> Path:
 
 
 def characterize(analyses: list[Analysis], out: Path, jobs: int | None = None,
-                 cache_dir: Path | None = None, progress: bool = True) -> Summary:
+                 cache_dir: Path | None = None, progress: bool = True,
+                 executor: cf.Executor | None = None) -> Summary:
     """Simulate (or load from the cache) every task, write ``out``. The output and the cache are
     checked first, and ``out`` is locked for the whole run (a concurrent run on the same output
-    raises AnalogAttnError at once)."""
+    raises AnalogAttnError at once). ``executor``: where the tasks run (default: recycled spawn
+    processes of this machine; a Dask client's executor spreads them over a cluster)."""
     out = check_output(out)
     root = check_cache_dir(cache_dir)
     with exclusive_lock(out, "characterization output"):
         clean_stale_temps(out.parent, out.name)
         check_output(out)  # again under the lock: a finished run may have written it meanwhile
-        return _characterize(analyses, out, jobs, root, progress)
+        return _characterize(analyses, out, jobs, root, progress, executor)
 
 
-def _characterize(analyses, out: Path, jobs, root: Path, progress: bool) -> Summary:
+def _characterize(analyses, out: Path, jobs, root: Path, progress: bool, executor=None) -> Summary:
     from . import store
 
     t0 = time.perf_counter()
@@ -304,7 +310,7 @@ def _characterize(analyses, out: Path, jobs, root: Path, progress: bool) -> Summ
     version = ngspice_version(cache.root)
     summary = Summary()
     all_tasks = [t for a in analyses for t in a.tasks]
-    results = run_tasks(all_tasks, jobs, cache, version, progress, summary)
+    results = run_tasks(all_tasks, jobs, cache, version, progress, summary, executor)
     groups = []
     for a in analyses:
         rs = [results[t.key(version)] for t in a.tasks]

@@ -1,0 +1,63 @@
+"""Pareto figure (perplexity ratio vs energy per token and vs area; front highlighted, the default
+design marked, chip p10-p90 error bars) and the yield figure of a chip sweep."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write(d, spec, out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..atomic import replacing
+    files = []
+    if d.empty:
+        return files
+    ok = d[np.isfinite(d.ppl_ratio)]
+    chips = spec.chip_sweep and spec.chips.n > 1
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, col, scale, label in ((axs[0], "energy_per_token_J", 1e9, "attention energy per token [nJ]"),
+                                  (axs[1], "area_per_element_um2", 1.0, "area per stored K/V element [um$^2$]")):
+        for sub, style in ((ok[~ok.pareto], dict(color="0.6", ms=5, label="designs")),
+                           (ok[ok.pareto], dict(color="C3", ms=7, label="Pareto front"))):
+            x = sub[col].to_numpy(float) * scale
+            y = sub.ppl_ratio.to_numpy(float)
+            yerr = None
+            if chips:
+                yerr = np.vstack([y - sub.ppl_ratio_p10.to_numpy(float), sub.ppl_ratio_p90.to_numpy(float) - y])
+            ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=2, lw=0.8, **style)
+        front = ok[ok.pareto].sort_values(col)
+        ax.plot(front[col] * scale, front.ppl_ratio, "-", color="C3", lw=0.8, alpha=0.6)
+        dflt = ok[ok.is_default]
+        if len(dflt):
+            ax.plot(dflt[col] * scale, dflt.ppl_ratio, "*", color="k", ms=14, mfc="gold", label="default design")
+        if chips:
+            ax.axhline(spec.chips.budget, color="k", ls="--", lw=0.8, label=f"budget {spec.chips.budget:g}x")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("perplexity / ideal" + (" (median, p10-p90 over chips)" if chips else ""))
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{spec.evaluation.attention} sweep: {len(d)} designs, {int(d.pareto.sum())} on the front "
+                 f"(objectives: {', '.join(spec.evaluation.objectives)})", fontsize=10)
+    fig.tight_layout()
+    files.append(out / "pareto.png")
+    with replacing(files[-1]) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    if chips:
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(d) + 2), 4))
+        colors = ["C3" if p else "C0" for p in d.pareto]
+        ax.bar(np.arange(len(d)), d["yield"], color=colors)
+        ax.set_xticks(np.arange(len(d)))
+        ax.set_xticklabels([f"{i}{'*' if dd else ''}" for i, dd in zip(d.design_index, d.is_default)], fontsize=7)
+        ax.set_xlabel("design index (* default; red: on the Pareto front)")
+        ax.set_ylabel(f"yield (chips within {spec.chips.budget:g}x ideal)")
+        ax.set_ylim(0, 1.05)
+        fig.tight_layout()
+        files.append(out / "yield.png")
+        with replacing(files[-1]) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+    return files
