@@ -89,8 +89,8 @@ _SENS: dict = {}
 def _sensitivities(sim, p, a):
     """Offset of the nominal latch and its slope to each device's threshold shift, by bisection
     on probe latches (nominal + one +PROBE_DVT shift per device) at 16x the sweep's resolution.
-    Cached per process (the same for every task of a sweep)."""
-    key = json.dumps(a["params"], sort_keys=True) + json.dumps(a.get("options", {}), sort_keys=True)
+    Cached per process, keyed on all it depends on (circuit, options, range, iterations)."""
+    key = json.dumps([a["params"], a.get("options", {}), a["dv_range"], a["iterations"]], sort_keys=True)
     if key not in _SENS:
         draws = np.vstack([np.zeros(len(DEVICES)), PROBE_DVT * np.eye(len(DEVICES))])
         r = a["dv_range"]

@@ -137,10 +137,18 @@ def _load_builtins() -> None:
             importlib.import_module(m)
 
 
+def _order(item) -> tuple:
+    i, (name, fam) = item
+    mod = getattr(resolve(fam.build), "__module__", "") if not isinstance(fam.build, str) else \
+        fam.build.partition(":")[0]
+    return (BUILTIN_MODULES.index(mod), 0) if mod in BUILTIN_MODULES else (len(BUILTIN_MODULES), i)
+
+
 def families() -> dict[str, Family]:
-    """Every registered family, built-ins first, in registration order."""
+    """Every registered family: the built-ins in BUILTIN_MODULES order (whichever module was
+    imported first), then the others in registration order."""
     _load_builtins()
-    return dict(_REGISTRY)
+    return dict(kv for _, kv in sorted(enumerate(_REGISTRY.items()), key=_order))
 
 
 def names() -> tuple[str, ...]:
