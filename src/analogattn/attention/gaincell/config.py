@@ -10,8 +10,8 @@ from ..config import ComposedConfig
 
 @dataclasses.dataclass(frozen=True)
 class GainCellConverters(Validated):
-    input_levels: int = param(16, "", 0, 65536, "pulse-width levels per sign (0 = unquantised)")
-    output_levels: int = param(32, "", 0, 65536, "levels of each value tile's digitised output (0 = none)")
+    input_levels: int = param(16, "", 2, 65536, "pulse-width levels per sign (0 = unquantised)", off=0)
+    output_levels: int = param(32, "", 2, 65536, "levels of each value tile's digitised output (0 = none)", off=0)
     adc_bits: int = param(8, "bits", 0, 24, "ADC on the scores before the digital softmax (0 = none)")
     query_scale: bool = param(False, doc="scale each query's pulses to its largest element (DAC reference "
                                         "per token), undone digitally on the scores")
@@ -24,7 +24,7 @@ class GainCellConverters(Validated):
 
 @dataclasses.dataclass(frozen=True)
 class GainCellArray(Validated):
-    storage_levels: int = param(8, "", 0, 65536, "stored-voltage levels over [0, VDD] (0 = unquantised)")
+    storage_levels: int = param(8, "", 2, 65536, "stored-voltage levels over [0, VDD] (0 = unquantised)", off=0)
     rows: int = param(64, "", 1, 65536, "rows per array: cells summed on one bit line")
     token_period: float = param(65e-9, "s", 0.0, 1.0, "time between tokens (0 = no decay)")
     cell_temperature: float = param(27.0, "degC", -55.0, 150.0, "temperature of the cell's retention model")

@@ -16,13 +16,14 @@ class SprintConverters(Validated):
 @dataclasses.dataclass(frozen=True)
 class SprintPruning(Validated):
     rule: str = param("anchor", choices=("anchor", "fixed", "oracle", "none"), doc="threshold rule")
-    keep: float = param(0.30, "", 0.0, 1.0, "fraction of causal scores the thresholds are calibrated to keep")
+    keep: float = param(0.30, "", 0.0, 1.0, "fraction of causal scores the thresholds are calibrated to keep",
+                        lo_open=True, hi_open=True)
     sink: int = param(1, "tokens", 0, 4096, "anchor rule: first tokens of the sequence, always kept and exact")
     local: int = param(4, "tokens", 0, 4096, "anchor rule: most recent tokens, always kept and exact")
     budget: str = param("global", choices=("global", "layer", "head"),
                         doc="heads sharing one calibrated threshold (anchor: a margin in logits, so a shared "
                             "one keeps more keys where attention is diffuse and fewer where it is peaked)")
-    mass: float = param(0.99, "", 0.0, 1.0, "oracle rule: softmax mass each query keeps")
+    mass: float = param(0.99, "", 0.0, 1.0, "oracle rule: softmax mass each query keeps", lo_open=True)
     window: int = param(0, "tokens", 0, 10**7, "causal sliding window (0 = the model's mask)")
 
 
