@@ -89,6 +89,9 @@ def make_fixtures(fx: Path) -> Path:
     }
     for name, body in designs.items():
         (fx / name).write_text(body.replace("{fx}", str(fx)))
+    for name, body in {"kcfg_unknown.toml": "[array]\nbogus = 1\n", "kcfg_range.toml": "[array]\nstorage_levels = 1\n",
+                       "kcfg_table.toml": "[bogus]\nx = 1\n", "kcfg_window.toml": "[array]\nwindow = 64\n"}.items():
+        (fx / name).write_text(body)
     (fx / "nonutf8.toml").write_bytes(b"[gaincell]\nc_store = 2e-15 # \xff\xfe\n")
     (fx / "bundle_stub.h5").write_bytes(real)  # exists; only for cases that fail before reading it
     ok = (f'[sweep]\nstrategy = "grid"\n[axes]\nkernel.storage_levels = [8, 16]\n[evaluation]\n'
@@ -337,6 +340,11 @@ def cases() -> list[Case]:
         ["sweep", "{fx}/sweep_ok.toml", "--scheduler", "127.0.0.1"] + S, "--scheduler")
     add("sweep:workers_with_scheduler", "sweep", "option range",
         ["sweep", "{fx}/sweep_ok.toml", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"] + S, "--workers")
+    for name in ("kcfg_unknown", "kcfg_range", "kcfg_table", "kcfg_window", "syntax", "nonutf8", "missing"):
+        add(f"run:config:{name}", "run", "bad config file",
+            R + ["--attention", "gaincell", "--surrogates", "{fx}/bundle_stub.h5", "--config", f"{{fx}}/{name}.toml"],
+            "--config")
+    add("run:config:with_ideal", "run", "option of another kernel", R + ["--config", "{fx}/kcfg_range.toml"], "--config")
     add("top:no_command", "-", "missing option", [], "command")
     add("top:bogus_command", "-", "unknown option", ["bogus"], "bogus")
     ids = [c.id for c in out]

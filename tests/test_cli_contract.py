@@ -143,3 +143,19 @@ def test_cut_before_a_space_gives_the_ids_of_the_whole_text(tmp_path):
     chunks = list(stream_tokens(p, tok, chunk_chars=500))
     assert len(chunks) > 10  # it did cut the line
     assert np.concatenate(chunks).tolist() == tok.encode(text)
+
+
+def test_kernel_config_file_equals_flags_and_flags_override(tmp_path):
+    from analogattn import cli
+    p = tmp_path / "gc.toml"
+    p.write_text("[array]\nstorage_levels = 32\n[converters]\nadc_bits = 6\n")
+    ap = cli.build_parser()
+
+    def cfg(*argv):
+        return cli._kernel_config(ap.parse_args(["run", "--attention", "gaincell", *argv]), "gaincell", None, 0)[1]
+    from_file = cfg("--config", str(p), "--mismatch")
+    from_flags = cfg("--storage-levels", "32", "--adc-bits", "6", "--mismatch")
+    assert from_file == from_flags
+    assert (from_file.storage_levels, from_file.adc_bits, from_file.mismatch) == (32, 6, True)
+    assert from_file != cfg()  # the file did change something
+    assert cfg("--config", str(p), "--storage-levels", "16").storage_levels == 16
