@@ -123,19 +123,14 @@ def make_fixtures(fx: Path) -> Path:
     return fx
 
 
-def _leaves(cls, prefix=()):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            yield from _leaves(t, prefix + (f.name,))
-        else:
-            yield prefix + (f.name,), f, t
+def _leaves(cls):
+    from analogattn.cli import _leaves as leaves
+    return leaves(cls)
 
 
 def _base(t):
-    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType")):
-        t = [a for a in typing.get_args(t) if a is not type(None)][0]
+    from analogattn.cli import _base_type
+    t = _base_type(t)
     if typing.get_origin(t) is tuple:
         t = [a for a in typing.get_args(t) if a is not Ellipsis][0]
     return t

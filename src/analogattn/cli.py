@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def _leaves(cls, prefix=()):
 
 
 def _base_type(t):
-    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    """X from X | None."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
         t = [a for a in typing.get_args(t) if a is not type(None)][0]
     return t
 
@@ -637,6 +639,9 @@ def cmd_run(o: RunOptions, args) -> int:
                       f"{min(sm['kept_fraction_per_layer']):.3f}-{max(sm['kept_fraction_per_layer']):.3f}), "
                       f"ideal softmax mass kept {sm['softmax_mass_kept']:.4f}, newly fetched per query "
                       f"{sm['newly_fetched_fraction']:.4f} of the visible keys")
+            if "column_vs_spice_nrmse" in sm:
+                print(f"kernel column currents vs held-out SPICE: NRMSE {sm['column_vs_spice_nrmse']:.5f} "
+                      "(target 0.005; nan: the bundle predates this check)")
         from .evaluate.cost import cost_for, format_cost, paper_lines
         ctx = window
         cost = cost_for(spec.name, model.config, ctx, b, stats, kernel)
