@@ -110,7 +110,7 @@ overdrives = [0.01, 0.1]
     assert r.returncode == 0, r.stderr
     with h5py.File(out) as f:
         assert set(f) == {"reram", "comparator"}
-        assert set(f["reram"]) == {"cell_iv", "ir_drop", "patterns", "monte_carlo", "transient"}
+        assert set(f["reram"]) == {"cell_iv", "ir_drop", "patterns", "reference", "monte_carlo", "transient"}
         assert set(f["comparator"]) == {"decision", "noise", "delay", "energy"}
         pt = f["reram/patterns"]
         assert pt.attrs["seed"] == 1 and pt["held_out"].dtype == bool and pt["current"].attrs["units"] == "A"

@@ -275,6 +275,9 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
                                    "devices; sigma = a_vt/sqrt(W L) (Pelgrom); write transistor mismatch "
                                    "affects the write only and is not sampled here",
                             attrs={"seed": s.mc_seed, "a_vt_V_um": s.a_vt}))
+    if want("read_noise"):
+        from .gaincell_noise import analysis as noise_analysis
+        out.append(noise_analysis(p, s, opts, pj, md))
     return out
 
 
@@ -294,6 +297,8 @@ FAMILY_SPEC = families.register(families.Family(
         families.AnalysisSpec("write_read", (__name__ + ":gaincell_write_read",), 1,
                               "write transfer, write and read energy"),
         families.AnalysisSpec("retention", (__name__ + ":gaincell_retention",), 2, "hold transient per temperature"),
+        families.AnalysisSpec("read_noise", ("analogattn.characterize.gaincell_noise:gaincell_noise",), 2,
+                              ".noise of the read stack integrated over a read"),
         families.AnalysisSpec("monte_carlo", (__name__ + ":gaincell_mc",), 3, "read surfaces with Vt mismatch"),
     ),
     fit="analogattn.surrogates.fit:GAINCELL_FIT", plot="analogattn.surrogates.plots:plot_gaincell",

@@ -183,6 +183,10 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
             method="DC operating point of the full column (nominal G), random uniform levels",
             attrs={"seed": s.seed}))
 
+    if want("reference") and s.n_patterns:
+        from .reram_reference import analysis as reference_analysis
+        out.append(reference_analysis(p, s, opts, pj, md, mod + ":reram_columns"))
+
     if want("monte_carlo") and s.mc_patterns and s.mc_samples:
         rng = np.random.default_rng(s.seed + 1)
         q = rng.integers(0, p.input_levels, (s.mc_patterns, p.rows))
@@ -254,6 +258,7 @@ FAMILY_SPEC = families.register(families.Family(
         families.AnalysisSpec("cell_iv", (__name__ + ":reram_cell_iv",), 1, "I-V of one cell per level"),
         families.AnalysisSpec("ir_drop", _COLUMNS, 3, "single active cell vs position, active rows"),
         families.AnalysisSpec("patterns", _COLUMNS, 3, "random query/key patterns through the column"),
+        families.AnalysisSpec("reference", _COLUMNS, 3, "held-out queries through a reference-level column"),
         families.AnalysisSpec("monte_carlo", _COLUMNS, 3, "lognormal conductance variation"),
         families.AnalysisSpec("transient", (__name__ + ":reram_transient",), 1, "energy, settling, read noise"),
     ),

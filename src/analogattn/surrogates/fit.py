@@ -442,7 +442,21 @@ def fit_gaincell(gc: dict, p: Path, degree: int = 3, surface: str = "auto") -> d
         out["gaincell.retention"] = fit_retention(gc["retention"])
     if "monte_carlo" in gc:
         out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
+    if "read_noise" in gc:
+        out["gaincell.read_noise"] = fit_read_noise(gc["read_noise"])
     return out
+
+
+def fit_read_noise(g):
+    """Read-noise charge of one full read pulse: table2d of sigma_Q(V_store, V_in) from ``.noise``
+    (NaN points filled with the largest converged value: conservative)."""
+    q, vs, vi = g["q_sigma"][()], g["v_store"][()], g["v_in"][()]
+    q = np.where(np.isfinite(q), q, np.nanmax(q))
+    m = M.Table2D(q, vs, vi, domain={"x": [float(vs[0]), float(vs[-1])], "y": [float(vi[0]), float(vi[-1])]},
+                  units={"x": "V", "y": "V", "out": "C (sigma per read pulse)"},
+                  meta={"t_read": float(g["t_read"][()])})
+    m.scores = {"q_sigma_mean_C": float(np.mean(q[:, -1])), "q_sigma_max_C": float(np.max(q))}
+    return m
 
 
 def fit_reram(r: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
@@ -458,7 +472,20 @@ def fit_reram(r: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
             out["reram.energy"] = M.Constant(t["energy"][()], domain={}, units={"out": "J per column evaluation"})
             out["reram.time"] = M.Constant(max(float(t["eval_time"][()]), float(t["settle_time"][()])),
                                            domain={}, units={"out": "s per column evaluation"})
+        out["reram.kernel_column"] = fit_kernel_column(out["reram.column"], r["patterns"], r.get("reference"))
     return out
+
+
+def fit_kernel_column(col, patterns, reference=None):
+    """The pruning kernel's column currents (rank-1 factors, loss term, differential reference,
+    through its own code path) against the held-out SPICE patterns: a ``constant`` model holding
+    the NRMSE, its scores the validation row (:mod:`analogattn.attention.sprint.validation`)."""
+    from ..attention.sprint.validation import validate
+    sc = validate(col, patterns, reference)
+    m = M.Constant(sc["nrmse"] if math.isfinite(sc["nrmse"]) else 1.0, domain={}, units={"out": "NRMSE of the kernel's column current vs SPICE"},
+                   meta={"what": "sprint kernel column path vs held-out SPICE patterns"})
+    m.scores = sc
+    return m
 
 
 def fit_comparator(c: dict, p: Path, degree: int = 3, surface: str = "auto") -> dict:
@@ -534,12 +561,14 @@ GAINCELL_FIT = FitSpec(
         "retention": ({"temperature": ("T",), "tau": ("T",), "v_eq": ("T",), "fit_rms": ("T",),
                        "v_store": ("T", "N", "t")}, {}),
         "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
+        "read_noise": ({"q_sigma": ("S", "I"), "v_store": ("S",), "v_in": ("I",), "t_read": ()}, {}),
     },
     parameters={"read_surface": ("v_bl",)}, check=check_gaincell, fit=fit_gaincell,
     models={"gaincell.read_surface": ("poly2d", "table2d"), "gaincell.read_surface_poly": ("poly2d",),
             "gaincell.read_surface_table": ("table2d",), "gaincell.write": ("table1d",),
             "gaincell.energy_read": ("constant",), "gaincell.energy_write": ("constant",),
-            "gaincell.t_read": ("constant",), "gaincell.retention": ("decay",), "gaincell.variation": ("table2d",)},
+            "gaincell.t_read": ("constant",), "gaincell.retention": ("decay",), "gaincell.variation": ("table2d",),
+            "gaincell.read_noise": ("table2d",)},
     targets={"gaincell.read_surface": ("nrmse", 0.005)}, needs="gaincell")
 RERAM_FIT = FitSpec(
     reads={
@@ -548,11 +577,14 @@ RERAM_FIT = FitSpec(
                       "held_out": ("P",), "ideal": ("P",)}, {}),
         "transient": ({"energy": (), "eval_time": (), "settle_time": (), "noise_rel": ()}, {}),
         "monte_carlo": ({"mean": ("K",), "std": ("K",)}, {}),
+        "reference": ({"held_index": ("R",), "current": ("R",)}, {}),
     },
     parameters={"patterns": ("sigma_g", "rows", "levels", "input_levels", "v_read", "g_max", "on_off", "r_f")},
     check=check_reram, fit=fit_reram,
-    models={"reram.column": ("column",), "reram.energy": ("constant",), "reram.time": ("constant",)},
-    targets={"reram.column": ("nrmse", 0.01)}, needs="reram cell_iv + patterns")
+    models={"reram.column": ("column",), "reram.energy": ("constant",), "reram.time": ("constant",),
+            "reram.kernel_column": ("constant",)},
+    targets={"reram.column": ("nrmse", 0.01), "reram.kernel_column": ("nrmse", 0.005)},
+    needs="reram cell_iv + patterns")
 COMPARATOR_FIT = FitSpec(
     reads={
         "decision": ({"offset": ("S",), "dv": ("D",)},

@@ -34,19 +34,30 @@ class Crossbar:
     def levels(self) -> int:
         return int(self.a.size)
 
+    kernel_nrmse: float = float("nan")  # the kernel's column currents vs held-out SPICE (bundle score)
+
     @classmethod
-    def from_bundle(cls, b):
-        col = b.need("reram.column")
+    def from_column(cls, col, probit=None):
+        """The column part from a ``column`` surrogate (rank-1 factors of its cell I-V table,
+        row weights, loss term, variation, read noise); the comparator from ``probit`` (or ideal)."""
         u, s, vt = np.linalg.svd(col.iv_current, full_matrices=False)
         sign = np.sign(vt[0, -1]) or 1.0
         a = s[0] * u[:, 0] * sign
         bv = vt[0] * sign
         err = float(np.sqrt((s[1:] ** 2).sum()) / np.sqrt((s ** 2).sum()))
         iv_v = col.iv_v.copy()
-        p = b.need("comparator.probit")
+        cmp = (float(probit.mu), float(probit.offset_sigma), float(probit.noise_sigma)) if probit is not None \
+            else (0.0, 0.0, 0.0)
         return cls(a, lambda v: np.interp(v, iv_v, bv), col.weights.copy(), float(col.c2), float(col.sigma_g),
                    float(col.noise_rel), float(col.meta.get("v_read", iv_v[-1])), float(col.meta.get("r_f", 5e3)),
-                   float(p.mu), float(p.offset_sigma), float(p.noise_sigma), err)
+                   *cmp, err)
+
+    @classmethod
+    def from_bundle(cls, b):
+        x = cls.from_column(b.need("reram.column"), b.need("comparator.probit"))
+        if "reram.kernel_column" in b:
+            x.kernel_nrmse = float(b["reram.kernel_column"].scores.get("nrmse", float("nan")))
+        return x
 
     @classmethod
     def ideal(cls, rows: int = 64, levels: int = 16, g_step: float = 0.6e-6, v_read: float = 0.2):

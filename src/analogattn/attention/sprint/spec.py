@@ -71,4 +71,6 @@ def comparison(ctx):
 
 SPEC = KernelSpec("sprint", "ReRAM pruning: keys in a crossbar, comparators keep keys, exact recompute of the kept",
                   SprintConfig, build, cost, needs_bundle=True, needs_calibration=True, calibrate=calibrate_sprint,
-                  comparison=comparison, summary=lambda kernel: kernel.stats.summary(), summary_key="pruning")
+                  comparison=comparison, summary=lambda kernel: {**kernel.stats.summary(),
+                                                   "column_vs_spice_nrmse": kernel.x.kernel_nrmse},
+                  summary_key="pruning")

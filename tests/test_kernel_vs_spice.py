@@ -1,0 +1,68 @@
+"""Kernel-vs-SPICE validations (issue 16): the pruning kernel's column path against column data,
+and what makes them fail (a non-separable cell table read at rank 1)."""
+import numpy as np
+import pytest
+
+from analogattn.attention.sprint.validation import TARGET, kernel_columns, validate
+from analogattn.surrogates.models import ColumnModel
+
+
+def _column(kind, rows=64, levels=16, n_v=41, v_read=0.2):
+    """A column model with a chosen cell I-V table: ``separable`` I = G(L) V (rank 1 exactly),
+    ``nonseparable``: the high levels saturate like a series-limited cell, the low levels are
+    linear (the table's second singular value is a few % of the first)."""
+    v = np.linspace(0, v_read, n_v)
+    g = np.linspace(1e-6, 10e-6, levels)
+    if kind == "separable":
+        iv = g[:, None] * v[None, :]
+    else:
+        vsat = np.where(np.arange(levels) >= levels // 2, 0.08, 10.0)  # saturating vs linear cells
+        iv = g[:, None] * vsat[:, None] * np.tanh(v[None, :] / vsat[:, None])
+    w = 1 - 1e-3 * np.arange(rows)  # IR drop by row position
+    col = ColumnModel(v, iv, w, -60.0, 0.0, 0.0, domain={}, units={},
+                      meta={"rows": rows, "levels": levels, "input_levels": 16, "v_read": v_read, "r_f": 5e3})
+    return col
+
+
+def _patterns(col, n=300, seed=3):
+    """Patterns whose 'SPICE' current is the column formula itself (sum w_i x_i + c2 (sum x_i)^2)
+    with the full cell table: what the kernel's factorisation must reproduce."""
+    rng = np.random.default_rng(seed)
+    rows = col.weights.size
+    q = rng.integers(0, 16, (n, rows))
+    q[:, 0] = 15  # every query reaches the DAC's full scale
+    k = rng.integers(0, 16, (n, rows))
+    v = np.linspace(0, col.meta["v_read"], 16)[q]
+    return {"q_levels": q, "k_levels": k, "current": col(k, v), "held_out": np.ones(n, bool)}
+
+
+def test_separable_cells_pass_and_match_hand_computation():
+    col = _column("separable")
+    pt = _patterns(col)
+    sc = validate(col, pt)
+    assert sc["rank1_error"] < 1e-12
+    assert sc["nrmse"] < 1e-3 < TARGET  # only the loss term's weighted-sum stand-in differs
+    # hand computation for one pattern: all rows at level 3 and full-scale query
+    rows = col.weights.size
+    q = np.full((1, rows), 15)
+    k = np.full((1, rows), 3)
+    i_col, i_ref, used = kernel_columns(__import__("analogattn.attention.sprint.device", fromlist=["Crossbar"])
+                                        .Crossbar.from_column(col), q, k, 16)
+    x = col.iv_current[3, -1]
+    want = x * col.weights.sum() + float(col.c2) * (x * col.weights.sum()) * (x * rows)
+    assert used.all() and abs(i_col[0] - want) < 1e-6 * abs(want)
+
+
+def test_rank1_on_a_nonseparable_table_fails_the_target():
+    col = _column("nonseparable")
+    sc = validate(col, _patterns(col))
+    assert sc["rank1_error"] > 0.01
+    assert sc["nrmse"] > TARGET  # the validation catches the kernel's approximation
+
+
+def test_patterns_without_full_scale_query_are_left_out():
+    col = _column("separable")
+    pt = _patterns(col, n=50)
+    pt["q_levels"][:10] = np.minimum(pt["q_levels"][:10], 14)
+    sc = validate(col, pt)
+    assert sc["left_out_not_full_scale"] == 10 and sc["held_out_patterns"] == 40
