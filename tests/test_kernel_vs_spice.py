@@ -66,3 +66,23 @@ def test_patterns_without_full_scale_query_are_left_out():
     pt["q_levels"][:10] = np.minimum(pt["q_levels"][:10], 14)
     sc = validate(col, pt)
     assert sc["left_out_not_full_scale"] == 10 and sc["held_out_patterns"] == 40
+
+
+def test_tia_power_model_hand_computation_and_cost_entry():
+    """Two-stage Miller TIA: beta = R_col/(R_col + R_f) with R_col = 1/(64 x 5.5 uS) = 2.84 kOhm,
+    f_cl = ln(100)/(2 pi 5 ns) = 146.6 MHz, GBW = f_cl/beta = 404.6 MHz, gm1 = 2 pi GBW 50 fF =
+    127.1 uS, 2 I1 = 16.9 uA, I2 = 2.2 gm1 (20/50) / 15 = 7.46 uA: 24.4 uW, 0.244 pJ per 10 ns."""
+    import math
+
+    from analogattn.attention.sprint.cost import sprint_cost
+    from analogattn.attention.sprint.tia import TiaPower, tia_energy_from_bundle
+    c = TiaPower().currents(5e3, 5.5e-6, 64, 10e-9)
+    r_col = 1 / (64 * 5.5e-6)
+    gbw = math.log(100) / (2 * math.pi * 5e-9) * (r_col + 5e3) / r_col
+    gm1 = 2 * math.pi * gbw * 50e-15
+    assert abs(c["power_W"] - (2 * gm1 / 15 + 2.2 * gm1 * 0.4 / 15)) < 1e-12
+    assert 24e-6 < c["power_W"] < 25e-6
+    e = tia_energy_from_bundle(None)
+    assert abs(e - c["power_W"] * 10e-9) < 1e-18
+    r = sprint_cost(2, 4, 2, 64, 100, 0.3, 0.02)
+    assert abs(r["energy_parts_J"]["tia"] - 2 * 101 * 1 * e * 4 * 2) < 1e-18

@@ -642,9 +642,6 @@ def cmd_run(o: RunOptions, args) -> int:
             if "column_vs_spice_nrmse" in sm:
                 print(f"kernel column currents vs held-out SPICE: NRMSE {sm['column_vs_spice_nrmse']:.5f} "
                       "(target 0.005; nan: the bundle predates this check)")
-            if "column_vs_spice_nrmse" in sm:
-                print(f"kernel column currents vs held-out SPICE: NRMSE {sm['column_vs_spice_nrmse']:.5f} "
-                      "(target 0.005; nan: the bundle predates this check)")
         from .evaluate.cost import cost_for, format_cost, paper_lines
         ctx = window
         cost = cost_for(spec.name, model.config, ctx, b, stats, kernel)

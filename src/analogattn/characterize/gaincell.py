@@ -278,6 +278,11 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
     if want("read_noise"):
         from .gaincell_noise import analysis as noise_analysis
         out.append(noise_analysis(p, s, opts, pj, md))
+    if want("write_mismatch"):
+        from .gaincell_write_mc import analysis as write_mc_analysis
+        a = write_mc_analysis(p, s, opts, pj, md)
+        if a is not None:
+            out.append(a)
     return out
 
 
@@ -299,6 +304,8 @@ FAMILY_SPEC = families.register(families.Family(
         families.AnalysisSpec("retention", (__name__ + ":gaincell_retention",), 2, "hold transient per temperature"),
         families.AnalysisSpec("read_noise", ("analogattn.characterize.gaincell_noise:gaincell_noise",), 2,
                               ".noise of the read stack integrated over a read"),
+        families.AnalysisSpec("write_mismatch", ("analogattn.characterize.gaincell_write_mc:gaincell_write_mc",), 3,
+                              "write Monte Carlo: write-transistor Vt mismatch and charge injection"),
         families.AnalysisSpec("monte_carlo", (__name__ + ":gaincell_mc",), 3, "read surfaces with Vt mismatch"),
     ),
     fit="analogattn.surrogates.fit:GAINCELL_FIT", plot="analogattn.surrogates.plots:plot_gaincell",

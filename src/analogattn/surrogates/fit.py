@@ -444,7 +444,27 @@ def fit_gaincell(gc: dict, p: Path, degree: int = 3, surface: str = "auto") -> d
         out["gaincell.variation"] = fit_variation(gc["monte_carlo"])
     if "read_noise" in gc:
         out["gaincell.read_noise"] = fit_read_noise(gc["read_noise"])
+    if "write_mismatch" in gc:
+        out["gaincell.write_sigma"] = fit_write_sigma(gc["write_mismatch"])
     return out
+
+
+def fit_write_sigma(g):
+    """Per-cell spread of the written voltage vs the nominal stored voltage (table1d, the nominal
+    axis made strictly increasing); score: split-half agreement of the sigma (sampling)."""
+    v = g["v_stored"][()]
+    nom, mc = v[0], v[1:]
+    x = np.maximum.accumulate(np.where(np.isfinite(nom), nom, -np.inf))
+    x = x + 1e-9 * np.arange(x.size)
+    sig = np.nanstd(mc, axis=0)
+    ok = np.isfinite(x) & np.isfinite(sig)
+    a, b = np.nanstd(mc[0::2], axis=0), np.nanstd(mc[1::2], axis=0)
+    m = M.Table1D(x[ok], sig[ok], domain={"x": [float(x[ok][0]), float(x[ok][-1])]},
+                  units={"x": "V (nominal stored)", "out": "V (sigma of the stored voltage)"},
+                  meta={"samples": int(mc.shape[0])})
+    m.scores = {"sigma_max_V": float(np.max(sig[ok])), "sigma_median_V": float(np.median(sig[ok])),
+                "split_half_rel_diff": float(np.nanmean(np.abs(a - b)) / max(np.nanmean(sig), 1e-30))}
+    return m
 
 
 def fit_read_noise(g):
@@ -562,13 +582,14 @@ GAINCELL_FIT = FitSpec(
                        "v_store": ("T", "N", "t")}, {}),
         "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
         "read_noise": ({"q_sigma": ("S", "I"), "v_store": ("S",), "v_in": ("I",), "t_read": ()}, {}),
+        "write_mismatch": ({"v_stored": ("N", "W"), "v_written": ("W",)}, {}),
     },
     parameters={"read_surface": ("v_bl",)}, check=check_gaincell, fit=fit_gaincell,
     models={"gaincell.read_surface": ("poly2d", "table2d"), "gaincell.read_surface_poly": ("poly2d",),
             "gaincell.read_surface_table": ("table2d",), "gaincell.write": ("table1d",),
             "gaincell.energy_read": ("constant",), "gaincell.energy_write": ("constant",),
             "gaincell.t_read": ("constant",), "gaincell.retention": ("decay",), "gaincell.variation": ("table2d",),
-            "gaincell.read_noise": ("table2d",)},
+            "gaincell.read_noise": ("table2d",), "gaincell.write_sigma": ("table1d",)},
     targets={"gaincell.read_surface": ("nrmse", 0.005)}, needs="gaincell")
 RERAM_FIT = FitSpec(
     reads={

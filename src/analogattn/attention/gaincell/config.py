@@ -39,8 +39,12 @@ class GainCellArray(Validated):
 
 @dataclasses.dataclass(frozen=True)
 class GainCellNoise(Validated):
-    mismatch: bool = param(False, doc="fixed per-cell current deviation from the Monte Carlo surrogate")
-    read_noise: float = param(0.0, "", 0.0, 1.0, "per-read Gaussian noise, relative to a tile's full scale")
+    mismatch: bool = param(False, doc="fixed per-cell deviations: the written voltage (write Monte Carlo, "
+                                      "gaincell.write_sigma) and the read current (read Monte Carlo)")
+    circuit_read_noise: bool = param(True, doc="the cell's characterized read noise (gaincell.read_noise of the "
+                                               "bundle: .noise of the read stack integrated over a read pulse) on "
+                                               "every score and value-tile read; no effect without that model")
+    read_noise: float = param(0.0, "", 0.0, 1.0, "extra per-read Gaussian noise, relative to a tile's full scale")
     seed: int = param(0, "", 0, 2**31 - 1, "seed of mismatch and noise draws")
 
 

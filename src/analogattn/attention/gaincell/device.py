@@ -29,6 +29,8 @@ class CellModel:
     v_eq: float                  # voltage the stored value decays to
     sigma: callable | None = None  # Monte Carlo sigma of the current at V_store (A)
     t_max: float = 15e-9         # longest pulse (s)
+    noise_q: callable | None = None  # rms read-noise charge of one full pulse at V_store (C), vectorised
+    write_sigma: callable | None = None  # spread of the written voltage at the nominal stored voltage (V)
 
     def gain(self) -> float:
         """Charge per volt of stored (V - mid-rail) for a full pulse: t_max x dI/dV at mid-rail."""
@@ -51,8 +53,11 @@ class CellModel:
         var = b.get("gaincell.variation")
         t_read = float(b["gaincell.t_read"]()) if "gaincell.t_read" in b else 15e-9
         mid = 0.5 * (vlo + vhi)
+        nz = b.get("gaincell.read_noise")
+        ws = b.get("gaincell.write_sigma")
         return cls(vhi, mid, lambda v: s(v, np.full(np.shape(v), v_read)), w, tau, veq,
-                   (lambda v: var(v, np.full(np.shape(v), v_read))) if var is not None else None, t_read)
+                   (lambda v: var(v, np.full(np.shape(v), v_read))) if var is not None else None, t_read,
+                   (lambda v: nz(v, np.full(np.shape(v), v_read))) if nz is not None else None, ws)
 
 
 class CellReadout:
@@ -105,6 +110,21 @@ class CellReadout:
         if self.predistort:
             return self.cell.t_max * self.inverse_tables[4]
         return self.cell.gain()
+
+    @functools.cached_property
+    def noise_var_q(self) -> float:
+        """Read-noise charge variance of one cell for a full pulse (C^2): sigma_Q(V)^2 of the cell's
+        noise model averaged over the stored voltages of the storage codes (or, unquantised, the
+        storable range); a pulse of fraction u contributes u times it (white-noise scaling of the
+        integration window), so a bit line of pulses u_i carries var = noise_var_q sum_i u_i. 0
+        without a noise model."""
+        if self.cell.noise_q is None:
+            return 0.0
+        if self.predistort and self.storage_levels and self.storage_levels >= 2:
+            v = self.code_table
+        else:
+            v = np.linspace(0.0, self.inverse_tables[2][-1] if self.predistort else self.cell.vdd, 101)
+        return float(np.mean(np.asarray(self.cell.noise_q(v), float) ** 2))
 
     def _stored(self, frac):
         """Stored voltage of a cell written so its read current is frac x I_sym."""

@@ -78,6 +78,11 @@ class GainCellAttention(AttentionKernel):
         if sc.v_chan is not None:
             v = v / sc.v_chan[layer][:, None, :]
         vk, vv = ro.store(k, sc.a_k[layer], sc.b_k[layer]), ro.store(v, sc.a_v[layer], sc.b_v[layer])
+        if self.cfg.noise.mismatch and self.cell.write_sigma is not None:
+            # each cell's written voltage: the write transistor's mismatch and charge injection
+            # (the write Monte Carlo's spread at the nominal stored voltage x N(0, 1))
+            vk = vk + np.asarray(self.cell.write_sigma(vk)) * self.rng.standard_normal(vk.shape)
+            vv = vv + np.asarray(self.cell.write_sigma(vv)) * self.rng.standard_normal(vv.shape)
         if self.cfg.noise.mismatch and self.cell.sigma is not None:
             # each cell's fixed deviation: its Monte Carlo sigma at the written voltage x N(0, 1)
             cache.append_mismatch(self.cell.sigma(vk) * self.rng.standard_normal(vk.shape),
@@ -131,6 +136,7 @@ class GainCellAttention(AttentionKernel):
         half = 2 ** cv.adc_bits // 2 if (soft and cv.adc_bits) else 0
         mode = (2 if cv.tile_scale else 1) if soft else 0
         tmax = self.cell.t_max
+        var_q = self.circuit_noise_var()
         out = np.empty((H, T, d), np.float32)
         factors = {}
         for (b0, b1, lo, hi) in blocks:
@@ -173,6 +179,10 @@ class GainCellAttention(AttentionKernel):
                     if nz.read_noise > 0 and cv.output_levels:
                         x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
                               * self.rng.standard_normal(x.shape)).astype(np.float32)
+                    if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
+                        ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
+                        x += (np.sqrt(var_q * ps).astype(np.float32)[:, None]
+                              * self.rng.standard_normal(x.shape, dtype=np.float32))
                     last = k0 + ar.rows >= d
                     m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
                                           bb, last and soft and half > 0)
@@ -231,7 +241,8 @@ class GainCellAttention(AttentionKernel):
         digitise = bool(cv.output_levels) and not np.all(np.isinf(full_r))
         acc = np.zeros((R, dd), np.float32)
         record = self.recorder.wants_tiles and ctx is not None
-        if not record and not (nz.read_noise > 0 and digitise):
+        var_q = self.circuit_noise_var() if digitise else 0.0
+        if not record and not (nz.read_noise > 0 and digitise) and not var_q > 0:
             _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cv.output_levels // 2, digitise, acc)
             return acc
         parts = np.empty((ntl, R, dd), np.float32)  # tile outputs before their ADC
@@ -248,9 +259,18 @@ class GainCellAttention(AttentionKernel):
             if nz.read_noise > 0:
                 noise = self.rng.standard_normal(parts.shape).astype(np.float32)
                 parts += np.float32(nz.read_noise) * full_r[None, :, None] * noise
+            if var_q > 0:  # the cells' read noise on the tile's charge, var = var_q x pulse sum
+                pt = psum.T[:, :, None]
+                sig = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
+                parts += (sig * self.rng.standard_normal(parts.shape, dtype=np.float32)).astype(np.float32)
             parts = adc(parts, full_r[None, :, None], cv.output_levels)
         back = (psum if ratio else 1.0) * m  # (R, ntl)
         return (parts * (back.T * read)[:, :, None]).sum(axis=0).astype(np.float32)
+
+    def circuit_noise_var(self) -> float:
+        """The cells' read-noise charge variance per full pulse (C^2) when ``circuit_read_noise`` is
+        on and the cell has a noise model, else 0."""
+        return self.readout.noise_var_q if self.cfg.noise.circuit_read_noise else 0.0
 
     def _values(self, p, vv, D, full, allowed=None, dev=None):
         """Value arrays for weights p (R, S) over stored values vv (S, dd), no decay (D None), one

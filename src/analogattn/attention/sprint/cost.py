@@ -10,10 +10,13 @@ def sprint_cost(n_layers, n_heads, n_kv, d, context, kept_fraction, new_fraction
                 dc: DigitalCosts = DigitalCosts(), key_bits=4, rows=64):
     """Per token: write the new key (crossbar, key_bits per cell) and K, V (ReRAM); per query head:
     DAC the query, evaluate every column twice (two signed phases) plus the reference column,
+    each evaluation with its TIA's power (a stated two-stage op-amp model, :mod:`.tia`),
     one comparator decision per key; fetch the keys and values newly kept (the previous query's
     kept set is on chip: SPRINT's locality), recompute their scores exactly, softmax and
     weighted sum over the kept keys."""
     e_col = bundle_value(bundle, "reram.energy", 44e-15) * 1e12  # pJ per column evaluation
+    from .tia import tia_energy_from_bundle
+    e_tia = tia_energy_from_bundle(bundle) * 1e12  # pJ per column evaluation (stated model, tia.py)
     t_col = bundle_value(bundle, "reram.time", 10e-9) * 1e9
     e_cmp = bundle_value(bundle, "comparator.energy", 27e-15) * 1e12
     t_cmp = 0.1  # ns, comparator decision (bundle delay model at ~10 mV overdrive, rounded up)
@@ -25,6 +28,7 @@ def sprint_cost(n_layers, n_heads, n_kv, d, context, kept_fraction, new_fraction
     per_head = {
         "dac": d * dc.dac_pj,
         "columns": 2 * (context + 1) * cols * e_col,
+        "tia": 2 * (context + 1) * cols * e_tia,
         "comparators": context * e_cmp,
         "fetch_kv": fetched * 2 * d * dc.bits * dc.reram_read_bit_pj / (n_heads // n_kv),
         "recompute_macs": kept * d * dc.mac_pj,

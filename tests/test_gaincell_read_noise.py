@@ -1,0 +1,62 @@
+"""The gain cell's characterized read noise in the kernel (issue 16): hand-computed noise of a
+value tile, the switch, and the charge variance from a noise spectrum."""
+import dataclasses
+
+import numpy as np
+
+from analogattn.attention.gaincell import CellModel, GainCellAttention, GainCellConfig
+from analogattn.characterize.gaincell_noise import integrated_charge_var
+
+
+def _noisy_cell(sigma):
+    cell = CellModel.ideal()
+    return dataclasses.replace(cell, noise_q=lambda v: np.full(np.shape(v), sigma))
+
+
+def test_value_tile_noise_matches_hand_computation():
+    """64 keys of zero current (stored at mid-rail), full pulses, one 64-row tile, ratiometric ADC
+    fine enough to vanish: the output is the tile's noise charge, sigma = sqrt(64) x sigma_Q per
+    full pulse (pulse sum 64, the tile's largest weight 1 multiplies back)."""
+    sig = 3e-16
+    cell = _noisy_cell(sig)
+    cfg = GainCellConfig(input_levels=0, output_levels=65536, token_period=0.0, rows=64, predistort=False)
+    ker = GainCellAttention(cell, cfg, None)
+    assert np.isclose(ker.readout.noise_var_q, sig ** 2)
+    R = 4000
+    out = ker._values(np.ones((R, 64)), np.full((64, 1), 0.45), None, 1e-13)[:, 0]
+    assert abs(out.mean()) < 4 * 8 * sig / np.sqrt(R)
+    assert abs(out.std() / (8 * sig) - 1) < 0.05
+    off = GainCellAttention(cell, cfg.replace(circuit_read_noise=False), None)
+    assert np.all(off._values(np.ones((8, 64)), np.full((64, 1), 0.45), None, 1e-13) == 0)
+    plain = GainCellAttention(CellModel.ideal(), cfg, None)  # no noise model in the bundle: nothing drawn
+    assert plain.circuit_noise_var() == 0.0
+
+
+def test_integrated_white_noise_charge():
+    """White one-sided density S over a window T: sigma_Q^2 = S T / 2 (Parseval on the box)."""
+    f = np.geomspace(1.0, 1e13, 20001)
+    S, T = 4e-24, 10e-9
+    assert abs(integrated_charge_var(f, np.full_like(f, S), T) / (S * T / 2) - 1) < 0.01
+
+
+def test_mismatch_draws_the_written_voltage_spread():
+    """With a write-spread model, --mismatch moves every written cell by sigma_w(V) N(0, 1): the
+    stored voltages in the cache differ from the nominal ones with that spread (and not at all
+    with mismatch off)."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    sw = 4e-3
+    cell = dataclasses.replace(CellModel.ideal(), write_sigma=lambda v: np.full(np.shape(v), sw))
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 300, 16)).astype(np.float32) * 0.1 for _ in range(3))
+    pos = np.arange(300)
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
+                         window=0, predistort=False)
+    out = {}
+    for mm in (False, True):
+        ker = GainCellAttention(cell, cfg.replace(mismatch=mm), Scalers.identity(1, 2, 2, cell))
+        cache = ker.new_cache(0, 2, 16)
+        ker(q, k, v, pos, Mask(), cache, 0)
+        out[mm] = cache.keys.copy(), cache.values.copy()
+    dk, dv = out[True][0] - out[False][0], out[True][1] - out[False][1]
+    assert abs(dk.std() / sw - 1) < 0.05 and abs(dv.std() / sw - 1) < 0.05 and abs(dk.mean()) < 3e-4
