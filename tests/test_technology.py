@@ -85,7 +85,7 @@ def test_every_family_netlist_goes_through_the_process(toypdk):
         assert mos and all(ln.startswith("x") for ln in mos), net
         assert not re.search(r"\b(nch|pch)\b", net)
         assert ".include '" in net and "toy.spice" in net
-        assert ".param mc_mm_switch=1" in net  # the PDK's mismatch switch, from its hook
+        assert ".param mc_mm_switch=0" in net  # the PDK's mismatch switch, off in nominal netlists
     g = GainCellParams(technology=toypdk).read_surface_netlist()
     assert "xmw0 wbl wwl sn 0 toy_nfet W=0.12 L=0.12\n" in g
     assert "xmp0 bl sn rwl rwl toy_pfet W=0.6 L=0.3\n" in g
@@ -121,7 +121,8 @@ def test_subcircuit_process_simulates_like_the_builtin_card(toypdk):
 
 def test_pdk_mismatch_hook_is_explicit_about_what_it_lacks(toypdk):
     p = toypdk.as_process()
-    assert not p.mismatch.explicit_shifts and p.mismatch.header() == ".param mc_mm_switch=1\n"
+    assert not p.mismatch.explicit_shifts and p.mismatch.header() == ".param mc_mm_switch=0\n"
+    assert p.mismatch.header(7) == ".param mc_mm_switch=1\n.option seed=7\n"  # Monte Carlo netlists, seeded
     with pytest.raises(NotImplementedError, match="per-device threshold shift"):
         GainCellParams(technology=toypdk).read_mismatch_commands(1e-3, 1e-3)
     # the comparator's decision netlist carries per-device shifts: a PDK process must adapt it

@@ -158,6 +158,28 @@ def comparator_offsets(sim, task):
 
 
 @worker
+def comparator_offsets_pdk(sim, task):
+    """Offsets of latches whose mismatch the PDK's models draw (no per-device shifts to predict
+    from): plain bisection of every latch over +-dv_range, ``iterations`` decisions each, all
+    latches of the netlist side by side (``alter`` of the input sources keeps the draws)."""
+    a = task.args
+    p = ComparatorParams.from_dict(a["params"])
+    n, r, it = a["n"], a["dv_range"], a["iterations"]
+    st = np.zeros(n, np.int8)
+    sim.load(task.netlist)
+    _options(sim, a)
+    try:
+        lo, hi, *_ = _bisect(sim, p, np.full(n, -r), np.full(n, r), it)
+        off = 0.5 * (lo + hi)
+    except SimulationFailed:
+        off = np.full(n, np.nan)
+        st[:] = NO_CONVERGENCE
+    edge = (np.abs(off) > r * (1 - 2.0 ** (1 - it)))
+    st[edge & (st == 0)] = OUT_OF_RANGE
+    return {"offset": off, "status": st}
+
+
+@worker
 def comparator_noise(sim, task):
     """Input-pair gm from an operating point at the start of evaluation, then a transient with
     the pair's channel noise (4kT gamma / gm per device, referred to the input) as a seeded
@@ -242,7 +264,40 @@ def analyses(p: ComparatorParams, s: ComparatorSweep, only=None, sim_options=Non
     def want(n):
         return only is None or n in only
 
-    if want("decision") and s.mc_samples > 0:
+    proc = p.technology.as_process()
+    if want("decision") and s.mc_samples > 0 and not proc.mismatch.explicit_shifts:
+        # the PDK's mismatch models draw per instance: no shifts to predict offsets from, so every
+        # latch is bisected over the full range (the built-in card's guided search needs shifts)
+        dv = np.linspace(-s.dv_range, s.dv_range, s.dv_steps)
+        tasks, seeds = [], []
+        for i, k0 in enumerate(range(0, s.mc_samples, s.per_task)):
+            n = min(s.per_task, s.mc_samples - k0)
+            seeds.append((s.seed * 100003 + i + 1) % (2**31 - 1))
+            net = p.decision_netlist_pdk(n, seeds[-1], f"{p.name} decision MC (PDK mismatch, seed {seeds[-1]})")
+            tasks.append(make_task(FAMILY, "decision", i, mod + ":comparator_offsets_pdk", net, md,
+                                   params=p.to_dict(), n=n, dv_range=s.dv_range, iterations=s.iterations,
+                                   options=opts))
+
+        def merge_dec_pdk(res):
+            off = np.concatenate([r["offset"] for r in res])
+            ok = np.isfinite(off)
+            pk = (dv[None, :] > off[ok][:, None]).mean(axis=0)
+            return {"dv": Dataset(dv, "V", "differential input (inp - inn)"),
+                    "p_keep": Dataset(pk, "", "fraction of samples deciding keep at dv"),
+                    "offset": Dataset(off, "V", "input-referred offset of each sample (bisection)"),
+                    "offset_mean": Dataset(np.asarray(float(np.mean(off[ok]))), "V", "mean offset"),
+                    "offset_sigma": Dataset(np.asarray(float(np.std(off[ok]))), "V",
+                                            "standard deviation of the offsets (mismatch)"),
+                    "seeds": Dataset(np.asarray(seeds), "", "ngspice seed (.option seed) of each task's netlist"),
+                    "status": Dataset(np.concatenate([r["status"] for r in res]), "", "")}
+        out.append(Analysis(FAMILY, "decision", tasks, merge_dec_pdk, pj,
+                            method=f"side-by-side latches with the process's own mismatch models ({proc.name}: "
+                                   "every instance an independent draw, .option seed per task), each evaluating "
+                                   "once from the reset state; offset of each by plain bisection over +-dv_range "
+                                   "(iterations decisions); status 3 = offset outside +-dv_range",
+                            attrs={"seed": s.seed, "iterations": s.iterations, "mismatch": proc.mismatch.name,
+                                   "task_seeds": np.asarray(seeds)}))
+    elif want("decision") and s.mc_samples > 0:
         dv = np.linspace(-s.dv_range, s.dv_range, s.dv_steps)
         rng = np.random.default_rng(s.seed)
         areas = p.areas_um2()
@@ -350,7 +405,7 @@ _DELAY_ENERGY = (__name__ + ":comparator_delay_energy",)
 FAMILY_SPEC = families.register(families.Family(
     name=FAMILY, params=ComparatorParams, sweep=ComparatorSweep, build=analyses, check_design=check_design,
     analyses=(
-        families.AnalysisSpec("decision", (__name__ + ":comparator_offsets",), 5,
+        families.AnalysisSpec("decision", (__name__ + ":comparator_offsets", __name__ + ":comparator_offsets_pdk"), 5,
                               "Monte Carlo offsets by bisection over single decisions"),
         families.AnalysisSpec("noise", (__name__ + ":comparator_noise",), 1, "decisions with input-pair noise"),
         families.AnalysisSpec("delay", _DELAY_ENERGY, 1, "delay versus overdrive"),

@@ -110,6 +110,9 @@ class Design:
         if path is None:
             return cls()
         p = Path(path)
+        if not p.exists() and p.parent == Path(".") and p.suffix in ("", ".toml"):
+            from .. import designs  # a shipped design by name: "sky130"
+            p = designs.path(p.name) or p
         try:
             raw = p.read_bytes()
         except OSError as e:

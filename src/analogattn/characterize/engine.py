@@ -128,8 +128,25 @@ class Simulator:
         self.ng.destroy()
         self.ng.remove_circuit() if self.runs else None
         self.ng._failed = False
+        if "*@sky130-models@" in netlist:  # a netlist built without Technology.finish()
+            from ..circuits.sky130 import finish
+            netlist = finish(netlist)
+        self._settings(netlist)
         self.ng.load_circuit(netlist)
         self.runs += 1
+
+    _SET = re.compile(r"^\*analogattn:set (\w+)(?:=(\S+))?\s*$", re.M)
+
+    def _settings(self, netlist: str) -> None:
+        """ngspice variables a netlist asks for (``*analogattn:set ngbehavior=hsa``, what a PDK's
+        .spiceinit sets), set before it is parsed; those an earlier netlist set are unset."""
+        want = {m.group(1): m.group(2) for m in self._SET.finditer(netlist[:4000])}
+        for name in set(getattr(self, "_set", {})) - set(want):
+            self.ng.exec_command(f"unset {name}")
+        for name, value in want.items():
+            if getattr(self, "_set", {}).get(name, object()) != value:
+                self.ng.exec_command(f"set {name}" + (f"={value}" if value is not None else ""))
+        self._set = want
 
     def command(self, cmd: str) -> None:
         """Run an ngspice command; raise SimulationFailed on convergence failure."""

@@ -82,6 +82,38 @@ def gaincell_mc(sim, task):
             "dvt": dvt}
 
 
+@worker
+def gaincell_mc_pdk(sim, task):
+    """Monte Carlo through a PDK's mismatch models: one netlist of ``n`` read stacks, each an
+    independent draw, all swept at once (nested DC over V_store and V_in)."""
+    a = task.args
+    _load(sim, task)
+    n, ns, ni = a["n"], a["n_store"], a["n_in"]
+    vstore = np.linspace(0.0, a["vdd"], ns)
+    vin = np.linspace(a["v_bl"], a["v_in"], ni)
+    step_s, step_i = a["vdd"] / (ns - 1), (a["v_in"] - a["v_bl"]) / (ni - 1)
+    cur = np.full((n, ns, ni), np.nan)
+    st = np.full((n, ns, ni), OK, np.int8)
+    try:
+        sim.command(f"dc vst 0 {a['vdd'] + step_s * 1e-3:.10g} {step_s:.10g} "
+                    f"vrwl {a['v_bl']:.10g} {a['v_in'] + step_i * 1e-3:.10g} {step_i:.10g}")
+        vec = sim.vectors([f"vbl{k}#branch" for k in range(n)])
+        for k in range(n):
+            i = -vec[f"vbl{k}#branch"]
+            if i.size != ns * ni:
+                raise SimulationFailed(f"nested sweep returned {i.size} points, expected {ns * ni}")
+            cur[k] = i.reshape(ni, ns).T
+    except SimulationFailed:
+        cur[:] = np.nan
+        st[:] = NO_CONVERGENCE
+    return {"v_store": vstore, "v_in": vin, "current": cur, "status": st}
+
+
+def task_seed(seed: int, part: int) -> int:
+    """The simulator seed of Monte Carlo task ``part`` (distinct per task, reproducible)."""
+    return (seed * 100003 + part + 1) % (2**31 - 1)
+
+
 def _energy(t, v, i, t0, t1):
     """Energy delivered by a source between t0 and t1: -int V*I dt (ngspice's branch current
     flows into the + terminal, so delivered power is -V*I)."""
@@ -245,7 +277,34 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
                                    "BSIM4 devices (subthreshold, gate tunnelling, junction); "
                                    "fit V_eq + (V0 - V_eq) exp(-t/tau)"))
 
-    if want("monte_carlo") and s.mc_samples > 0:
+    if want("monte_carlo") and s.mc_samples > 0 and not p.technology.as_process().mismatch.explicit_shifts:
+        # the process's own mismatch models: every read-stack instance draws independently
+        tasks, seeds = [], []
+        for i, start in enumerate(range(0, s.mc_samples, s.mc_per_task)):
+            n = min(s.mc_per_task, s.mc_samples - start)
+            seeds.append(task_seed(s.mc_seed, i))
+            tasks.append(make_task(FAMILY, "monte_carlo", i, __name__ + ":gaincell_mc_pdk",
+                                   p.read_mc_netlist(n, seeds[-1]), md, n=n, vdd=p.vdd, n_store=s.mc_store,
+                                   v_bl=p.v_bl, v_in=p.v_in, n_in=s.mc_in, options=opts))
+
+        def merge_mc_pdk(res):
+            cur = np.concatenate([r["current"] for r in res])
+            return {"current": Dataset(cur, "A", "[sample, V_store, V_in]"),
+                    "v_store": Dataset(res[0]["v_store"], "V", ""),
+                    "v_in": Dataset(res[0]["v_in"], "V", ""),
+                    "mean": Dataset(np.nanmean(cur, axis=0), "A", "mean surface"),
+                    "std": Dataset(np.nanstd(cur, axis=0), "A", "standard deviation of the surface"),
+                    "seeds": Dataset(np.asarray(seeds), "", "ngspice seed (.option seed) of each task's netlist"),
+                    "status": Dataset(np.concatenate([r["status"] for r in res]), "", "")}
+        proc = p.technology.as_process()
+        out.append(Analysis(FAMILY, "monte_carlo", tasks, merge_mc_pdk, pj,
+                            method=f"the process's own mismatch models ({proc.name}: {proc.mismatch.name}, "
+                                   "every subcircuit instance draws independently); mc_per_task read stacks per "
+                                   "netlist sharing SN/RWL/RWLB, one nested DC sweep; seeds per task "
+                                   "(.option seed) in 'seeds'; write transistor mismatch not sampled",
+                            attrs={"seed": s.mc_seed, "mismatch": proc.mismatch.name,
+                                   "task_seeds": np.asarray(seeds)}))
+    elif want("monte_carlo") and s.mc_samples > 0:
         rng = np.random.default_rng(s.mc_seed)
         area = p.read_area_um2()
         sig = np.array([s.a_vt / np.sqrt(area["mp"]), s.a_vt / np.sqrt(area["mn"])])
@@ -306,7 +365,8 @@ FAMILY_SPEC = families.register(families.Family(
                               ".noise of the read stack integrated over a read"),
         families.AnalysisSpec("write_mismatch", ("analogattn.characterize.gaincell_write_mc:gaincell_write_mc",), 3,
                               "write Monte Carlo: write-transistor Vt mismatch and charge injection"),
-        families.AnalysisSpec("monte_carlo", (__name__ + ":gaincell_mc",), 3, "read surfaces with Vt mismatch"),
+        families.AnalysisSpec("monte_carlo", (__name__ + ":gaincell_mc", __name__ + ":gaincell_mc_pdk"), 3,
+                              "read surfaces with Vt mismatch"),
     ),
     fit="analogattn.surrogates.fit:GAINCELL_FIT", plot="analogattn.surrogates.plots:plot_gaincell",
     cost_terms=(families.CostTerm("gaincell.energy_read", "J", "energy per cell read pulse"),

@@ -113,11 +113,17 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
     def want(n):
         return only is None or n in only
 
-    def column_tasks(name, inputs, conds):
+    pdk_mismatch = not p.technology.as_process().mismatch.explicit_shifts
+
+    def column_tasks(name, inputs, conds, seeds=None):
         tasks = []
         for i, k0 in enumerate(range(0, len(inputs), s.per_task)):
             vi, gi = inputs[k0:k0 + s.per_task], conds[k0:k0 + s.per_task]
-            tasks.append(make_task(FAMILY, name, i, mod + ":reram_columns", p.columns_netlist(name, vi, gi), md,
+            seed = None
+            if seeds is not None:
+                seed = (seeds * 100003 + i + 1) % (2**31 - 1)
+            tasks.append(make_task(FAMILY, name, i, mod + ":reram_columns",
+                                   p.columns_netlist(name, vi, gi, seed=seed), md,
                                    n_columns=len(vi), r_f=p.r_f, a_ol=p.a_ol, options=opts))
         return tasks
 
@@ -194,7 +200,9 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
         V = np.repeat(v_levels[q], s.mc_samples, axis=0)
         G0 = np.repeat(g_levels[k], s.mc_samples, axis=0)
         G = G0 * np.exp(p.sigma_g * rng.standard_normal(G0.shape))  # lognormal variation
-        tasks = column_tasks("monte_carlo", V, G)
+        # a PDK with its own mismatch models: the access transistors draw theirs too (every
+        # instance independently, seeded per task); the built-in card: G variation only
+        tasks = column_tasks("monte_carlo", V, G, seeds=s.seed + 1 if pdk_mismatch else None)
 
         def merge_mc(res, q=q, k=k):
             cur = cat(res, "current").reshape(s.mc_patterns, s.mc_samples)
@@ -203,8 +211,11 @@ def analyses(p: ReramColumnParams, s: ReramSweep, only=None, sim_options=None) -
                     "mean": Dataset(cur.mean(axis=1), "A", ""), "std": Dataset(cur.std(axis=1), "A", ""),
                     "status": Dataset(cat(res, "status"), "", "")}
         out.append(Analysis(FAMILY, "monte_carlo", tasks, merge_mc, pj,
-                            method="G drawn lognormal(sigma_g) per cell and sample; DC operating point",
-                            attrs={"sigma_g": p.sigma_g, "seed": s.seed + 1}))
+                            method="G drawn lognormal(sigma_g) per cell and sample; DC operating point"
+                                   + ("; access transistors with the process's own mismatch models (every "
+                                      "instance an independent draw, .option seed per task)" if pdk_mismatch else ""),
+                            attrs={"sigma_g": p.sigma_g, "seed": s.seed + 1,
+                                   "access_mismatch": "pdk" if pdk_mismatch else "none"}))
 
     if want("transient"):
         rng = np.random.default_rng(s.seed + 2)

@@ -29,15 +29,17 @@ T_EVAL = 0.25e-9  # ... and the decision read this long after it (delay < 0.1 ns
 
 @dataclasses.dataclass(frozen=True)
 class ComparatorParams(Validated):
-    vdd: float = param(1.0, "V", 0.5, 1.5, "supply (the 65-nm card's nominal 1.0 V)")
-    v_cm: float = param(0.6, "V", 0.0, 1.5, "input common-mode voltage")
-    w_in: float = param(4.0, "um", 0.06, 100.0, "input pair width")
-    l_in: float = param(0.2, "um", 0.06, 10.0, "input pair length")
-    w_tail: float = param(2.0, "um", 0.06, 100.0, "tail transistor width")
-    w_latch_n: float = param(0.5, "um", 0.06, 100.0, "cross-coupled NMOS width")
-    w_latch_p: float = param(1.0, "um", 0.06, 100.0, "cross-coupled PMOS width")
-    w_reset: float = param(0.5, "um", 0.06, 100.0, "reset PMOS width")
-    l_min: float = param(0.06, "um", 0.06, 10.0, "length of all but the input pair")
+    # Voltages and sizes: wide static ranges; the technology's supply range and minimum (or
+    # binned) sizes are checked in check().
+    vdd: float = param(1.0, "V", 0.3, 5.5, "supply (the 65-nm card's nominal 1.0 V; range: the process's)")
+    v_cm: float = param(0.6, "V", 0.0, 5.5, "input common-mode voltage")
+    w_in: float = param(4.0, "um", 0.01, 100.0, "input pair width")
+    l_in: float = param(0.2, "um", 0.01, 100.0, "input pair length")
+    w_tail: float = param(2.0, "um", 0.01, 100.0, "tail transistor width")
+    w_latch_n: float = param(0.5, "um", 0.01, 100.0, "cross-coupled NMOS width")
+    w_latch_p: float = param(1.0, "um", 0.01, 100.0, "cross-coupled PMOS width")
+    w_reset: float = param(0.5, "um", 0.01, 100.0, "reset PMOS width")
+    l_min: float = param(0.06, "um", 0.01, 100.0, "length of all but the input pair")
     c_load: float = param(2e-15, "F", 0.0, 1e-12, "load on each output")
     t_clk: float = param(1e-9, "s", 1e-11, 1e-6, "clock period (half reset, half evaluate)")
     t_edge: float = param(20e-12, "s", 1e-13, 1e-8, "clock edge time")
@@ -45,6 +47,13 @@ class ComparatorParams(Validated):
     technology: Technology = dataclasses.field(default_factory=Technology)
 
     def check(self):
+        proc = self.technology.as_process()
+        proc.check_vdd("vdd", self.vdd)
+        for f, role, w, l in (("w_in/l_in", "nmos", self.w_in, self.l_in), ("w_tail/l_min", "nmos", self.w_tail, self.l_min),
+                              ("w_latch_n/l_min", "nmos", self.w_latch_n, self.l_min),
+                              ("w_latch_p/l_min", "pmos", self.w_latch_p, self.l_min),
+                              ("w_reset/l_min", "pmos", self.w_reset, self.l_min)):
+            proc.check_size(f, role, w, l)
         if self.v_cm > self.vdd:
             raise ParameterError("v_cm", self.v_cm, f"0 to vdd ({self.vdd:g} V): inputs live between the rails")
         if self.t_edge >= self.t_clk / 2:
@@ -74,8 +83,8 @@ class ComparatorParams(Validated):
             return f"vclk clk 0 {self.vdd}\n"
         raise ValueError(f"clock kind {kind!r}: periodic, single or high")
 
-    def header(self, title: str, clock: str = "periodic") -> str:
-        return (f"* {title}\n{self.technology.header()}.options temp={self.temperature:g} tnom=27\n"
+    def header(self, title: str, clock: str = "periodic", seed: int | None = None) -> str:
+        return (f"* {title}\n{self.technology.header(seed)}.options temp={self.temperature:g} tnom=27\n"
                 f"vdd vdd 0 {self.vdd}\n" + self.clock(clock))
 
     def mosfets(self, k: int, inp: str, inn: str, dvt: dict | None = None) -> list[Mosfet]:
@@ -127,6 +136,18 @@ class ComparatorParams(Validated):
                        + f" v(tail_{k})=0")
         return self.header(title, "single") + "".join(body) + "".join(f".ic {i}\n" for i in ics) + ".end\n"
 
+    def decision_netlist_pdk(self, n: int, seed: int, title: str) -> str:
+        """:meth:`decision_netlist` for a process whose models draw their own mismatch: ``n``
+        latches, each instance an independent draw of the PDK's mismatch models (``seed``)."""
+        body, ics = [], []
+        for k in range(n):
+            body.append(f"vinp_{k} inp_{k} 0 {self.v_cm}\nvinn_{k} inn_{k} 0 {self.v_cm}\n"
+                        + self.instance(k, f"inp_{k}", f"inn_{k}"))
+            ics.append(" ".join(f"v({m}_{k})={self.vdd}" for m in ("outp", "outn", "dip", "din"))
+                       + f" v(tail_{k})=0")
+        return self.technology.finish(self.header(title, "single", seed) + "".join(body)
+                                      + "".join(f".ic {i}\n" for i in ics) + ".end\n")
+
     def input_pair(self) -> list[Mosfet]:
         """The input pair and tail of one latch, for the operating point of the noise run."""
         return [Mosfet("m1", "dip", "inp", "tail", "0", "nmos", self.w_in, self.l_in),
@@ -137,10 +158,11 @@ class ComparatorParams(Validated):
         """Operating point of the input pair at the start of evaluation: clock high, inputs at
         v_cm, the pair's drains held at vdd. Its gm: vector :meth:`input_gm_vector`."""
         proc = self.technology.as_process()
-        return (self.header(f"{self.name} input pair operating point", "high")
+        net = (self.header(f"{self.name} input pair operating point", "high")
                 + f"vinp inp 0 {self.v_cm}\nvinn inn 0 {self.v_cm}\n"
                 + "".join(proc.mos(m) for m in self.input_pair())
                 + f"vdip dip 0 {self.vdd}\nvdin din 0 {self.vdd}\n.end\n")
+        return self.technology.finish(net)
 
     def input_gm_vector(self) -> str:
         return self.technology.as_process().op_vector(self.input_pair()[0], "gm")
@@ -153,12 +175,13 @@ class ComparatorParams(Validated):
         stop = len(dv_values) * self.t_clk
         body = "".join(f"vnoise{k} inp{k} inp {white_noise_pwl(sigma, dt, stop, rng)}\n"
                        + self.instance(k, f"inp{k}", "inn") for k in range(reps))
-        return self.header(f"{self.name} decision noise") + self.input_sources(dv_values) + body + ".end\n"
+        return self.technology.finish(self.header(f"{self.name} decision noise") + self.input_sources(dv_values)
+                                      + body + ".end\n")
 
     def delay_energy_netlist(self, overdrives) -> str:
         """One latch clocked every t_clk, one overdrive per cycle."""
-        return (self.header(f"{self.name} delay and energy") + self.input_sources(overdrives)
-                + self.instance(0, "inp", "inn") + ".end\n")
+        return self.technology.finish(self.header(f"{self.name} delay and energy") + self.input_sources(overdrives)
+                                      + self.instance(0, "inp", "inn") + ".end\n")
 
     def staircase(self, dv_values, reps: int = 1) -> str:
         """PWL of the differential input: each value held for ``reps`` clock cycles, changing

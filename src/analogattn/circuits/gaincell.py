@@ -27,32 +27,53 @@ from .technology import Mosfet, Technology
 
 @dataclasses.dataclass(frozen=True)
 class GainCellParams(Validated):
-    vdd: float = param(0.9, "V", 0.5, 1.5, "supply; signals live in [0, vdd]")
-    v_bl: float = param(0.45, "V", 0.0, 1.5, "bit-line bias (mid-rail zero of stored values)")
-    v_in: float = param(0.9, "V", 0.0, 1.5, "read pulse amplitude on RWL (largest V_in swept)")
+    # Voltage and size ranges here are wide; the technology's own limits (supply range, gate
+    # voltages per device, minimum or binned sizes) are checked in check().
+    vdd: float = param(0.9, "V", 0.3, 5.5, "supply; signals live in [0, vdd] (range: the process's supply range)")
+    v_bl: float = param(0.45, "V", 0.0, 5.5, "bit-line bias (mid-rail zero of stored values)")
+    v_in: float = param(0.9, "V", 0.0, 5.5, "read pulse amplitude on RWL (largest V_in swept)")
     c_store: float = param(20e-15, "F", 1e-17, 1e-11, "storage capacitance (20 fF: retention tau ~0.7 ms, so a "
                            "1024-token window at 65 ns per token decays by ~9%, the paper's regime)")
-    w_write: float = param(0.12, "um", 0.06, 10.0, "write transistor width")
-    l_write: float = param(0.12, "um", 0.06, 10.0, "write transistor length")
-    w_read_p: float = param(0.6, "um", 0.06, 10.0, "read PMOS width")
-    w_read_n: float = param(0.12, "um", 0.06, 10.0, "read NMOS width")
-    l_read: float = param(0.3, "um", 0.06, 10.0, "read transistors' length")
-    wwl_high: float = param(1.2, "V", 0.0, 2.0, "write word line when writing (boosted)")
-    wwl_hold: float = param(0.0, "V", -0.5, 1.0, "write word line while holding")
+    write_device: str = param("nmos", doc="device role of the write transistor (nmos, nmos_io, pmos_io ...; "
+                              "a PMOS writes with its word line low and holds with it high)",
+                              choices=("nmos", "pmos", "nmos_lvt", "pmos_lvt", "nmos_hvt", "pmos_hvt",
+                                       "nmos_io", "pmos_io"))
+    w_write: float = param(0.12, "um", 0.01, 100.0, "write transistor width")
+    l_write: float = param(0.12, "um", 0.01, 100.0, "write transistor length")
+    w_read_p: float = param(0.6, "um", 0.01, 100.0, "read PMOS width")
+    w_read_n: float = param(0.12, "um", 0.01, 100.0, "read NMOS width")
+    l_read: float = param(0.3, "um", 0.01, 100.0, "read transistors' length")
+    wwl_high: float = param(1.2, "V", -5.5, 5.5, "write word line when writing (boosted; below wwl_hold for a PMOS "
+                            "write device); range: the write device's gate range in the process")
+    wwl_hold: float = param(0.0, "V", -5.5, 5.5, "write word line while holding")
     t_write: float = param(5e-9, "s", 1e-10, 1e-6, "write pulse width")
     t_read: float = param(10e-9, "s", 1e-10, 1e-6, "read pulse width used for charge and energy")
     t_edge: float = param(1e-10, "s", 1e-12, 1e-8, "rise/fall time of word-line edges")
     temperature: float = param(27.0, "degC", -55.0, 150.0, "simulation temperature")
     technology: Technology = dataclasses.field(default_factory=Technology)
 
+    @property
+    def write_pmos(self) -> bool:
+        return self.write_device.startswith("pmos")
+
     def check(self):
+        proc = self.technology.as_process()
+        proc.check_vdd("vdd", self.vdd)
+        for f in ("wwl_high", "wwl_hold"):
+            proc.check_gate(f, self.write_device, getattr(self, f))
+        proc.check_size("w_write/l_write", self.write_device, self.w_write, self.l_write)
+        proc.check_size("w_read_p/l_read", "pmos", self.w_read_p, self.l_read)
+        proc.check_size("w_read_n/l_read", "nmos", self.w_read_n, self.l_read)
         if not 0.0 < self.v_bl < self.vdd:
             raise ParameterError("v_bl", self.v_bl, f"between 0 and vdd ({self.vdd:g} V)")
         if not self.v_bl <= self.v_in <= self.vdd:
             raise ParameterError("v_in", self.v_in, f"v_bl to vdd ({self.v_bl:g} to {self.vdd:g} V)")
         if self.v_in == self.v_bl:  # the V_in sweep would have no span (a zero DC step)
             raise ParameterError("v_in", self.v_in, f"above v_bl ({self.v_bl:g} V), at most vdd ({self.vdd:g} V)")
-        if self.wwl_high <= self.wwl_hold:
+        if self.write_pmos and self.wwl_high >= self.wwl_hold:
+            raise ParameterError("wwl_high", self.wwl_high, f"below wwl_hold ({self.wwl_hold:g} V): the word line "
+                                 f"of a PMOS write device ({self.write_device}) falls to write")
+        if not self.write_pmos and self.wwl_high <= self.wwl_hold:
             raise ParameterError("wwl_high", self.wwl_high,
                                  f"above wwl_hold ({self.wwl_hold:g} V): the write word line rises to write")
         if self.t_edge > self.t_write:
@@ -70,7 +91,8 @@ class GainCellParams(Validated):
     # -- netlist pieces ---------------------------------------------------------------------
     def mosfets(self, i: int, wbl: str, wwl: str, rwl: str, rwlb: str, bl: str, sn: str) -> dict:
         """Cell ``i``'s transistors: write (``mw``), read PMOS (``mp``) and read NMOS (``mn``)."""
-        return {"mw": Mosfet(f"mw{i}", wbl, wwl, sn, "0", "nmos", self.w_write, self.l_write),
+        body = "wnw" if self.write_pmos else "0"  # a PMOS write device's n-well: vwnw (header)
+        return {"mw": Mosfet(f"mw{i}", wbl, wwl, sn, body, self.write_device, self.w_write, self.l_write),
                 "mp": Mosfet(f"mp{i}", bl, sn, rwl, rwl, "pmos", self.w_read_p, self.l_read),
                 "mn": Mosfet(f"mn{i}", bl, sn, rwlb, rwlb, "nmos", self.w_read_n, self.l_read)}
 
@@ -85,13 +107,27 @@ class GainCellParams(Validated):
         proc = self.technology.as_process()
         return proc.alter_dvt("mp0", dvt_p) + proc.alter_dvt("mn0", dvt_n)
 
-    def header(self, title: str, temperature: float | None = None) -> str:
+    def header(self, title: str, temperature: float | None = None, seed: int | None = None) -> str:
         temp = self.temperature if temperature is None else temperature
-        return f"* {title}\n{self.technology.header()}.options temp={temp:g} tnom=27\n"
+        nwell = f"vwnw wnw 0 {self.vdd:g}\n" if self.write_pmos else ""
+        return f"* {title}\n{self.technology.header(seed)}.options temp={temp:g} tnom=27\n" + nwell
+
+    def read_mc_netlist(self, n: int, seed: int) -> str:
+        """Monte Carlo through a PDK's own mismatch models: ``n`` read stacks sharing SN (``vst``),
+        RWL (``vrwl``) and RWLB, each on its own bit-line source ``vbl<k>``; every instance draws
+        its own mismatch (seeded with ``seed``), so one nested DC sweep gives ``n`` samples."""
+        proc = self.technology.as_process()
+        lines = [self.header(f"{self.name} read surface Monte Carlo (PDK mismatch, seed {seed})", seed=seed),
+                 f"vst sn 0 {self.v_bl}\nvrwl rwl 0 {self.v_bl}\nerwlb rwlb 0 vol='{self.vdd} - v(rwl)'\n"]
+        for k in range(n):
+            m = self.mosfets(k, "wbl", "wwl", "rwl", "rwlb", f"bl{k}", "sn")
+            lines.append(f"vbl{k} bl{k} 0 {self.v_bl}\n" + proc.mos(m["mp"]) + proc.mos(m["mn"]))
+        lines.append(".end\n")
+        return self.technology.finish("".join(lines))
 
     def read_surface_netlist(self, temperature: float | None = None) -> str:
         """DC read: SN forced by ``vst``; RWL by ``vrwl``; RWLB follows as vdd - V(rwl)."""
-        return (
+        return self.technology.finish(
             self.header(f"{self.name} read surface (DC)", temperature)
             + f"vst sn 0 {self.v_bl}\n"
             f"vrwl rwl 0 {self.v_bl}\n"
@@ -102,6 +138,7 @@ class GainCellParams(Validated):
             + self.cell(0, "wbl", "wwl", "rwl", "rwlb", "bl", "sn")
             + ".end\n"
         )
+
 
     # Time line of the write-then-read transient (s).
     def write_read_times(self) -> dict:
@@ -135,13 +172,16 @@ class GainCellParams(Validated):
             )
             lines.append(self.cell(k, f"wbl{k}", f"wwl{k}", f"rwl{k}", f"rwlb{k}", f"bl{k}", f"sn{k}"))
         lines.append(".end\n")
-        return "".join(lines)
+        return self.technology.finish("".join(lines))
 
     def retention_netlist(self, v_start: list[float], temperature: float) -> str:
         """One cell per start voltage: written at t=0, then held (WBL at v_bl, WWL at hold)."""
         e, vb = self.t_edge, self.v_bl
         w_end = e + self.t_write + e
         lines = [self.header(f"{self.name} retention", temperature)]
+        gmin = self.technology.as_process().leakage_gmin
+        if gmin is not None:  # leakage below ngspice's default gmin floor (1e-12 S: ~1 pA at 1 V)
+            lines.append(f".option gmin={gmin:g}\n")
         lines.append(f"vwwl wwl 0 pwl(0 {self.wwl_hold} {e:.6g} {self.wwl_high} "
                      f"{e + self.t_write:.6g} {self.wwl_high} {w_end:.6g} {self.wwl_hold})\n"
                      f"vidle idle 0 {vb}\nvrwlb rwlb 0 {vb}\n")
@@ -150,7 +190,7 @@ class GainCellParams(Validated):
                          f"{w_end + 0.5e-9 + e:.6g} {vb})\n")
             lines.append(self.cell(k, f"wbl{k}", "wwl", "idle", "rwlb", "idle", f"sn{k}"))
         lines.append(".end\n")
-        return "".join(lines)
+        return self.technology.finish("".join(lines))
 
     def read_area_um2(self) -> dict:
         return {"mw": self.w_write * self.l_write, "mp": self.w_read_p * self.l_read,
@@ -167,7 +207,7 @@ class GainCellSweep(Validated):
     retention_time: float = param(10e-3, "s", 1e-9, 10.0, "retention transient length")
     retention_temps: tuple[float, ...] = param((27.0, 85.0), "degC", -55.0, 150.0,
                                                "retention temperatures")
-    retention_starts: tuple[float, ...] = param((0.85, 0.65, 0.25, 0.05), "V", 0.0, 1.5,
+    retention_starts: tuple[float, ...] = param((0.85, 0.65, 0.25, 0.05), "V", 0.0, 5.5,
                                                 "voltages written before holding")
     mc_samples: int = param(200, "", 0, 100000, "Monte Carlo samples of Vt mismatch")
     mc_store: int = param(11, "", 3, 200, "V_store grid points of each Monte Carlo surface")

@@ -37,9 +37,10 @@ class ReramColumnParams(Validated):
     input_levels: int = param(16, "", 2, 65536, "DAC levels from 0 to v_read")
     r_wire: float = param(1.0, "Ohm", 0.0, 1e5, "wire resistance per segment (word and bit line)")
     c_wire: float = param(0.2e-15, "F", 0.0, 1e-12, "wire capacitance per bit-line segment")
-    w_access: float = param(0.5, "um", 0.06, 1000.0, "access transistor width")
-    l_access: float = param(0.06, "um", 0.06, 10.0, "access transistor length")
-    v_sel: float = param(1.0, "V", 0.0, 2.0, "gate voltage of selected access transistors")
+    w_access: float = param(0.5, "um", 0.01, 1000.0, "access transistor width (minimum: the process's)")
+    l_access: float = param(0.06, "um", 0.01, 100.0, "access transistor length (minimum: the process's)")
+    v_sel: float = param(1.0, "V", 0.0, 5.5, "gate voltage of selected access transistors (at most the "
+                         "process's gate limit)")
     r_f: float = param(5e3, "Ohm", 1.0, 1e9, "TIA feedback resistance")
     a_ol: float = param(1e5, "", 10.0, 1e9, "TIA open-loop gain")
     sigma_g: float = param(0.05, "", 0.0, 2.0, "lognormal sigma of programmed G")
@@ -49,6 +50,9 @@ class ReramColumnParams(Validated):
     technology: Technology = dataclasses.field(default_factory=Technology)
 
     def check(self):
+        proc = self.technology.as_process()
+        proc.check_size("w_access/l_access", "nmos", self.w_access, self.l_access)
+        proc.check_gate("v_sel", "nmos", self.v_sel)
         if self.t_edge > self.t_read:
             raise ParameterError("t_edge", self.t_edge,
                                  f"at most t_read ({self.t_read:g} s): a DAC edge longer than the read pulse")
@@ -67,8 +71,8 @@ class ReramColumnParams(Validated):
     def name(self) -> str:
         return "reram_" + digest(self.to_json(), self.technology.digest(), n=10)
 
-    def header(self, title: str) -> str:
-        return f"* {title}\n{self.technology.header()}.options temp={self.temperature:g} tnom=27\n"
+    def header(self, title: str, seed: int | None = None) -> str:
+        return f"* {title}\n{self.technology.header(seed)}.options temp={self.temperature:g} tnom=27\n"
 
     def access(self, name: str, d: str, g: str, s: str) -> Mosfet:
         """The access transistor of a cell (body at ground)."""
@@ -112,17 +116,20 @@ class ReramColumnParams(Validated):
                    f"rf{tag} sum{tag} out{tag} {self.r_f:.6g}\n")
         return "".join(out)
 
-    def columns_netlist(self, title: str, inputs, conductances) -> str:
-        """Independent columns (one per row of ``inputs``/``conductances``) in one netlist."""
+    def columns_netlist(self, title: str, inputs, conductances, seed: int | None = None) -> str:
+        """Independent columns (one per row of ``inputs``/``conductances``) in one netlist.
+        ``seed``: access-transistor mismatch drawn by the process's own models (a PDK; every
+        instance draws its own), reproducibly."""
         body = "".join(self.column(f"c{k}", v, g) for k, (v, g) in enumerate(zip(inputs, conductances)))
-        return self.header(f"{self.name} {title}") + body + ".end\n"
+        return self.technology.finish(self.header(f"{self.name} {title}", seed) + body + ".end\n")
 
     def transient_netlist(self, v_in, g, t_on: float, t_off: float, stop: float, noise_dt: float = 0.0,
                           seed: int = 0) -> str:
         """One column driven by DAC pulses (0 -> v_in[i] from t_on to t_off), with per-cell
         thermal-noise sources when ``noise_dt`` > 0."""
         col = self.column("c0", v_in, g, noise_dt=noise_dt, noise_stop=stop, seed=seed, pulse=(t_on, t_off))
-        return self.header(f"{self.name} transient{' noise' if noise_dt else ''}") + col + ".end\n"
+        return self.technology.finish(self.header(f"{self.name} transient{' noise' if noise_dt else ''}")
+                                      + col + ".end\n")
 
     def cell_iv_netlist(self) -> str:
         """One cell per level, all word lines on one swept source ``vsw``; each cell has its own
@@ -134,4 +141,4 @@ class ReramColumnParams(Validated):
                          + f"bc{k} m{k} b{k} i={g:.9g}*{self.v0:.9g}*sinh(v(m{k},b{k})/{self.v0:.9g})\n"
                          f"vam{k} b{k} 0 0\n")
         lines.append(".end\n")
-        return "".join(lines)
+        return self.technology.finish("".join(lines))

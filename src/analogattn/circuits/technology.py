@@ -124,8 +124,9 @@ class Mismatch:
     name = "none"
     explicit_shifts = False
 
-    def header(self) -> str:
-        """Netlist lines that switch the mismatch models on (before the model includes)."""
+    def header(self, seed: int | None = None) -> str:
+        """Netlist lines that switch the mismatch models on (``seed`` given: a Monte Carlo
+        netlist drawn with that seed) or off (None), before the model includes."""
         return ""
 
     def instance_params(self, dvt: float) -> str:
@@ -157,11 +158,14 @@ class PdkMismatchSwitch(Mismatch):
 
     switch: str = "mc_mm_switch"
     on: str = "1"
+    off: str = "0"
     name: str = "pdk-switch"
     explicit_shifts = False
 
-    def header(self) -> str:
-        return f".param {self.switch}={self.on}\n"
+    def header(self, seed: int | None = None) -> str:
+        if seed is None:
+            return f".param {self.switch}={self.off}\n"
+        return f".param {self.switch}={self.on}\n.option seed={int(seed)}\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +190,12 @@ class Process:
     mismatch: Mismatch = dataclasses.field(default_factory=PelgromDelvto)
     size_unit: float | None = None  # None: 1e-6 for model cards (metres), 1.0 for subcircuits (um)
     inner_device: str = "m{device}"  # subcircuits: the device inside, for operating-point vectors
+    # Limits the circuits' parameters are checked against (instead of one process's numbers):
+    # gate_ranges: role suffix ("" core, "_io", "_lvt" ...) -> (lowest, highest) gate voltage a
+    # word line or select line may take; min_size: (W, L) in um (a PDK checks its bins instead).
+    gate_ranges: dict = dataclasses.field(default_factory=lambda: {"": (-0.5, 2.0)})
+    min_size: tuple = (0.06, 0.06)
+    leakage_gmin: float | None = None  # ngspice gmin for leakage (retention) netlists; None: default
 
     def __post_init__(self):
         if self.instantiation not in (MODEL_CARD, SUBCIRCUIT):
@@ -232,13 +242,41 @@ class Process:
         inner = self.inner_device.format(device=self.device(m.role))
         return f"@m.{self.instance_name(m.name)}.{inner}[{quantity}]"
 
-    def header(self, corner: str) -> str:
-        """Netlist lines that bring the device models in at ``corner``."""
-        out = self.mismatch.header() + self.corner_params.get(corner, "")
+    def header(self, corner: str, seed: int | None = None) -> str:
+        """Netlist lines that bring the device models in at ``corner`` (``seed``: a Monte Carlo
+        netlist of a process whose models draw their own mismatch)."""
+        out = self.mismatch.header(seed) + self.corner_params.get(corner, "")
         out += "".join(f".include '{f}'\n" for f in self.includes)
         if self.lib:
             out += f".lib '{self.lib}' {corner}\n"
         return out
+
+    def finish(self, netlist: str, corner: str) -> str:
+        """The finished netlist (a PDK that includes only the devices in use fills them in)."""
+        return netlist
+
+    def gate_range(self, role: str) -> tuple:
+        suffix = role.partition("_")[2]
+        return self.gate_ranges.get("_" + suffix if suffix else "", self.gate_ranges[""])
+
+    def check_gate(self, where: str, role: str, v: float) -> None:
+        lo, hi = self.gate_range(role)
+        if not lo <= v <= hi:
+            raise ParameterError(where, v, f"{lo:g} to {hi:g} V (gate of the {ROLES.get(role, role)} "
+                                 f"of process {self.name})")
+
+    def check_vdd(self, where: str, v: float) -> None:
+        lo, hi = self.vdd_range
+        if not lo <= v <= hi:
+            raise ParameterError(where, v, f"{lo:g} to {hi:g} V (supply range of process {self.name})")
+
+    def check_size(self, where: str, role: str, w: float, l: float) -> None:
+        """One-line error when W or L (um) is below the process's minimum (or outside a PDK's bins)."""
+        self.device(role)
+        w0, l0 = self.min_size
+        if w < w0 or l < l0:
+            raise ParameterError(where, f"W={w:g} L={l:g} um", f"W >= {w0:g} um and L >= {l0:g} um "
+                                 f"(process {self.name})")
 
     def model_files(self) -> list[Path]:
         return [Path(f) for f in (*self.includes, *([self.lib] if self.lib else []))]
@@ -302,8 +340,9 @@ class Technology(Validated):
 
     model_file: str = param("", doc="path to a SPICE model/PDK file; empty = built-in 65-nm card")
     corner: str = param("tt", doc="process corner (built-in: tt, ff, ss, fs, sf)")
-    nmos: str = param("nch", doc="NMOS model name in the model file")
-    pmos: str = param("pch", doc="PMOS model name in the model file")
+    nmos: str = param("nch", doc="NMOS model name in the model file (with a process: replaces its core NMOS "
+                      "device, e.g. sky130_fd_pr__nfet_01v8_lvt)")
+    pmos: str = param("pch", doc="PMOS model name in the model file (with a process: replaces its core PMOS device)")
     process: str = param("", doc="a registered process by name (devices, models, Monte Carlo); "
                          "empty = built-in card or model_file")
 
@@ -316,7 +355,7 @@ class Technology(Validated):
         if self.process:
             if self.model_file:
                 raise ParameterError("process", self.process, "\"\" when model_file is set (one or the other)")
-            get_process(self.process).check(self.corner)
+            self.as_process().check(self.corner)
         elif self.builtin:
             if self.corner not in BUILTIN_CORNERS:
                 raise ParameterError("corner", self.corner,
@@ -363,7 +402,9 @@ class Technology(Validated):
     def as_process(self) -> Process:
         """The :class:`Process` this table selects (what the netlists instantiate through)."""
         if self.process:
-            return get_process(self.process)
+            p = get_process(self.process)
+            over = {r: n for r, n, d in (("nmos", self.nmos, "nch"), ("pmos", self.pmos, "pch")) if n != d}
+            return dataclasses.replace(p, devices={**p.devices, **over}) if over else p
         if self.builtin:
             return builtin_process(self.nmos, self.pmos)
         return model_file_process(self.path, self.corner, self.nmos, self.pmos)
@@ -374,6 +415,20 @@ class Technology(Validated):
             return self.as_process().digest()
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
-    def header(self) -> str:
-        """Netlist lines that bring the device models in."""
-        return self.as_process().header(self.corner)
+    def header(self, seed: int | None = None) -> str:
+        """Netlist lines that bring the device models in (``seed``: mismatch drawn by the
+        process's own models, reproducibly)."""
+        return self.as_process().header(self.corner, seed)
+
+    def finish(self, netlist: str) -> str:
+        """Every family's netlist passes through here once complete (a PDK fills in the device
+        files its transistors use)."""
+        return self.as_process().finish(netlist, self.corner)
+
+
+def _sky130() -> Process:
+    from .sky130 import sky130_process  # located lazily: a missing PDK is an error only when selected
+    return sky130_process()
+
+
+register_process("sky130", _sky130)

