@@ -40,11 +40,14 @@ def run_process(case, fx, timeout):
     return p.returncode, out, err
 
 
-def classify(case, fx, timeout):
-    from cli_cases import snapshot
+def classify(case, fx, timeout, in_process=False):
+    from cli_cases import run_in_process, snapshot
     before = snapshot(fx)
     try:
-        rc, out, err = run_process(case, fx, timeout)
+        if in_process:  # the current checkout only: fast, the same cli.main the console script calls
+            rc, out, err, _ = run_in_process(case, fx, timeout=timeout)
+        else:
+            rc, out, err = run_process(case, fx, timeout)
     except TimeoutError:
         return "accepted (still working at the limit)"
     _, must = case.resolved(fx)
@@ -70,6 +73,8 @@ def main():
     ap.add_argument("--dump", help="write the cases of this checkout to this JSON file")
     ap.add_argument("--cases", help="run the cases from this JSON file")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds per case")
+    ap.add_argument("--in-process", action="store_true", help="run the cases in this process (fast; for a "
+                                                               "checkout whose CLI never starts real work on them)")
     a = ap.parse_args()
     from cli_cases import Case, make_fixtures
     if a.dump:
@@ -86,7 +91,7 @@ def main():
         for i, c in enumerate(cs):
             if i == 0:
                 fx = make_fixtures(Path(d) / "fx")
-            outcome = classify(c, fx, a.timeout)
+            outcome = classify(c, fx, a.timeout, a.in_process)
             per[(c.command, c.klass)][outcome] += 1
             print(f"{c.id}\t{outcome}", file=sys.stderr)
     outcomes = sorted({o for cnt in per.values() for o in cnt})
