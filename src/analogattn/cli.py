@@ -30,7 +30,8 @@ BIG = 10**9
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class CharacterizeOptions(Validated):
-    design: str | None = param(None, doc="TOML file overriding the built-in default design")
+    design: str | None = param(None, doc="TOML file overriding the built-in default design, or the name of a "
+                                         "shipped design (python -m analogattn.designs lists them: sky130)")
     output: str = param("characterization.h5", doc="HDF5 file the characterization is written to")
     jobs: int | None = param(None, "", 1, 1024, "worker processes (default: the core count)")
     only: str | None = param(None, doc="families or family.analysis to run, comma-separated "
@@ -344,9 +345,13 @@ def cmd_characterize(o: CharacterizeOptions) -> int:
     from .characterize.runner import characterize, check_cache_dir, check_output
     from .userio import check_input_file
 
+    design_file = None
     if o.design is not None:
-        check_input_file(o.design, "--design", "design file")
-    design = Design.load(o.design)
+        from . import designs
+        shipped = None if Path(o.design).exists() else designs.path(o.design)
+        design_file = check_input_file(shipped or o.design, "--design",
+                                       f"design file (nor a shipped design: {', '.join(designs.names())})")
+    design = Design.load(design_file)
     analyses = design.analyses(_only(o.only))
     out = check_output(o.output)
     cache = check_cache_dir(o.cache_dir)
