@@ -86,3 +86,73 @@ def test_tia_power_model_hand_computation_and_cost_entry():
     assert abs(e - c["power_W"] * 10e-9) < 1e-18
     r = sprint_cost(2, 4, 2, 64, 100, 0.3, 0.02)
     assert abs(r["energy_parts_J"]["tia"] - 2 * 101 * 1 * e * 4 * 2) < 1e-18
+
+
+# -- the gain-cell tile ---------------------------------------------------------------------------
+def _cubic_cell(tau=0.5e-3):
+    """The reference's cubic at V_in = 0.9 V (uA, y = V - 0.45), a retention tau and V_eq."""
+    from analogattn.attention.gaincell import CellModel
+    cur = lambda v: 1e-6 * (0.5214 + 13.612 * (np.asarray(v) - 0.45) - 2.6204 * (np.asarray(v) - 0.45) ** 2  # noqa
+                            + 46.055 * (np.asarray(v) - 0.45) ** 3)
+    return CellModel(0.9, 0.45, cur, lambda v: np.asarray(v, float), tau, 0.3, t_max=10e-9)
+
+
+def _tile_data(cell, n=40, seed=5, tp=65e-9):
+    """Draws whose 'SPICE' charge is the exact decayed read: sum_r u_r t_max I(V_eq + (V - V_eq) D)."""
+    rng = np.random.default_rng(seed)
+    u = rng.integers(-15, 16, (n, 64)) / 15
+    v = rng.uniform(0.05, 0.72, (n, 64, 2))
+    age = rng.integers(0, 1025, n)  # D >= 0.875: the Taylor expansion (as MAX_AGE at the default tau)
+    D = np.exp(-age * tp / cell.tau)[:, None, None]
+    i = cell.current(cell.v_eq + (v - cell.v_eq) * D)
+    q = np.einsum("nr,nrc->nc", u * cell.t_max, i)
+    return {"u": u, "v_written": v, "age_tokens": age, "token_period": tp, "charge": q}
+
+
+def test_tile_kernel_matches_exact_decayed_reads():
+    from analogattn.attention.gaincell.validation import TARGET as GC_TARGET, validate as gc_validate
+    cell = _cubic_cell()
+    sc = gc_validate(cell, _tile_data(cell))
+    assert sc["nrmse_full_scale"] < 0.1 * GC_TARGET  # the expansion and tables: far inside 1%
+
+
+def test_tile_validation_fails_when_a_decay_term_is_dropped(monkeypatch):
+    """The Taylor expansion without its first-order decay term (f1): the validation fails."""
+    from analogattn.attention.gaincell.device import CellReadout
+    from analogattn.attention.gaincell.validation import TARGET as GC_TARGET, validate as gc_validate
+    full = CellReadout.terms_taylor.func
+
+    def dropped(self):
+        f0, f1, f2 = full(self)
+        return [f0, lambda y: 0 * y, f2]
+    monkeypatch.setattr(CellReadout, "terms_taylor", property(dropped))
+    cell = _cubic_cell()
+    sc = gc_validate(cell, _tile_data(cell))
+    assert sc["nrmse_full_scale"] > GC_TARGET
+
+
+def test_refresh_resets_the_decay_hand_computed():
+    """Refresh every N tokens: a key written at 0 and read at t has decayed for t mod N tokens."""
+    from analogattn.attention.gaincell.validation import kernel_charges
+    cell = _cubic_cell(tau=0.2e-3)
+    rng = np.random.default_rng(2)
+    u = rng.integers(-15, 16, (6, 64)) / 15
+    v = rng.uniform(0.05, 0.72, (6, 64, 1))
+    ages = np.array([0, 99, 100, 250, 399, 1000])
+    tp, N = 65e-9, 100
+    got = kernel_charges(cell, u, v, ages, tp, refresh_interval=N)[:, 0]
+    D = np.exp(-(ages % N) * tp / cell.tau)[:, None]
+    want = ((u * cell.t_max) * cell.current(cell.v_eq + (v[:, :, 0] - cell.v_eq) * D)).sum(axis=1)
+    fs = 64 * cell.t_max * 10e-6
+    assert np.max(np.abs(got - want)) < 1e-3 * fs
+    never = kernel_charges(cell, u, v, ages, tp)[:, 0]
+    assert np.abs(never[-1] - got[-1]) > 0.01 * fs  # 1000 tokens of decay vs none: visible
+
+
+def test_refresh_costs_one_write_per_cell_per_interval():
+    from analogattn.attention.gaincell.cost import gaincell_cost
+    a = gaincell_cost(30, 9, 3, 64, 1024)
+    b = gaincell_cost(30, 9, 3, 64, 1024, refresh_interval=256)
+    assert "refresh" not in a["energy_parts_J"]
+    assert abs(b["energy_parts_J"]["refresh"] - 30 * 3 * 2 * 64 * 1024 * 0.6e-15 / 256) < 1e-18
+    assert abs(b["energy_per_token_J"] - a["energy_per_token_J"] - b["energy_parts_J"]["refresh"]) < 1e-15

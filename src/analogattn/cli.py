@@ -633,6 +633,8 @@ def cmd_run(o: RunOptions, args) -> int:
         result["replaced_characters"] = tokens.replaced
         result.update(perplexity=r.perplexity, nll=r.nll, scored_tokens=r.scored, windows=r.windows,
                       window=r.window, stride=r.stride, tokens_per_s=r.tokens_per_s, seconds=r.seconds)
+        from .evaluate.perplexity import nll_by_position
+        result["perplexity_by_position"] = nll_by_position(r)  # by context length (age of the oldest keys)
         print(f"{model.name} on {path.name}: perplexity {r.perplexity:.4f} over {r.scored} scored tokens "
               f"({r.windows} windows of {r.window}, stride {r.stride}, {kernel.name} attention)")
         stats = getattr(kernel, "stats", None)

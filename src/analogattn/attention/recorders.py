@@ -25,6 +25,12 @@ class Recorder:
     def tile_outputs(self, layer: int, head: int, values) -> None:
         """|outputs| of the value tile (one query block, one tile) that the rows driving it give."""
 
+    wants_score_tiles = False  # the score tiles' charges before their ADC (kernel-vs-SPICE validation)
+
+    def score_tile(self, layer: int, kv_head: int, b0: int, k0: int, x) -> None:
+        """(g tb, S) charges of one score tile (rows k0.. of the head dims) of the query block
+        starting at b0, after the read noise, before the clamp and the ADC."""
+
     # -- pruning kernel ---------------------------------------------------------------------------
     def keep(self, layer: int, kv_head: int, positions, key_positions, keep) -> None:
         """(g, T, S) kept keys of the g query heads reading one KV head, for one query block."""
@@ -46,6 +52,11 @@ class Recorders(Recorder):
         self.items = [r for r in recorders if r is not None]
         self.wants_tiles = any(r.wants_tiles for r in self.items)
         self.wants_comparator_inputs = any(r.wants_comparator_inputs for r in self.items)
+        self.wants_score_tiles = any(r.wants_score_tiles for r in self.items)
+
+    def score_tile(self, *a):
+        for r in self.items:
+            r.score_tile(*a)
 
     def wants_weights(self, layer, head):
         return any(r.wants_weights(layer, head) for r in self.items)

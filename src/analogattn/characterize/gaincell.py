@@ -337,6 +337,9 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
     if want("read_noise"):
         from .gaincell_noise import analysis as noise_analysis
         out.append(noise_analysis(p, s, opts, pj, md))
+    if only is not None and "tile" in only:  # opt-in (about a minute of ngspice per draw): --only gaincell.tile
+        from .gaincell_tile import analysis as tile_analysis
+        out.append(tile_analysis(p, s, opts, pj, md))
     if want("write_mismatch"):
         from .gaincell_write_mc import analysis as write_mc_analysis
         a = write_mc_analysis(p, s, opts, pj, md)
@@ -363,6 +366,8 @@ FAMILY_SPEC = families.register(families.Family(
         families.AnalysisSpec("retention", (__name__ + ":gaincell_retention",), 2, "hold transient per temperature"),
         families.AnalysisSpec("read_noise", ("analogattn.characterize.gaincell_noise:gaincell_noise",), 2,
                               ".noise of the read stack integrated over a read"),
+        families.AnalysisSpec("tile", ("analogattn.characterize.gaincell_tile:gaincell_tile",), 20,
+                              "64-row tile transient vs the kernel (opt-in: --only gaincell.tile)"),
         families.AnalysisSpec("write_mismatch", ("analogattn.characterize.gaincell_write_mc:gaincell_write_mc",), 3,
                               "write Monte Carlo: write-transistor Vt mismatch and charge injection"),
         families.AnalysisSpec("monte_carlo", (__name__ + ":gaincell_mc", __name__ + ":gaincell_mc_pdk"), 3,

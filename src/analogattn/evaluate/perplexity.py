@@ -138,6 +138,7 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
                    dynamic_ncols=True)
     buf, offset, exhausted = np.zeros(0, np.int64), 0, False
     nll, fed, n_windows, scored, start = [], 0, 0, 0, 0
+    where = []  # each scored token's position in its window (its context length)
     t0 = time.perf_counter()
     while True:
         while not exhausted and offset + buf.size < start + window + 1:
@@ -158,6 +159,7 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
             c1 = min(n, c0 + 128)
             lp = ops.log_softmax(h[first + c0:first + c1] @ model.w["lm_head"])
             nll.append(-lp[np.arange(c1 - c0), tgt[c0:c1]].astype(np.float64))
+            where.append(np.arange(first + c0, first + c1))
         fed += x.size
         scored += n
         n_windows += 1
@@ -177,4 +179,20 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
     res = PerplexityResult(float(np.exp(nll.mean())), float(nll.mean()), int(scored), n_windows, window, stride,
                            time.perf_counter() - t0)
     res.fed = fed
+    res.token_nll, res.token_position = nll, np.concatenate(where)
     return res
+
+
+def nll_by_position(res, bin_tokens: int = 256) -> list[dict]:
+    """Perplexity of the scored tokens binned by their position in the window (the age of the
+    oldest key they attend to): [{"from", "to", "tokens", "perplexity"}]."""
+    pos, nll = getattr(res, "token_position", None), getattr(res, "token_nll", None)
+    if pos is None or not len(pos):
+        return []
+    out = []
+    for a in range(0, int(pos.max()) + 1, bin_tokens):
+        m = (pos >= a) & (pos < a + bin_tokens)
+        if m.any():
+            out.append({"from": a, "to": a + bin_tokens, "tokens": int(m.sum()),
+                        "perplexity": float(np.exp(nll[m].mean()))})
+    return out

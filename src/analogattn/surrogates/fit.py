@@ -446,7 +446,26 @@ def fit_gaincell(gc: dict, p: Path, degree: int = 3, surface: str = "auto") -> d
         out["gaincell.read_noise"] = fit_read_noise(gc["read_noise"])
     if "write_mismatch" in gc:
         out["gaincell.write_sigma"] = fit_write_sigma(gc["write_mismatch"])
+    if "tile" in gc and {"gaincell.read_surface", "gaincell.write", "gaincell.retention"} <= set(out):
+        out["gaincell.kernel_tile"] = fit_kernel_tile(out, gc["tile"])
     return out
+
+
+def fit_kernel_tile(models: dict, tile) -> "M.Constant":
+    """The gain-cell kernel's score-tile charges (its tables, decay expansion and GEMM, converters
+    off) against the SPICE tile draws: a ``constant`` holding the NRMSE of full scale, its scores
+    the validation row (:mod:`analogattn.attention.gaincell.validation`)."""
+    from ..attention.gaincell.device import CellModel
+    from ..attention.gaincell.validation import validate
+    from .bundle import Bundle
+    b = Bundle(models)
+    b.info, b.path = {}, None
+    sc = validate(CellModel.from_bundle(b), tile)
+    v = sc["nrmse_full_scale"]
+    m = M.Constant(v if math.isfinite(v) else 1.0, domain={}, units={"out": "NRMSE of full scale"},
+                   meta={"what": "gain-cell kernel score tile vs SPICE tile transient"})
+    m.scores = sc
+    return m
 
 
 def fit_write_sigma(g):
@@ -583,14 +602,18 @@ GAINCELL_FIT = FitSpec(
         "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
         "read_noise": ({"q_sigma": ("S", "I"), "v_store": ("S",), "v_in": ("I",), "t_read": ()}, {}),
         "write_mismatch": ({"v_stored": ("N", "W"), "v_written": ("W",)}, {}),
+        "tile": ({"u": ("N", "R"), "v_written": ("N", "R", "C"), "age_tokens": ("N",), "token_period": (),
+                  "charge": ("N", "C"), "v_before": ("N", "R", "C"), "v_after": ("N", "R", "C")}, {}),
     },
     parameters={"read_surface": ("v_bl",)}, check=check_gaincell, fit=fit_gaincell,
     models={"gaincell.read_surface": ("poly2d", "table2d"), "gaincell.read_surface_poly": ("poly2d",),
             "gaincell.read_surface_table": ("table2d",), "gaincell.write": ("table1d",),
             "gaincell.energy_read": ("constant",), "gaincell.energy_write": ("constant",),
             "gaincell.t_read": ("constant",), "gaincell.retention": ("decay",), "gaincell.variation": ("table2d",),
-            "gaincell.read_noise": ("table2d",), "gaincell.write_sigma": ("table1d",)},
-    targets={"gaincell.read_surface": ("nrmse", 0.005)}, needs="gaincell")
+            "gaincell.read_noise": ("table2d",), "gaincell.write_sigma": ("table1d",),
+            "gaincell.kernel_tile": ("constant",)},
+    targets={"gaincell.read_surface": ("nrmse", 0.005), "gaincell.kernel_tile": ("nrmse_full_scale", 0.01)},
+    needs="gaincell")
 RERAM_FIT = FitSpec(
     reads={
         "cell_iv": ({"v": ("V",), "current": ("L", "V")}, {}),

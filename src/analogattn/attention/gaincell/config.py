@@ -27,6 +27,8 @@ class GainCellArray(Validated):
     storage_levels: int = param(8, "", 2, 65536, "stored-voltage levels over [0, VDD] (0 = unquantised)", off=0)
     rows: int = param(64, "", 1, 65536, "rows per array: cells summed on one bit line")
     token_period: float = param(65e-9, "s", 0.0, 1.0, "time between tokens (0 = no decay)")
+    refresh_interval: int = param(0, "tokens", 0, 10**7, "refresh: every N tokens re-write every stored cell to "
+                                  "its written value (resets its decay; costs one write per cell; 0 = never)")
     cell_temperature: float = param(27.0, "degC", -55.0, 150.0, "temperature of the cell's retention model")
     activation: str = param("softmax", choices=("softmax", "hardsigmoid"), doc="score activation")
     window: int = param(1024, "tokens", 0, 10**7, "causal sliding window (0 = unlimited)")

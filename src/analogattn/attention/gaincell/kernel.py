@@ -127,9 +127,14 @@ class GainCellAttention(AttentionKernel):
             oldest = max(int(positions.max()) - int(kpos.min()), 0)  # age of the oldest key a query may read
             if ar.window:
                 oldest = min(oldest, ar.window)
+            if ar.refresh_interval:
+                oldest = min(oldest, ar.refresh_interval)
             kind, fs = ro.decay_terms(min(math.exp(-lam * oldest), 1.0 - 1e-12))
         n = len(fs)
         blocks = self._blocks(allowed, lam, n)
+        N = ar.refresh_interval if lam > 0 else 0
+        if N:  # refresh at every multiple of N: no block spans one, and within a block every key
+            blocks = _split_at_refresh(blocks, positions, N)  # written before it counts from it
         gain = ro.unit_charge()
         soft = ar.activation == "softmax"
         use_comp = lam > 0 and soft and ar.retention_comp
@@ -142,7 +147,8 @@ class GainCellAttention(AttentionKernel):
         for (b0, b1, lo, hi) in blocks:
             c0 = float(positions[b0])
             r = np.exp(-lam * (positions[b0:b1] - c0))
-            k = np.exp(-lam * (c0 - kpos[lo:hi]))
+            kp = kpos[lo:hi] if not N else np.maximum(kpos[lo:hi], (int(positions[b0]) // N) * N)
+            k = np.exp(-lam * (c0 - kp))
             rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
             kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
             factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
@@ -183,6 +189,8 @@ class GainCellAttention(AttentionKernel):
                         ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
                         x += (np.sqrt(var_q * ps).astype(np.float32)[:, None]
                               * self.rng.standard_normal(x.shape, dtype=np.float32))
+                    if rec.wants_score_tiles:
+                        rec.score_tile(layer, j, b0, k0, x)
                     last = k0 + ar.rows >= d
                     m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
                                           bb, last and soft and half > 0)
@@ -285,6 +293,17 @@ class GainCellAttention(AttentionKernel):
         rw = np.full((1, R), self.cell.t_max, np.float32)
         return self._value_block(np.asarray(p, np.float32)[None], bias, VT, rw, np.atleast_1d(np.float32(full))[:1],
                                  mode, np.ones(1, np.float32))
+
+
+def _split_at_refresh(blocks, positions, N):
+    """Blocks (b0, b1, lo, hi) cut where floor(position / N) changes (a refresh between queries)."""
+    out = []
+    per = np.asarray(positions) // N
+    for b0, b1, lo, hi in blocks:
+        cuts = b0 + 1 + np.flatnonzero(np.diff(per[b0:b1]))
+        edges = [b0, *cuts.tolist(), b1]
+        out += [(a, b, lo, hi) for a, b in zip(edges[:-1], edges[1:])]
+    return out
 
 
 def ideal_kernel(layers, heads, kv_heads):

@@ -42,7 +42,8 @@ def cost(model_config, context, bundle=None, kernel=None, stats=None, dc: Digita
     ar = kernel.cfg.array if kernel is not None else None
     return gaincell_cost(c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, context, bundle, dc,
                          activation=ar.activation if ar else "softmax", adc_bits=cv.adc_bits if cv else 8,
-                         output_levels=cv.output_levels if cv else 32, rows=ar.rows if ar else 64)
+                         output_levels=cv.output_levels if cv else 32, rows=ar.rows if ar else 64,
+                         refresh_interval=ar.refresh_interval if ar else 0)
 
 
 def comparison(ctx):
