@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--intervals", default="0,1024,256,64")
     ap.add_argument("--levels", type=int, default=32)
     ap.add_argument("--out", default="refresh-study")
+    ap.add_argument("--calibration-windows", type=int, default=1)
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(exist_ok=True)
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
     rows = []
     for n in [int(x) for x in a.intervals.split(",")]:
         r = run(a, out, f"refresh_{n}", ["--attention", "gaincell", "--surrogates", a.surrogates,
-                                        "--storage-levels", str(a.levels), "--refresh-interval", str(n)])
+                                        "--storage-levels", str(a.levels), "--refresh-interval", str(n),
+                                        "--calibration-windows", str(a.calibration_windows)])
         rows.append((n, r))
     print(f"{'refresh every':>14s} {'ppl':>9s} {'x ideal':>8s} {'nJ/token':>9s} {'refresh nJ':>10s}  ppl by context "
           f"length ({', '.join(str(b['from']) for b in ideal['perplexity_by_position'])} ..)")
