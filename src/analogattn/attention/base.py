@@ -110,53 +110,95 @@ def key_range(mask: "Mask", q_pos, k_pos) -> tuple[int, int]:
     return lo, hi
 
 
+_controller = None
+
+
+def blas_single_thread():
+    """A context in which BLAS runs on one thread: the attention's many small products (a few
+    hundred rows) lose more to the threads' hand-offs than they gain, badly so when other
+    processes share the cores (measured 5-20x slower with 2 threads on a loaded 2-core machine,
+    about equal on a quiet one); the weight products outside stay multi-threaded."""
+    global _controller
+    try:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController()
+        return _controller.limit(limits=1, user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl missing or unusable: run as is
+        import contextlib
+        return contextlib.nullcontext()
+
+
 class IdealAttention(AttentionKernel):
-    """Exact softmax attention (float32). Queries go in blocks of ``block`` tokens, each against
-    only the keys its mask can reach (causal blocks skip the future), one 2-D matmul per KV head."""
+    """Exact softmax attention (float32). Queries go in blocks of ``block`` tokens, each KV head's
+    block of scores (g * block x visible keys, sized to stay in the core's L2 cache) made by one
+    matrix product against only the keys its mask can reach (causal blocks skip the future);
+    one compiled pass gives each row its softmax over its own visible key range (no mask array,
+    the 1/sqrt(d) scale folded into the exponent), a second matrix product weights the values and
+    a compiled pass writes them normalised into a (T, H, d) buffer, returned as an (H, T, d) view
+    (so merging the heads afterwards is free). The NumPy reference of the same arithmetic is
+    :func:`reference_attention`."""
 
     name = "ideal"
     block = 128
 
     def __init__(self):
-        self._memo = {}
+        self._buf = np.empty(0, np.float32)
 
-    def _bias(self, mask, qp, kp):
-        """Mask bias, remembered between layers (every layer sees the same positions)."""
-        key = (mask, qp.tobytes(), kp.tobytes())
-        b = self._memo.get(key)
-        if b is None:
-            if len(self._memo) > 64:
-                self._memo.clear()
-            b = self._memo[key] = mask_bias(mask, qp, kp)
-        return b
+    def _scratch(self, n):
+        if self._buf.size < n:
+            self._buf = np.empty(n, np.float32)
+        return self._buf[:n]
 
     def attend(self, q, positions, mask, cache, layer):
         keys, values, kpos = cache.keys, cache.values, cache.positions
-        n_kv, _, d = keys.shape
+        n_kv, S, d = keys.shape
         h, t, _ = q.shape
         g = h // n_kv
-        out = np.empty_like(q)
-        q = q * np.float32(1.0 / math.sqrt(d))  # scale folded into the queries
+        q = np.asarray(q, np.float32)
+        out = np.empty((t, h, d), np.float32)
+        positions = np.asarray(positions)
+        if mask.kind == "bidirectional":
+            a, b = np.zeros(t, np.int64), np.full(t, S, np.int64)
+        else:
+            b = np.searchsorted(kpos, positions, side="right").astype(np.int64)
+            a = (np.searchsorted(kpos, positions - mask.window, side="right").astype(np.int64)
+                 if mask.kind == "sliding" else np.zeros(t, np.int64))
+        scale = np.float32(1.0 / math.sqrt(d))
+        tb_max = min(t, self.block)
+        work = self._scratch(g * tb_max * (S + d))
+        with blas_single_thread():
+            self._blocks(q, keys, values, a, b, out, work, scale, g)
+        return out.transpose(1, 0, 2)
+
+    def _blocks(self, q, keys, values, a, b, out, work, scale, g):
+        from ._fused import scatter_normalised, softmax_ranges
+        n_kv, _, d = keys.shape
+        t = q.shape[1]
         for b0 in range(0, t, self.block):
             b1 = min(t, b0 + self.block)
-            qp = positions[b0:b1]
-            lo, hi = key_range(mask, qp, kpos)
-            tb, s = b1 - b0, hi - lo
-            # keys every query of the block may see need no mask; only the rest get the bias
-            if mask.kind == "bidirectional":
-                free = s
-            else:
-                free = int(np.searchsorted(kpos[lo:hi], qp.min(), side="right"))
-                if mask.kind == "sliding":
-                    free = 0 if (kpos[lo:hi] <= qp.max() - mask.window).any() else free
-            bias = self._bias(mask, qp, kpos[lo + free:hi]) if free < s else None
+            tb = b1 - b0
+            lo, hi = int(a[b0:b1].min()), int(b[b0:b1].max())
+            if hi <= lo:
+                out[b0:b1] = 0
+                continue
+            s = hi - lo
+            ra, rb = a[b0:b1] - lo, b[b0:b1] - lo
+            sc = work[:g * tb * s].reshape(g * tb, s)
+            ob = work[g * tb * s:g * tb * (s + d)].reshape(g * tb, d)
             for j in range(n_kv):
                 qj = q[j * g:(j + 1) * g, b0:b1].reshape(g * tb, d)
-                sc = (qj @ keys[j, lo:hi].T).reshape(g, tb, s)
-                if bias is not None:
-                    sc[:, :, free:] += bias
-                tot = exp_rows_(sc)
-                o = (sc.reshape(g * tb, s) @ values[j, lo:hi]).reshape(g, tb, d)
-                o /= tot  # normalise the (tb x d) output, not the (tb x s) weights
-                out[j * g:(j + 1) * g, b0:b1] = o
-        return out
+                np.matmul(qj, keys[j, lo:hi].T, out=sc)
+                tot = softmax_ranges(sc, ra, rb, tb, scale)
+                np.matmul(sc, values[j, lo:hi], out=ob)
+                scatter_normalised(ob, tot, out, b0, j * g, g, tb)
+
+
+def reference_attention(q, k, v, q_pos, k_pos, mask):
+    """The NumPy formula of the ideal kernel: softmax(q k^T / sqrt(d) + mask bias) v per head
+    (grouped-query: head h reads KV head h // (H / n_kv)); fully masked rows give zeros."""
+    h, _, d = q.shape
+    g = h // k.shape[0]
+    sc = np.einsum("htd,hsd->hts", q, np.repeat(k, g, axis=0)) / np.float32(math.sqrt(d))
+    sc = sc + mask_bias(mask, q_pos, k_pos)
+    return softmax_rows_(sc.astype(np.float32)) @ np.repeat(v, g, axis=0)

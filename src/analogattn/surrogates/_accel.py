@@ -86,3 +86,39 @@ if AVAILABLE:
     _table2d_par = _nb.njit(parallel=True, **_opts)(_table2d_py)
     _poly2d = _nb.njit(**_opts)(_poly2d_py)
     _poly2d_par = _nb.njit(parallel=True, **_opts)(_poly2d_py)
+
+
+
+def column(level, v, table, v_lo, v_hi, dv, weights, c2, g_scale, out):
+    """ReRAM column currents: (columns, rows) level / voltage inputs -> (columns,) currents, one
+    pass (see :meth:`..models.ColumnModel.__call__` for the formula and its NumPy path)."""
+    fn = _column_par if level.size >= PARALLEL_MIN else _column
+    fn(level, v, table, v_lo, v_hi, dv, weights, c2, g_scale, out)
+
+
+def _column_py(level, v, table, v_lo, v_hi, dv, weights, c2, g_scale, out):
+    """Per column: x_i = the cell I-V table at (level_i, v_i), both clipped to the table, linear
+    in v; x_i *= g_scale_i when given (g_scale has 0 columns when not);
+    out = sum w_i x_i + c2 (sum x_i)^2."""
+    n, rows = level.shape
+    nl, nv = table.shape
+    scaled = g_scale.shape[0] > 0
+    for c in _nb.prange(n):
+        s = 0.0
+        acc = 0.0
+        for r in range(rows):
+            lv = min(max(level[c, r], 0), nl - 1)
+            f = min(max(v[c, r], v_lo), v_hi) / dv
+            i = min(np.int64(f), nv - 2)
+            w = f - i
+            x = table[lv, i] * (1 - w) + table[lv, i + 1] * w
+            if scaled:
+                x *= g_scale[c, r]
+            s += x
+            acc += weights[r] * x
+        out[c] = acc + c2 * s * s
+
+
+if AVAILABLE:
+    _column = _nb.njit(**_opts)(_column_py)
+    _column_par = _nb.njit(parallel=True, **_opts)(_column_py)

@@ -362,11 +362,27 @@ class ColumnModel(Model):
     def __call__(self, level, v, g_scale=None, rng=None):
         """level, v: (..., rows). g_scale: optional (..., rows) multiplicative G variation;
         rng: draw read noise. Returns (...) column currents."""
-        x = self.cell_current(level, v)
-        if g_scale is not None:
-            x = x * g_scale
-        s = x.sum(axis=-1)
-        out = x @ self.weights + self.c2 * s * s
+        rows = self.weights.size
+        if _accel.AVAILABLE and np.shape(level)[-1:] == (rows,) and np.shape(v)[-1:] == (rows,) \
+                and np.ndim(level) >= 1 and (g_scale is None or np.shape(g_scale)[-1:] == (rows,)):
+            # one compiled pass per column (the NumPy lines below make ~10 temporaries of the inputs' size)
+            shape = np.broadcast_shapes(np.shape(level), np.shape(v),
+                                        np.shape(g_scale) if g_scale is not None else ())
+            lv = np.ascontiguousarray(np.broadcast_to(np.asarray(level), shape), np.int64).reshape(-1, rows)
+            vv = np.ascontiguousarray(np.broadcast_to(np.asarray(v), shape), np.float64).reshape(-1, rows)
+            gs = (np.ascontiguousarray(np.broadcast_to(np.asarray(g_scale), shape), np.float64).reshape(-1, rows)
+                  if g_scale is not None else np.empty((0, rows)))
+            out = np.empty(lv.shape[0])
+            _accel.column(lv, vv, np.ascontiguousarray(self.iv_current, np.float64), float(self.iv_v[0]),
+                          float(self.iv_v[-1]), float(self.iv_v[1] - self.iv_v[0]),
+                          np.ascontiguousarray(self.weights, np.float64), float(self.c2), gs, out)
+            out = out.reshape(shape[:-1])
+        else:
+            x = self.cell_current(level, v)
+            if g_scale is not None:
+                x = x * g_scale
+            s = x.sum(axis=-1)
+            out = x @ self.weights + self.c2 * s * s
         if rng is not None and self.noise_rel > 0:
             out = out * (1 + self.noise_rel * rng.standard_normal(out.shape))
         return out

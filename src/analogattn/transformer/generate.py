@@ -9,9 +9,14 @@ from ..attention.base import IdealAttention
 
 
 def generate(model, prompt_ids, max_new_tokens=32, temperature=0.0, top_k=0, seed=0, kernel=None,
-             mask=None, stop_at_eos=True, progress: bool = False):
-    """Returns the new token ids. temperature 0 = greedy; ``progress``: a bar on stderr."""
+             mask=None, stop_at_eos=True, progress: bool = False, quantised_decode: bool = True):
+    """Returns the new token ids. temperature 0 = greedy; ``progress``: a bar on stderr.
+    ``quantised_decode``: new tokens go through the GGUF file's own quantised blocks (the same
+    weights as the float32 ones, fewer bytes; :mod:`.decode_store`) when the model has them; the
+    prompt's prefill always uses the float32 weights."""
     kernel = kernel or IdealAttention()
+    active = quantised_decode and hasattr(model, "enable_decode_store") and model.enable_decode_store()
+    before = getattr(model, "decode_active", False)
     rng = np.random.default_rng(seed)
     caches = model.new_caches(kernel)
     bar = None
@@ -23,6 +28,8 @@ def generate(model, prompt_ids, max_new_tokens=32, temperature=0.0, top_k=0, see
     pos = len(prompt_ids)
     out = []
     try:
+        if active:
+            model.decode_active = True
         for _ in range(max_new_tokens):
             if temperature <= 0:
                 nxt = int(np.argmax(logits))
@@ -43,6 +50,8 @@ def generate(model, prompt_ids, max_new_tokens=32, temperature=0.0, top_k=0, see
                                    logits="last")[0]
             pos += 1
     finally:
+        if active:
+            model.decode_active = before
         if bar is not None:
             bar.close()
     return out

@@ -187,7 +187,9 @@ def load_gguf(path: Path) -> Model:
         raise AnalogAttnError(f"{path}: {e}") from None
     if len(tok_vocab := f.get("tokenizer.ggml.tokens", [])) > cfg.vocab:
         raise AnalogAttnError(f"{path}: the tokenizer has {len(tok_vocab)} tokens, the embedding only {cfg.vocab}")
-    return Model(cfg, w, tok, name=str(f.get("general.name", Path(path).stem)))
+    model = Model(cfg, w, tok, name=str(f.get("general.name", Path(path).stem)))
+    model.gguf_path = path
+    return model
 
 
 

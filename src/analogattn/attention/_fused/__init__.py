@@ -13,4 +13,5 @@ In the pruning kernel, row i of a block is query i % T of head i // T.
 """
 from .common import _adc, _adc_steps, _max_biased, _pulse, adc_rows, exp32, exp_rows, pulse_rows  # noqa: F401
 from .gaincell import interp_terms, score_tile, softmax_block, tile_outputs, tile_parts, tile_pulses  # noqa: F401
+from .ideal import scatter_normalised, softmax_ranges  # noqa: F401
 from .sprint import anchor_max, dac_lhs, decide_softmax, kept_softmax  # noqa: F401
