@@ -34,12 +34,14 @@ BUILTIN_MODULES = ("analogattn.characterize.gaincell", "analogattn.characterize.
 class AnalysisSpec:
     """One analysis of a family: its name (the HDF5 group, an ``--only`` choice), the workers
     (``"module:function"``) its tasks run, and the relative run time of one of those tasks
-    (tasks of heavier workers are started first)."""
+    (tasks of heavier workers are started first); ``default`` False: an opt-in analysis, built only
+    when ``--only`` names it."""
 
     name: str
     workers: tuple[str, ...]
     weight: float = 1.0
     doc: str = ""
+    default: bool = True  # False: run only when named (``--only <family>.<analysis>``)
 
 
 @dataclasses.dataclass(frozen=True)
