@@ -113,3 +113,22 @@ def test_monte_carlo_stored(small_char):
     # every sample simulated, and the mismatch really spreads the current at full read amplitude
     assert np.isfinite(cur).all()
     assert (cur[:, :, -1].std(axis=0) > 1e-4 * np.abs(cur[:, :, -1]).max()).all()
+
+
+def test_decay_fit_keeps_v_eq_within_the_rails():
+    """A node that barely moves in the simulated time leaves V_eq and tau nearly degenerate; the
+    unbounded fit then lands outside the supply (seen with SKY130's thick-oxide write device:
+    V_eq = 9.4 V on a 1.8 V cell, which broke the kernel). Bounded to the rails, V_eq is a
+    voltage the node can leak to and the curves are still fitted."""
+    import numpy as np
+
+    from analogattn.characterize.gaincell import fit_decay
+    t = np.linspace(0, 1e-2, 200)
+    v0 = np.array([0.3, 1.0, 1.7])
+    # leakage pulls every curve up by about the same 2 mV in 10 ms (a junction to the supply
+    # dominating): no curve shows where it would settle
+    v = v0[:, None] + 2e-3 * (t / 1e-2)[None, :] * (1 - 0.05 * v0[:, None])
+    tau_u, veq_u, _ = fit_decay(t, v)
+    assert not 0.0 <= veq_u <= 1.8  # the unbounded fit escapes the rails (the failure seen)
+    tau, veq, rms = fit_decay(t, v, (0.0, 1.8))
+    assert 0.0 <= veq <= 1.8 and tau > 1e-2 and rms < 2e-3

@@ -168,14 +168,18 @@ def gaincell_retention(sim, task):
     except SimulationFailed:
         v = np.full((n, t_out.size), np.nan)
         status = np.full(n, NO_CONVERGENCE, np.int8)
-    tau, veq, rms = fit_decay(t_out - t_out[0], v)  # fitted here: keeps scipy out of warm runs
+    rails = (0.0, float(a["vdd"])) if "vdd" in a else None
+    tau, veq, rms = fit_decay(t_out - t_out[0], v, rails)  # fitted here: keeps scipy out of warm runs
     return {"time": t_out, "v_store": v, "status": status, "fit": np.array([tau, veq, rms])}
 
 
-def fit_decay(t, v):
+def fit_decay(t, v, rails=None):
     """Fit V(t) = V_eq + (V0 - V_eq) exp(-t / tau) jointly to curves sharing V_eq and tau.
 
-    t: (T,), v: (curves, T). Returns (tau_s, v_eq_V, rms_residual_V).
+    t: (T,), v: (curves, T). Returns (tau_s, v_eq_V, rms_residual_V). ``rails`` (lo, hi): the
+    node can only leak towards a potential between them, so a fit whose V_eq falls outside (a
+    node that barely moves within the simulated time, e.g. a thick-oxide write device: then
+    V_eq and tau are nearly degenerate) is refitted with V_eq bounded to the rails.
     """
     from scipy.optimize import least_squares
 
@@ -198,6 +202,9 @@ def fit_decay(t, v):
         return (veq + (v0[:, None] - veq) * np.exp(-t[None, :] / np.exp(log_tau)) - v).ravel()
 
     r = least_squares(resid, x0=[np.log(tau0), veq0])
+    if rails is not None and not rails[0] <= r.x[1] <= rails[1]:
+        x0 = [r.x[0] if np.isfinite(r.x[0]) else np.log(tau0), float(np.clip(veq0, *rails))]
+        r = least_squares(resid, x0=x0, bounds=([-np.inf, rails[0]], [np.inf, rails[1]]))
     rms = float(np.sqrt(np.mean(r.fun ** 2)))
     return float(np.exp(r.x[0])), float(r.x[1]), rms
 
@@ -257,7 +264,7 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
         for i, temp in enumerate(s.retention_temps):
             net = p.retention_netlist(starts, temp)
             tasks.append(make_task(FAMILY, "retention", i, __name__ + ":gaincell_retention", net, md, v_start=starts,
-                                   t_out=t_out, stop=t_out[-1], tstep=p.t_edge,
+                                   vdd=p.vdd, t_out=t_out, stop=t_out[-1], tstep=p.t_edge,
                                    tmax=s.retention_time / 500, options=opts))
 
         def merge_ret(res):
