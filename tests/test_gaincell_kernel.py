@@ -341,3 +341,21 @@ def test_recording_path_equals_the_fused_value_path():
     slow = rec(q, k, v, pos, Mask(), rec.new_cache(0, 2, 16), 0)
     assert len(tiles.per_head) == 6 and all(len(x) > 0 for x in tiles.per_head.values())
     assert np.abs(slow - fused).max() < 1e-5 * np.abs(fused).max()
+
+
+def test_zero_code_stays_inside_the_range_when_v_eq_is_at_a_rail():
+    """A retention equilibrium at the rail (a write device that barely leaks) must not leave the
+    pre-distorted code range one-sided: the zero sits mid-range, both signs keep full scale, and
+    a stored zero reads zero current. With V_eq inside the range nothing changes."""
+    import numpy as np
+
+    from analogattn.attention.gaincell.device import CellModel, CellReadout
+    for v_eq, want_zero in ((0.9, 0.45), (1.3, 0.45), (0.3, 0.3)):
+        c = CellModel.ideal(vdd=0.9)
+        c.v_eq = v_eq
+        r = CellReadout(c, True, 32, 5)
+        assert r.v_zero == pytest.approx(want_zero)
+        assert r.unit_charge() > 0
+        assert abs(float(r.read_current(np.array([r.v_zero]))[0])) < 1e-15
+        i = r.read_current(np.array([0.0, 0.9]))
+        assert i[0] < 0 < i[1]

@@ -88,8 +88,21 @@ class CellReadout:
         return v, w, vs, i, i_sym
 
     @functools.cached_property
+    def v_zero(self) -> float:
+        """Stored voltage of a zero: the retention equilibrium V_eq when it lies inside the
+        storable range with a tenth of the range to spare on either side (decay then shrinks codes
+        towards zero); otherwise the middle of the storable range. A V_eq at or beyond a rail
+        (a write device that barely leaks, whose decay fit cannot place V_eq, e.g. SKY130's
+        thick-oxide PMOS: tau ~ 6000 s) would leave no codes on one side of zero."""
+        c = self.cell
+        v_max = float(np.max(np.asarray(c.write(np.linspace(0.0, c.vdd, 2001)), float)))
+        if 0.1 * v_max <= c.v_eq <= 0.9 * v_max:
+            return float(c.v_eq)
+        return 0.5 * v_max
+
+    @functools.cached_property
     def i_eq(self) -> float:
-        return float(self.cell.current(np.array([self.cell.v_eq]))[0])
+        return float(self.cell.current(np.array([self.v_zero]))[0])
 
     @functools.cached_property
     def gain(self) -> float:
@@ -99,7 +112,8 @@ class CellReadout:
         """What a bit line delivers per cell: with pre-distortion, the cell's current minus that of
         a reference column of cells held at the retention equilibrium V_eq (differential read), so
         a stored zero is written at V_eq and decay shrinks codes towards zero instead of dragging
-        them towards I(V_eq); without, the cell current itself."""
+        them towards I(V_eq) (see :attr:`v_zero` for a V_eq outside the range); without, the cell
+        current itself."""
         if not self.predistort:
             return self.cell.current(v)
         return self.cell.current(v) - self.i_eq
