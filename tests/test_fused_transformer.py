@@ -44,7 +44,7 @@ def test_swiglu_equals_numpy():
 
 
 @pytest.mark.parametrize("mask", [base.Mask("causal"), base.Mask("sliding", 7), base.Mask("bidirectional")])
-@pytest.mark.parametrize("past,new", [(0, 150), (40, 1), (0, 1), (30, 70)])
+@pytest.mark.parametrize("past,new", [(0, 150), (40, 1), (0, 1), (30, 70), (10, 300)])  # 300: the two-thread path
 def test_blocked_ideal_equals_reference(mask, past, new):
     H, n_kv, d = 6, 2, 16
     cache = KVCache(n_kv, d)

@@ -56,7 +56,8 @@ class AttentionKernel:
 
     def __call__(self, q, k, v, positions, mask: Mask, cache, layer: int):
         cache.append(k, v, positions)
-        return self.attend(q, positions, mask, cache, layer)
+        with blas_single_thread():  # attention's products are small: see blas_single_thread
+            return self.attend(q, positions, mask, cache, layer)
 
     def attend(self, q, positions, mask, cache, layer):  # pragma: no cover - interface
         raise NotImplementedError
@@ -166,32 +167,51 @@ class IdealAttention(AttentionKernel):
                  if mask.kind == "sliding" else np.zeros(t, np.int64))
         scale = np.float32(1.0 / math.sqrt(d))
         tb_max = min(t, self.block)
-        work = self._scratch(g * tb_max * (S + d))
+        tasks = [(b0, j) for b0 in range(0, t, self.block) for j in range(n_kv)]
+        n_work = g * tb_max * (S + d)
         with blas_single_thread():
-            self._blocks(q, keys, values, a, b, out, work, scale, g)
+            if len(tasks) >= 4 and t * S >= 1 << 16:
+                # two workers (this thread and one helper), each with one-thread BLAS and its
+                # own scratch: the tasks' products and compiled passes release the GIL
+                work = self._scratch(2 * n_work)
+                fut = _helper().submit(self._blocks, q, keys, values, a, b, out, work[n_work:], scale, g,
+                                       tasks[1::2])
+                self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2])
+                fut.result()
+            else:
+                self._blocks(q, keys, values, a, b, out, self._scratch(n_work), scale, g, tasks)
         return out.transpose(1, 0, 2)
 
-    def _blocks(self, q, keys, values, a, b, out, work, scale, g):
+    def _blocks(self, q, keys, values, a, b, out, work, scale, g, tasks):
         from ._fused import scatter_normalised, softmax_ranges
-        n_kv, _, d = keys.shape
+        d = keys.shape[2]
         t = q.shape[1]
-        for b0 in range(0, t, self.block):
+        for b0, j in tasks:
             b1 = min(t, b0 + self.block)
             tb = b1 - b0
             lo, hi = int(a[b0:b1].min()), int(b[b0:b1].max())
             if hi <= lo:
-                out[b0:b1] = 0
+                out[b0:b1, j * g:(j + 1) * g] = 0
                 continue
             s = hi - lo
-            ra, rb = a[b0:b1] - lo, b[b0:b1] - lo
             sc = work[:g * tb * s].reshape(g * tb, s)
             ob = work[g * tb * s:g * tb * (s + d)].reshape(g * tb, d)
-            for j in range(n_kv):
-                qj = q[j * g:(j + 1) * g, b0:b1].reshape(g * tb, d)
-                np.matmul(qj, keys[j, lo:hi].T, out=sc)
-                tot = softmax_ranges(sc, ra, rb, tb, scale)
-                np.matmul(sc, values[j, lo:hi], out=ob)
-                scatter_normalised(ob, tot, out, b0, j * g, g, tb)
+            qj = q[j * g:(j + 1) * g, b0:b1].reshape(g * tb, d)
+            np.matmul(qj, keys[j, lo:hi].T, out=sc)
+            tot = softmax_ranges(sc, a[b0:b1] - lo, b[b0:b1] - lo, tb, scale)
+            np.matmul(sc, values[j, lo:hi], out=ob)
+            scatter_normalised(ob, tot, out, b0, j * g, g, tb)
+
+
+_pool = None
+
+
+def _helper():
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="ideal-attention")
+    return _pool
 
 
 def reference_attention(q, k, v, q_pos, k_pos, mask):

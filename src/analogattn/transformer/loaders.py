@@ -146,7 +146,16 @@ def load_gguf(path: Path) -> Model:
             raise AnalogAttnError(f"{path} has no tensor {name!r}: a truncated or incompatible GGUF")
         t = tensors[name]
         try:
-            a = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            data = t.data
+            if data.ndim == 2 and data.shape[0] > 4096:
+                # in row chunks: dequantising the whole embedding at once made ~3 temporaries of its
+                # float32 size (110 MB each for SmolLM2), the load's peak of memory
+                first = dequantize(data[:1], t.tensor_type)
+                a = np.empty((data.shape[0], first.shape[1]), np.float32)
+                for r0 in range(0, data.shape[0], 4096):
+                    a[r0:r0 + 4096] = dequantize(data[r0:r0 + 4096], t.tensor_type)
+            else:
+                a = dequantize(data, t.tensor_type).astype(np.float32, copy=False)
         except Exception as e:  # a damaged tensor (size, type): the reader's error, on one line
             raise AnalogAttnError(f"{path}: tensor {name!r} is damaged ({_first_line(e)})") from None
         if not np.all(np.isfinite(a)):
