@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SMALL_DESIGN, run_cli
+from conftest import ROOT, run_cli
 
 README = ROOT / "README.md"
 
@@ -24,6 +24,7 @@ def shell_blocks():
 def readme_commands():
     out = []
     for block in shell_blocks():
+        block = re.sub(r"\\\n\s*", " ", block)  # continuation lines joined
         for line in block.splitlines():
             line = line.split("  #")[0].strip()
             if line.startswith("analogattn "):
@@ -47,16 +48,6 @@ def concrete(line):
 
 
 PER_FLAG = {"--jobs": "2", "--stride": "64", "--max-scored": "64", "--workers": "1", "--window": "128"}
-SMALL_RERAM_COMPARATOR = """
-[reram.sweep]
-n_patterns = 60
-mc_patterns = 2
-mc_samples = 4
-
-[comparator.sweep]
-mc_samples = 40
-noise_reps = 4
-"""
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +55,8 @@ def inputs(tmp_path_factory, small_char):
     from cli_cases import PROSE
     from tiny_models import write_tiny_gpt2
     d = tmp_path_factory.mktemp("readme")
-    (d / "design.toml").write_text(SMALL_DESIGN + SMALL_RERAM_COMPARATOR)
+    from test_circuit_pipeline import SMALL_ALL  # reduced grids of every family
+    (d / "design.toml").write_text(SMALL_ALL)
     (d / "text.txt").write_text("\n".join(PROSE * 3 for _ in range(40)))
     write_tiny_gpt2(d / "gpt2")
     r = run_cli("fit", small_char[0], "-o", d / "gaincell_bundle.h5")
@@ -116,8 +108,15 @@ def substitute(argv, d):
         elif tok in heredocs():
             tok = str(d / tok)
         out.append(tok)
-    if cmd == "run" and "--max-scored" not in out and "minilm" not in out:
-        out += ["--max-scored", "64"]
+    if cmd == "run" and "minilm" not in out:  # small: 64 scored tokens, windows of at most 128
+        if "--max-scored" in out:
+            out[out.index("--max-scored") + 1] = "64"
+        else:
+            out += ["--max-scored", "64"]
+        if "--window" in out and int(out[out.index("--window") + 1]) > 128:
+            out[out.index("--window") + 1] = "128"
+        if "../shared/data/wikitext2_valid.txt" in out:
+            out[out.index("../shared/data/wikitext2_valid.txt")] = str(ROOT.parent / "shared/data/wikitext2_valid.txt")
     if cmd == "run" and "minilm" in out:
         out += ["--text", str(d / "text.txt")] if "--text" not in out else []
         out += ["--max-sentences", "8"]
