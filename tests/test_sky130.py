@@ -171,3 +171,22 @@ def test_shipped_design_resolves_by_name():
     assert d.gaincell.technology.process == "sky130" and d.comparator.vdd == 1.8
     out = subprocess.run([sys.executable, "-m", "analogattn.designs", "sky130"], capture_output=True, text=True)
     assert out.returncode == 0 and os.path.isfile(out.stdout.strip())
+
+
+def test_a_sky130_netlist_leaves_no_options_behind():
+    """ngspice keeps a netlist's .option values as variables for later circuits of the process:
+    a SKY130 netlist's scale=1.0u made the next built-in netlist in the same (recycled) worker
+    fail ('effective channel length <= 0') and read NaN. Built-in, SKY130, built-in again: the
+    two built-in read surfaces are equal."""
+    import numpy as np
+
+    from analogattn.characterize import gaincell
+    from analogattn.characterize.design import Design
+    from analogattn.characterize.runner import run_local
+    from analogattn.circuits.gaincell import GainCellParams, GainCellSweep
+    s = GainCellSweep(n_store=5, n_in=3)
+    before = run_local(gaincell.analyses(GainCellParams(), s, {"read_surface"}))["gaincell/read_surface"]
+    run_local(gaincell.analyses(Design.load("sky130").gaincell, s, {"read_surface"}))
+    after = run_local(gaincell.analyses(GainCellParams(), s, {"read_surface"}))["gaincell/read_surface"]
+    assert np.isfinite(before["current"]).all()
+    np.testing.assert_array_equal(after["current"], before["current"])

@@ -132,10 +132,28 @@ class Simulator:
             from ..circuits.sky130 import finish
             netlist = finish(netlist)
         self._settings(netlist)
+        self._forget_options(netlist)
         self.ng.load_circuit(netlist)
         self.runs += 1
 
     _SET = re.compile(r"^\*analogattn:set (\w+)(?:=(\S+))?\s*$", re.M)
+    _OPTIONS = re.compile(r"^\s*\.options?\s+(.*)$", re.M | re.I)
+
+    def _forget_options(self, netlist: str) -> None:
+        """ngspice keeps a netlist's ``.option`` values as shell variables for every later
+        circuit of the process: a SKY130 netlist's ``scale=1.0u`` (or ``gmin``, ``seed``) would
+        rescale the next built-in netlist's sizes (L = 0.06u -> 0.06 pm: 'effective channel
+        length <= 0') in a recycled worker. Options an earlier netlist set and this one does not
+        are unset before it is parsed."""
+        names = {tok.split("=")[0].strip().lower() for m in self._OPTIONS.finditer(netlist)
+                 for tok in m.group(1).split() if tok.strip()}
+        from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
+        for name in sorted(getattr(self, "_options", set()) - names):
+            try:
+                self.ng.exec_command(f"unset {name}")
+            except NgSpiceCommandError:  # an option ngspice did not keep as a variable
+                pass
+        self._options = names
 
     def _settings(self, netlist: str) -> None:
         """ngspice variables a netlist asks for (``*analogattn:set ngbehavior=hsa``, what a PDK's
