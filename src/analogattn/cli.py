@@ -126,17 +126,26 @@ def _specs():
 
 
 def kernel_options() -> dict:
-    """flag name -> [(kernel, field)] over every registered kernel's config leaves (except
-    those set from the command's own options) and the calibration files."""
-    from .attention.config import leaf_fields
+    """flag name -> [(kernel, field, type)] over every registered kernel's config leaves (except
+    those set from the command's own options) and the calibration files. A name must have one
+    type in every kernel that uses it (it is one flag)."""
+    from .attention.config import sections
     owners: dict = {}
+
+    def add(kernel, cls, skip=()):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            uses = owners.setdefault(f.name, [])
+            if uses and _base_type(uses[0][2]) != _base_type(hints[f.name]):
+                raise TypeError(f"kernel option {f.name} has different types in different kernels")
+            uses.append((kernel, f, hints[f.name]))
     for spec in _specs():
-        for _, f in leaf_fields(spec.config):
-            if f.name not in RUN_LEVEL:
-                owners.setdefault(f.name, []).append((spec.name, f))
+        for _, sub in sections(spec.config):
+            add(spec.name, sub, RUN_LEVEL)
         if spec.needs_calibration:
-            for f in dataclasses.fields(CalibrationFiles):
-                owners.setdefault(f.name, []).append((spec.name, f))
+            add(spec.name, CalibrationFiles)
     return owners
 
 
@@ -252,20 +261,11 @@ def _build(cls, values: dict, flag_of=None):
 
 
 def _add_kernel_options(p):
-    from .attention.config import sections
-    hints: dict = {}
-    for spec in _specs():
-        for _, sub in sections(spec.config):
-            for n, t in typing.get_type_hints(sub).items():
-                if n in hints and _base_type(hints[n]) != _base_type(t):
-                    raise TypeError(f"kernel option {n} has different types in different kernels")
-                hints[n] = t
-    hints.update(typing.get_type_hints(CalibrationFiles))
     g = p.add_argument_group("kernel options (each valid only with the kernels named; a --config file "
                              "sets them too)")
     for n, uses in sorted(kernel_options().items()):
-        f = uses[0][1]
-        _add(g, n, f, hints[n], f.default, used_by=" and ".join(sorted({k for k, _ in uses})))
+        _, f, t = uses[0]
+        _add(g, n, f, t, f.default, used_by=" and ".join(sorted({k for k, _, _ in uses})))
 
 
 def _kernel_config(args, name: str, window: int | None, seed: int):
@@ -278,7 +278,7 @@ def _kernel_config(args, name: str, window: int | None, seed: int):
         v = getattr(args, n, None)
         if v is None:
             continue
-        kernels = sorted({k for k, _ in uses})
+        kernels = sorted({k for k, _, _ in uses})
         if name not in kernels:
             raise AnalogAttnError(f"--{n.replace('_', '-')} is an option of --attention "
                                   f"{' or '.join(kernels)}, not of --attention {name}")
