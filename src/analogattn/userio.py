@@ -73,8 +73,12 @@ def check_output_dir(path, flag: str) -> Path:
 
 
 def is_hdf5_with_schema(schema: str) -> Callable[[Path], bool]:
+    """An HDF5 file whose root attribute ``schema`` is ``schema``."""
     def check(p: Path) -> bool:
         try:
+            with open(p, "rb") as fh:
+                if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                    return False
             import h5py
             with h5py.File(p, "r") as f:
                 return f.attrs.get("schema") == schema

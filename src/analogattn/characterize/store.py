@@ -26,17 +26,14 @@ SCHEMA = "analogattn-characterization/1"
 def is_characterization(path) -> bool:
     """True if ``path`` is an analogattn characterization (HDF5 with our schema attribute) or an
     empty file (nothing to lose: e.g. made by mktemp); False for anything else."""
+    from ..userio import is_hdf5_with_schema
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             return True
-        with open(path, "rb") as fh:
-            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
-                return False
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("schema") == SCHEMA
-    except (OSError, ValueError):
+    except OSError:
         return False
+    return is_hdf5_with_schema(SCHEMA)(path)
 
 
 def write(out: Path, groups, ngspice_version: str) -> None:
