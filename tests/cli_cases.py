@@ -333,6 +333,36 @@ def cases() -> list[Case]:
             R + ["--attention", "gaincell", "--surrogates", "{fx}/bundle_stub.h5", "--config", f"{{fx}}/{name}.toml"],
             "--config")
     add("run:config:with_ideal", "run", "option of another kernel", R + ["--config", "{fx}/kcfg_range.toml"], "--config")
+    # --- an empty string where a file or folder is expected: Path("") is the current folder, so
+    # an empty value must be refused by name, never read as "." (the demo once ran into cwd)
+    empties = {
+        "characterize": [("output", ["characterize", "-o", "", "--cache-dir", "{fx}/cache"], "-o"),
+                         ("cache_dir", C[:3] + ["--cache-dir", ""], "--cache-dir"),
+                         ("design", C + ["--design", ""], "--design")],
+        "fit": [("characterization", ["fit", "", "-o", "{fx}/out_bundle.h5"], "characterization"),
+                ("output", ["fit", "{fx}/foreign.h5", "-o", ""], "-o"),
+                ("plot", ["fit", "{fx}/foreign.h5", "-o", "{fx}/out_bundle.h5", "--plot", ""], "--plot")],
+        "run": [("model", ["run", "--model", "", "--text", "{fx}/text.txt"], "--model"),
+                ("text", ["run", "--model", "{fx}/tiny.gguf", "--text", ""], "--text"),
+                ("surrogates", R + ["--attention", "gaincell", "--surrogates", ""], "--surrogates"),
+                ("json", R + ["--json", ""], "--json"),
+                ("calibration_file", R + ["--attention", "sprint", "--surrogates", "{fx}/bundle_stub.h5",
+                                          "--calibration-file", ""], "--calibration-file"),
+                ("calibration_text", R + ["--attention", "sprint", "--surrogates", "{fx}/bundle_stub.h5",
+                                          "--calibration-text", ""], "--calibration-text"),
+                ("config", R + ["--attention", "gaincell", "--surrogates", "{fx}/bundle_stub.h5", "--config", ""],
+                 "--config")],
+        "generate": [("model", ["generate", "--model", "", "--prompt", "the"], "--model")],
+        "demo": [("outdir", ["demo", "--outdir", ""], "--outdir"),  # ran the demo into cwd once
+                 ("text", ["demo", "--outdir", "{fx}/demo_out", "--text", ""], "--text")],
+        "sweep": [("spec", ["sweep", ""] + S, "spec"),
+                  ("output", ["sweep", "{fx}/sweep_ok.toml", "-o", "", "--cache-dir", "{fx}/cache"], "-o"),
+                  ("cache_dir", ["sweep", "{fx}/sweep_ok.toml", "-o", "{fx}/sweep_out", "--cache-dir", ""],
+                   "--cache-dir")],
+    }
+    for command, rows in empties.items():
+        for name, argv, must in rows:
+            add(f"{command}:{name}:empty_path", command, "empty path", argv, must)
     add("top:no_command", "-", "missing option", [], "command")
     add("top:bogus_command", "-", "unknown option", ["bogus"], "bogus")
     ids = [c.id for c in out]

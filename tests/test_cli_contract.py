@@ -6,6 +6,7 @@ real subprocesses too."""
 import collections
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,20 @@ def test_kernel_config_file_equals_flags_and_flags_override(tmp_path):
     assert (from_file.storage_levels, from_file.adc_bits, from_file.mismatch) == (32, 6, True)
     assert from_file != cfg()  # the file did change something
     assert cfg("--config", str(p), "--storage-levels", "16").storage_levels == 16
+
+
+def test_empty_names_are_refused_not_read_as_cwd(tmp_path, monkeypatch):
+    """Path("") is the current folder: every layer that takes a folder refuses an empty name (the
+    demo once ran into cwd with --outdir ""), and an empty $ANALOGATTN_CACHE means unset."""
+    from analogattn.atomic import check_writable_dir
+    from analogattn.characterize.runner import default_cache_dir
+    from analogattn.errors import AnalogAttnError
+    from analogattn.userio import check_output_dir
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AnalogAttnError, match="--outdir ''"):
+        check_output_dir("", "--outdir")
+    with pytest.raises(AnalogAttnError, match="task cache ''"):
+        check_writable_dir("", "task cache")
+    monkeypatch.setenv("ANALOGATTN_CACHE", "")
+    assert default_cache_dir() != Path("") and default_cache_dir().is_absolute()
+    assert list(tmp_path.iterdir()) == []

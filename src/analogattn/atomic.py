@@ -175,7 +175,10 @@ def check_writable_output(path, kind: str, is_ours: Callable[[Path], bool] | Non
 
 def check_writable_dir(path, kind: str) -> Path:
     """Create folder ``path`` if needed; raise a one-line :class:`AnalogAttnError` if it is a file,
-    cannot be created or is not writable."""
+    cannot be created or is not writable. An empty name is refused (``Path("")`` is the current
+    folder)."""
+    if str(path) == "":
+        raise AnalogAttnError(f"{kind} '': empty (give a folder name)")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise AnalogAttnError(f"{kind} {path} exists and is not a folder")

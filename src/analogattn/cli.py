@@ -196,6 +196,17 @@ def _number(kind):
     return conv
 
 
+def _nonempty(s: str) -> str:
+    """A text option (a file, folder, model or name): an empty value would be read as the current
+    folder (``Path("") == Path(".")``) or silently as the default, so it is refused by name."""
+    if s == "":
+        raise argparse.ArgumentTypeError("'' is empty (give a file, folder or model name)")
+    return s
+
+
+_nonempty.__name__ = "text"
+
+
 def _help(f, default) -> str:
     m = f.metadata
     unit = f" [{m['unit']}]" if m.get("unit") else ""
@@ -230,6 +241,8 @@ def _add(p, name, f, t, default, positional=False, short=None, used_by="", choic
     elif t in (int, float):
         kw["type"] = _number(t)
         kw["metavar"] = "N" if t is int else "X"
+    elif t is str:
+        kw["type"] = _nonempty
     choices = choices if choices is not None else f.metadata.get("choices")
     if choices is not None:
         kw["choices"] = list(choices)
@@ -421,8 +434,7 @@ def cmd_demo(o: DemoOptions) -> int:
     from .transformer.loaders import load
     from .userio import check_output_dir, check_output_file, is_json, is_png
 
-    out = Path(o.outdir)
-    check_output_dir(out, "--outdir")
+    out = check_output_dir(o.outdir, "--outdir")
     char, sur = out / "characterization.h5", out / "surrogates.h5"
     if out.exists():  # what a previous demo left is replaced; anything else of the same name is not
         check_output(char)

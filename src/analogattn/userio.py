@@ -61,7 +61,10 @@ def check_output_file(path, flag: str, what: str, is_ours: Callable[[Path], bool
 
 def check_output_dir(path, flag: str) -> Path:
     """A folder we may write into: an existing writable folder, or one whose parent folder
-    exists and is writable (then created later, by the command, once its checks passed)."""
+    exists and is writable (then created later, by the command, once its checks passed). An
+    empty name is refused: ``Path("")`` is the current folder."""
+    if str(path) == "":
+        raise AnalogAttnError(f"{flag} '': empty (give a folder name)")
     p = Path(path)
     if p.exists() or p.is_symlink():
         if not p.is_dir():
