@@ -126,6 +126,8 @@ class Design:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise DesignFileError(f"design file {p} is not valid TOML: {str(e).splitlines()[0]}") from None
+        from ..circuits.technology import resolve_process_files
+        resolve_process_files(data, p.parent)  # process = "fab.toml": relative to the design file
         try:
             return cls.from_mapping(data)
         except AnalogAttnError as e:

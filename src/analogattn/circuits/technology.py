@@ -15,8 +15,10 @@ Circuits describe their transistors as :class:`Mosfet` objects (terminals, role,
 an optional threshold shift) and render them with ``process.mos(m)``: no family writes ``M``
 lines or model names itself.
 
-A new process (e.g. SKY130) is one :func:`register_process` call with a :class:`Process` (or a
-factory returning one, to locate its files lazily), then ``process = "<name>"`` in the design's
+A foundry PDK of SKY130's shape needs no Python: a small TOML process table
+(:mod:`~analogattn.circuits.process_table`, selected with ``process = "myfab.toml"``). The
+advanced route is one :func:`register_process` call with a :class:`Process` (or a factory
+returning one, to locate its files lazily), then ``process = "<name>"`` in the design's
 technology table.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ BUILTIN_CORNERS = {
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")  # a SPICE model or section name (one token)
 _MODEL = re.compile(r"^\s*\.model\s+([^\s(]+)", re.I | re.M)
+_SUBCKT = re.compile(r"^\s*\.subckt\s+([^\s(]+)", re.I | re.M)
 _SECTION = re.compile(r"^\s*\.lib\s+([^\s'\"]+)\s*$", re.I | re.M)  # .lib <section> (a section head)
 _REF = re.compile(r"^\s*\.(?:include|inc|lib)\s+['\"]?([^'\"\s]+)['\"]?", re.I | re.M)
 MAX_MODEL_BYTES = 256 << 20
@@ -62,9 +65,10 @@ def _read_model_text(p: Path, what: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def model_names(path: Path, depth: int = 0, seen=None) -> set[str]:
-    """Lower-case names of the ``.model`` cards in a SPICE file and the files it includes
-    (``.include``/``.lib 'file'``, relative to the including file; sections are not told apart)."""
+def model_names(path: Path, depth: int = 0, seen=None, subckts: bool = False) -> set[str]:
+    """Lower-case names of the ``.model`` cards (and with ``subckts`` the ``.subckt`` names) in a
+    SPICE file and the files it includes (``.include``/``.lib 'file'``, relative to the including
+    file; sections are not told apart)."""
     seen = set() if seen is None else seen
     path = Path(path)
     key = str(path.resolve())
@@ -73,10 +77,12 @@ def model_names(path: Path, depth: int = 0, seen=None) -> set[str]:
     seen.add(key)
     text = _read_model_text(path, "model file" if depth == 0 else "file included by a model file,")
     names = {m.lower() for m in _MODEL.findall(text)}
+    if subckts:
+        names |= {m.lower() for m in _SUBCKT.findall(text)}
     for ref in _REF.findall(text):
         q = Path(ref) if Path(ref).is_absolute() else path.parent / ref
         if q.is_file():  # a section head (.lib tt) names no file; a missing include is ngspice's to report
-            names |= model_names(q, depth + 1, seen)
+            names |= model_names(q, depth + 1, seen, subckts)
     return names
 
 
@@ -323,11 +329,29 @@ def register_process(name: str, process: Process | Callable[[], Process]) -> Non
 
 
 def get_process(name: str) -> Process:
+    """A registered process, or the process a table file (``*.toml``) describes."""
+    from .process_table import is_table, load_table
+    if is_table(name):
+        return load_table(name)
     if name not in PROCESSES:
         raise ParameterError("process", name, "a registered process: " + (", ".join(sorted(PROCESSES)) or "none")
-                             + " (or \"\" for the built-in card or model_file)")
+                             + " (or a process table file, *.toml; or \"\" for the built-in card or model_file)")
     p = PROCESSES[name]
     return p if isinstance(p, Process) else p()
+
+
+def resolve_process_files(data, design_dir: Path) -> None:
+    """In a parsed design file, make each ``[<family>.technology] process = "<file>.toml"`` that
+    is a relative path relative to the design file's folder (in place; anything malformed is
+    left for the design's own checks)."""
+    from .process_table import is_table
+    if not isinstance(data, dict):
+        return
+    for table in data.values():
+        tech = table.get("technology") if isinstance(table, dict) else None
+        proc = tech.get("process") if isinstance(tech, dict) else None
+        if isinstance(proc, str) and is_table(proc) and not Path(proc).is_absolute():
+            tech["process"] = str(Path(design_dir).absolute() / proc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +359,9 @@ class Technology(Validated):
     """Process and corner. ``model_file = ""`` and ``process = ""``: the built-in generic 65-nm
     BSIM4 card. ``model_file``: a user model-card file; a non-empty ``corner`` is used as
     ``.lib 'file' corner``, an empty corner means ``.include 'file'``. ``process``: a process
-    registered with :func:`register_process` (its device names, models and Monte Carlo).
+    registered with :func:`register_process` (its device names, models and Monte Carlo), or a
+    process table file ``*.toml`` (:mod:`~analogattn.circuits.process_table`; a relative path in
+    a design file is relative to the design file).
     """
 
     model_file: str = param("", doc="path to a SPICE model/PDK file; empty = built-in 65-nm card")
@@ -343,8 +369,8 @@ class Technology(Validated):
     nmos: str = param("nch", doc="NMOS model name in the model file (with a process: replaces its core NMOS "
                       "device, e.g. sky130_fd_pr__nfet_01v8_lvt)")
     pmos: str = param("pch", doc="PMOS model name in the model file (with a process: replaces its core PMOS device)")
-    process: str = param("", doc="a registered process by name (devices, models, Monte Carlo); "
-                         "empty = built-in card or model_file")
+    process: str = param("", doc="a registered process by name (devices, models, Monte Carlo), or a process "
+                         "table file (*.toml, relative to the design file); empty = built-in card or model_file")
 
     def check(self):
         for field in ("nmos", "pmos"):
