@@ -7,6 +7,11 @@ voltage): WBL_j at the written voltage j during the write (shared by the samples
 the process's mismatch hook (``Mosfet.dvt``), so the stored voltage after WWL falls differs by
 the transistor's drive at the end of the write and by its channel charge injected and gate
 feedthrough as WWL falls. The time line is the write-read transient's (``write_read_times``).
+
+A process whose models draw their own mismatch (SKY130's ``mc_mm_switch``) takes no shifts:
+the samples' shifts are ``None`` and ``seed`` switches the PDK's mismatch on for the netlist, so
+every instance (write transistor and read stack) is an independent draw of the PDK's statistical
+models (vth0, toxe, voff, nfactor ... as the PDK defines them); ``seed`` None: mismatch off.
 """
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ import dataclasses
 from .gaincell import GainCellParams
 
 
-def write_mc_netlist(p: GainCellParams, v_written, dvt_write) -> str:
-    """Cells ``c<s>_<j>`` for sample s (threshold shift dvt_write[s] on the write transistor, V)
-    and written voltage j; storage nodes ``sn<s>_<j>``."""
+def write_mc_netlist(p: GainCellParams, v_written, dvt_write, seed: int | None = None) -> str:
+    """Cells ``c<s>_<j>`` for sample s (threshold shift dvt_write[s] on the write transistor, V;
+    None: no shift) and written voltage j; storage nodes ``sn<s>_<j>``. ``seed``: the netlist
+    draws the process's own mismatch models with that simulator seed."""
     proc = p.technology.as_process()
     tm, e, vb = p.write_read_times(), p.t_edge, p.v_bl
     w_end = tm["write_end"]
-    lines = [p.header(f"{p.name} write Monte Carlo"),
+    title = f"{p.name} write Monte Carlo" + (f" (process mismatch, seed {seed})" if seed is not None else "")
+    lines = [p.header(title, seed=seed),
              f"vwwl wwl 0 pwl(0 {p.wwl_hold} {e:.6g} {p.wwl_high} {e + p.t_write:.6g} {p.wwl_high} "
              f"{w_end:.6g} {p.wwl_hold})\n",
              f"vidle idle 0 {vb}\n"]
@@ -34,4 +41,4 @@ def write_mc_netlist(p: GainCellParams, v_written, dvt_write) -> str:
             mw = dataclasses.replace(m["mw"], dvt=float(dv)) if dv is not None else m["mw"]
             lines.append(proc.mos(mw) + f"cs{tag} sn{tag} 0 {p.c_store:.6g}\n" + proc.mos(m["mp"]) + proc.mos(m["mn"]))
     lines.append(".end\n")
-    return "".join(lines)
+    return p.technology.finish("".join(lines))
