@@ -291,3 +291,11 @@ def test_cli_refuses_a_bad_table_before_any_simulation(toy, tmp_path, edit, must
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"process file {toy}: {must}" in lines[0], r.stderr
     assert not out.exists() and not (cache.exists() and any(cache.rglob("*.json")))
+
+
+def test_readme_table_is_the_example_sky130_table():
+    """The README's complete table example is examples/processes/sky130.toml (key for key)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if b.startswith('name = "sky130-table"')]
+    assert len(blocks) == 1
+    assert tomllib.loads(blocks[0]) == tomllib.loads(SKY_TABLE.read_text())
