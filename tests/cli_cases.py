@@ -33,6 +33,20 @@ PROSE = ("The storage capacitor holds the key as a voltage, and the read transis
          "that the bit line sums over every row of the array. ")
 
 
+# bad process tables: name -> (text replaced in a good table, replacement; "" = prepended)
+PROCESS_TABLE_EDITS = {
+    "ok": ("", ""),
+    "unknown_key": ("", "bogus = 1\n"),
+    "missing_library": ('"ptable_models.lib"', '"no_such.lib"'),
+    "device_absent": ('nmos = "nch"', 'nmos = "nch_hvt"'),
+    "bad_role": ('nmos = "nch"', 'nfet = "nch"'),
+    "vdd_reversed": ("[0.5, 1.5]", "[1.5, 0.5]"),
+    "instantiation": ('"model"', '"macro"'),
+    "no_package": ("", 'root = { package = "no_such_pdk_package" }\n'),
+    "not_toml": ("", "[devices\n"),
+}
+
+
 def make_fixtures(fx: Path) -> Path:
     """Every file the cases refer to, in folder ``fx`` (tiny models, texts, corrupted files)."""
     import h5py
@@ -89,6 +103,14 @@ def make_fixtures(fx: Path) -> Path:
     }
     for name, body in designs.items():
         (fx / name).write_text(body.replace("{fx}", str(fx)))
+    # process tables (circuits/process_table.py), each selected by a design beside it (a relative path)
+    (fx / "ptable_models.lib").write_text(".model nch nmos level=54\n.model pch pmos level=54\n")
+    table = ('instantiation = "model"\nincludes = ["ptable_models.lib"]\ncorners = ["tt"]\nvdd_range = [0.5, 1.5]\n'
+             '[devices]\nnmos = "nch"\npmos = "pch"\n')
+    for name, (old, new) in PROCESS_TABLE_EDITS.items():
+        (fx / f"ptable_{name}.toml").write_text(table.replace(old, new) if old else new + table)
+        (fx / f"proc_{name}.toml").write_text(f'[reram.technology]\nprocess = "ptable_{name}.toml"\n')
+    (fx / "proc_corner.toml").write_text('[reram.technology]\nprocess = "ptable_ok.toml"\ncorner = "ff"\n')
     for name, body in {"kcfg_unknown.toml": "[array]\nbogus = 1\n", "kcfg_range.toml": "[array]\nstorage_levels = 1\n",
                        "kcfg_table.toml": "[bogus]\nx = 1\n", "kcfg_window.toml": "[array]\nwindow = 64\n"}.items():
         (fx / name).write_text(body)
@@ -235,6 +257,12 @@ def cases() -> list[Case]:
             f"{name}.toml" if not name.startswith("model_") else "{fx}/")
     for name, must in (("adir", "adir"), ("missing.toml", "missing.toml"), ("binary.bin", "binary.bin")):
         add(f"characterize:design:{name}", "characterize", "bad design file", C + ["--design", f"{{fx}}/{name}"], must)
+    for name in PROCESS_TABLE_EDITS:
+        if name != "ok":
+            add(f"characterize:process_table:{name}", "characterize", "bad design file",
+                C + ["--design", f"{{fx}}/proc_{name}.toml"], f"{{fx}}/ptable_{name}.toml")
+    add("characterize:process_table:unknown_corner", "characterize", "bad design file",
+        C + ["--design", "{fx}/proc_corner.toml"], "corner = 'ff'")
     for name in ("adir", "precious.txt", "foreign.h5"):
         add(f"characterize:output:{name}", "characterize", "output not ours",
             ["characterize", "-o", f"{{fx}}/{name}", "--cache-dir", "{fx}/cache"], name)
