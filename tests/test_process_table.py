@@ -123,6 +123,15 @@ def test_sky130_table_simulates_like_the_builtin_process():
             cur[proc, corner] = r["current"][:, -1]
     for corner in ("tt", "ff"):
         np.testing.assert_array_equal(cur[str(SKY_TABLE), corner], cur["sky130", corner])
+    # a netlist that skips Technology.finish (read noise): the simulator finishes it by the
+    # placeholder, which names the table
+    noise = {}
+    for proc in ("sky130", str(SKY_TABLE)):
+        p = dataclasses.replace(base.gaincell, technology=Technology(process=proc))
+        noise[proc] = run_local(gaincell.analyses(p, base.gaincell_sweep, {"read_noise"}))["gaincell/read_noise"]
+    assert noise["sky130"].keys() == noise[str(SKY_TABLE)].keys()
+    for k, v in noise["sky130"].items():
+        np.testing.assert_array_equal(noise[str(SKY_TABLE)][k], v)
     tt, ff = np.abs(cur["sky130", "tt"]), np.abs(cur["sky130", "ff"])
     big = tt > 1e-6  # the read stack conducting (away from its zero crossing near mid-rail)
     assert big.sum() >= 2 and np.all(ff[big] > tt[big])
