@@ -156,3 +156,57 @@ def test_refresh_costs_one_write_per_cell_per_interval():
     assert "refresh" not in a["energy_parts_J"]
     assert abs(b["energy_parts_J"]["refresh"] - 30 * 3 * 2 * 64 * 1024 * 0.6e-15 / 256) < 1e-18
     assert abs(b["energy_per_token_J"] - a["energy_per_token_J"] - b["energy_parts_J"]["refresh"]) < 1e-15
+
+
+def test_written_tile_goes_through_the_write_transfer():
+    """Tiles written through the write transistors: the kernel stores the write transfer of the
+    bit-line voltage (its own store path), so 'SPICE' charges made with a stored voltage of
+    0.95 V_wbl + 12 mV match in the written mode and miss the target when the transfer is ignored."""
+    from analogattn.attention.gaincell.validation import TARGET as GC_TARGET, validate as gc_validate
+    cell = _cubic_cell()
+    cell.write = lambda v: np.minimum(np.asarray(v, float), 0.4) - 0.004
+    data = _tile_data(cell)
+    stored = cell.write(data["v_written"])
+    D = np.exp(-data["age_tokens"] * data["token_period"] / cell.tau)[:, None, None]
+    i = cell.current(cell.v_eq + (stored - cell.v_eq) * D)
+    data["charge"] = np.einsum("nr,nrc->nc", data["u"] * cell.t_max, i)
+    data["v_stored"] = stored
+    sc = gc_validate(cell, {**data, "through_write_transistor": np.asarray(1)})
+    assert sc["nrmse_full_scale"] < 0.1 * GC_TARGET and sc["write_transfer_rms_V"] < 1e-12
+    assert gc_validate(cell, data)["nrmse_full_scale"] > GC_TARGET  # stored = written: the validation fails
+
+
+def test_tile_written_through_write_transistors_matches_the_write_transfer():
+    """Real ngspice, built-in card: a 4-row x 2-column tile written through its write transistors
+    (shared row bit lines, one word line per column, columns in turn) stores what the
+    write-transfer analysis stores for the same bit-line voltages (both sampled 5 ns after the word
+    line falls; 1 mV: the write_read cells each have their own bit line), and the column charge
+    of an age-0 read equals sum_r u_r t_max I_DC(V_stored) to the read path's few % (transient
+    edges and gate coupling against the DC surface)."""
+    from analogattn.characterize import gaincell
+    from analogattn.characterize.gaincell_tile import gaincell_tile
+    from analogattn.characterize.runner import run_local
+    from analogattn.characterize.tasks import Analysis, Dataset, make_task
+    from analogattn.circuits.gaincell import GainCellParams, GainCellSweep
+    from analogattn.circuits.gaincell_array import tile_netlist, tile_times
+    p = GainCellParams()
+    v = np.array([[0.1, 0.6], [0.3, 0.2], [0.5, 0.7], [0.65, 0.05]])
+    u = np.array([1.0, -1.0, 0.6, -0.2])
+    tm = tile_times(p, 0.0, p.t_read, 2)
+    task = make_task("gaincell", "tile", 0, gaincell_tile.__module__ + ":gaincell_tile",
+                     tile_netlist(p, v, u, p.t_read, 0.0, written=True), p.technology.digest(),
+                     times=tm, cols=2, rows=4, tstep=p.t_edge, tmax=0.5e-9, options={})
+    merge = lambda res: {k: Dataset(np.asarray(res[0][k]), "") for k in res[0]}  # noqa: E731
+    r = run_local([Analysis("gaincell", "tile", [task], merge, "{}")])["gaincell/tile"]
+    assert r["status"][0] == 0
+    s = GainCellSweep(n_write=19)  # written voltages 0, 0.05 ... 0.9
+    wr = run_local(gaincell.analyses(p, s, {"write_read"}))["gaincell/write_read"]
+    want = np.interp(v, wr["v_written"], wr["v_stored"])
+    np.testing.assert_allclose(r["v_stored"], want, atol=1e-3)
+    assert np.all(np.abs(r["v_stored"] - v) > 1e-3)  # the write transfer is not the identity (feedthrough)
+    rs = run_local(gaincell.analyses(p, GainCellSweep(n_store=91, n_in=2), {"read_surface"}))["gaincell/read_surface"]
+    i_dc = lambda x: np.interp(x, rs["v_store"], rs["current"][:, -1])  # noqa: E731
+    q_dc = (u[:, None] * p.t_read * i_dc(r["v_before"])).sum(axis=0)
+    q = r["q1"] - r["q2"]
+    fs = 4 * p.t_read * np.max(np.abs(rs["current"][:, -1]))
+    assert np.all(np.abs(q - q_dc) < 0.03 * fs), (q, q_dc, fs)

@@ -217,6 +217,9 @@ class GainCellSweep(Validated):
     # Pelgrom: sigma(dVt) = A_VT / sqrt(W L). A_VT ~ 3.5 mV*um is a typical 65-nm value
     # (Pelgrom et al., IEEE JSSC 1989 for the law; Kinget, JSSC 2005 for 65/90-nm magnitudes).
     a_vt: float = param(3.5e-3, "V*um", 0.0, 0.1, "Pelgrom threshold-mismatch coefficient")
+    tile_write: str = param("transistors", doc="how the opt-in tile analysis stores its keys: written through "
+                            "the write transistors (the kernel then predicts through the write-transfer surrogate) "
+                            "or set as initial conditions", choices=("transistors", "initial"))
 
     def check_given(self, given):
         if "mc_per_task" in given and 0 < self.mc_samples < self.mc_per_task:

@@ -1,8 +1,11 @@
 """The gain-cell kernel's score-tile charges against SPICE of a whole tile (``gaincell/tile``).
 
 For every draw of the characterization (a query's signed pulses on 64 rows, key columns whose
-cells start at a written voltage and hold for the draw's age) the kernel computes the column's
-charge through its own code path: the cache holds the written voltages at the key's position, the
+cells are written and hold for the draw's age) the kernel computes the column's charge through its
+own code path: the cache holds the stored voltages at the key's position (cells written through
+their write transistors in SPICE, ``through_write_transistor`` = 1: the kernel's own store path,
+the write-transfer surrogate applied to the write bit-line voltage; cells set as initial
+conditions: the voltages themselves), the
 query reads at position + age, :meth:`GainCellAttention.attend` expands the decay in its
 separable terms read from the 65537-point tables and forms the tile's charge with its GEMM; a
 recorder takes that charge before the clamp and ADC (converters off, read noise and mismatch off,
@@ -13,7 +16,8 @@ per query, cells at V_eq that do not decay; the decay expansion is the same code
 Scores: NRMSE = rms(kernel - SPICE) / full scale, full scale = rows x t_max x the largest |cell
 current| at the read amplitude; the same with the kernel fed the storage voltages SPICE had just
 before the read and no decay (the read path alone); the read disturb (storage voltage after the
-read minus before), mean and rms over every cell.
+read minus before), mean and rms over every cell; for written tiles, the write-transfer
+surrogate against the stored voltage SPICE had after the write (rms, V).
 """
 from __future__ import annotations
 
@@ -40,9 +44,11 @@ class _Charges(Recorder):
 
 
 def kernel_charges(cell: CellModel, u, v_cols, ages, token_period: float, levels: int = 16, readout=None,
-                   **options):
+                   written: bool = False, **options):
     """Kernel charges (draws, cols) for pulses u (draws, rows), cells v_cols (draws, rows, cols)
-    written at position 0 and read at position ``ages`` (draws,); ``options``: more config leaves."""
+    written at position 0 and read at position ``ages`` (draws,); ``written``: v_cols are the
+    write bit-line voltages, stored through the kernel's store path (the write transfer), else
+    the stored voltages themselves; ``options``: more config leaves."""
     n, rows = u.shape
     cfg = GainCellConfig(input_levels=levels, storage_levels=0, output_levels=0, adc_bits=0, window=0,
                          token_period=token_period, predistort=False, query_scale=False, rows=rows,
@@ -56,6 +62,8 @@ def kernel_charges(cell: CellModel, u, v_cols, ages, token_period: float, levels
             readout = ker.readout
             cache = ker.new_cache(0, 1, rows)
             vk = v_cols[i, :, c][None, None, :]
+            if written:
+                vk = ker.readout.store(vk, np.ones(1), np.zeros(1))
             cache.append(vk, vk, np.array([0]))
             ker.attend(u[i][None, None, :].astype(np.float32), np.array([int(ages[i])]), Mask(), cache, 0)
             out[i, c] = sum(float(x[0, 0]) for x in rec.x)
@@ -67,11 +75,17 @@ def validate(cell: CellModel, tile: dict) -> dict:
     tp, spice = float(tile["token_period"]), tile["charge"]
     vgrid = np.linspace(0.0, cell.vdd, 401)
     fs = u.shape[1] * cell.t_max * float(np.max(np.abs(cell.current(vgrid))))
-    k = kernel_charges(cell, u, v, age, tp)
+    written = bool(np.asarray(tile.get("through_write_transistor", 0)))
+    k = kernel_charges(cell, u, v, age, tp, written=written)
     ok = np.isfinite(spice) & np.isfinite(k)
     out = {"nrmse_full_scale": float(np.sqrt(np.mean((k[ok] - spice[ok]) ** 2)) / fs),
            "max_abs_error_full_scale": float(np.max(np.abs(k[ok] - spice[ok])) / fs),
-           "draws": int(u.shape[0]), "columns": int(ok.sum()), "full_scale_C": fs}
+           "draws": int(u.shape[0]), "columns": int(ok.sum()), "full_scale_C": fs,
+           "through_write_transistor": int(written)}
+    if written and "v_stored" in tile:
+        d = np.asarray(cell.write(np.asarray(v, float)), float) - tile["v_stored"]
+        d = d[np.isfinite(d)]
+        out["write_transfer_rms_V"] = float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
     if "v_before" in tile:
         k0 = kernel_charges(cell, u, tile["v_before"], np.zeros_like(age), 0.0)
         ok0 = np.isfinite(spice) & np.isfinite(k0)
