@@ -83,6 +83,20 @@ class GenerateOptions(TextOptions):
     window: int | None = param(None, "tokens", 1, 1 << 20, "causal sliding window of attention "
                                                           "(default: none, limited to the model's context)")
     quiet: bool = param(False, doc="no progress bar")
+    # long-decode mode (retention over long decodes): the text's own tokens fed through the cache
+    teacher_forced: bool = param(False, doc="decode --text token by token through the KV cache, feeding its own "
+                                            "next token (teacher forcing) after a prompt of its first "
+                                            "--prompt-tokens tokens, instead of generating; prints perplexity by "
+                                            "context age (--max-new-tokens: tokens scored)")
+    prompt_tokens: int | None = param(None, "tokens", 1, 1 << 20, "--teacher-forced: tokens of the text "
+                                                                 "prefilled as the prompt (default 1)")
+    age_bin: int | None = param(None, "tokens", 1, 1 << 20, "--teacher-forced: width of the context-age bins "
+                                                           "(default 256)")
+    json: str | None = param(None, doc="--teacher-forced: write the result as JSON to this file")
+    plot: str | None = param(None, doc="--teacher-forced: PNG of perplexity by context age")
+
+
+TEACHER_FORCED_ONLY = ("prompt_tokens", "age_bin", "json", "plot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -685,6 +699,9 @@ def cmd_generate(o: GenerateOptions, args) -> int:
     from .transformer.generate import generate
     from .transformer.loaders import load
 
+    for name in TEACHER_FORCED_ONLY:
+        if getattr(o, name) is not None:
+            raise AnalogAttnError(f"--{name.replace('_', '-')} is an option of generate --teacher-forced")
     if not o.prompt.strip():
         raise AnalogAttnError("--prompt is empty (give the text to continue)")
     _check_model_spec(o.model)
@@ -718,6 +735,92 @@ def cmd_generate(o: GenerateOptions, args) -> int:
     dt = time.perf_counter() - t0
     print(o.prompt + model.tokenizer.decode(out))
     print(f"[{len(out)} tokens, {len(out) / max(dt, 1e-9):.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def cmd_teacher_forced(o: GenerateOptions, args) -> int:
+    """generate --teacher-forced: the text decoded token by token through the KV cache (each token
+    one forward call at its position, the cells written once and ageing as in a real generation),
+    every token's NLL from the step before; perplexity by context age, JSON, figure."""
+    import json
+
+    from .evaluate.age import age_bins, format_age_table, plot_by_age
+    from .evaluate.perplexity import stream_tokens
+    from .evaluate.texts import check_text, default_text_path, replacement_warning
+    from .transformer.generate import teacher_forced
+    from .transformer.loaders import load
+    from .userio import check_output_file, is_json_with, is_png
+
+    if getattr(args, "prompt", None) is not None:
+        raise AnalogAttnError("--prompt is not used with --teacher-forced (the prompt is the text's first "
+                              "--prompt-tokens tokens)")
+    for name in ("temperature", "top_k"):
+        if getattr(args, name, None) is not None:
+            raise AnalogAttnError(f"--{name.replace('_', '-')} is an option of sampled generation, "
+                                  f"not of --teacher-forced (the text's own tokens are fed)")
+    n_prompt, n_new, width = o.prompt_tokens or 1, o.max_new_tokens, o.age_bin or 256
+    _check_model_spec(o.model)
+    path = Path(o.text) if o.text else default_text_path()
+    check_text(path, "--text")
+    spec, cfg, files = _kernel_checks(o, args, o.window)
+    if o.json:
+        check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
+    if o.plot:
+        check_output_file(o.plot, "--plot", "figure (PNG)", is_png)
+    model = load(o.model)
+    if model.config.arch == "bert":
+        raise AnalogAttnError("--model: generation needs a causal model (smollm2, a GGUF or GPT-2 folder)")
+    ctx = model.config.max_positions
+    if ctx and o.window is None and n_prompt + n_new > ctx:
+        raise AnalogAttnError(f"--max-new-tokens {n_new}: the prompt ({n_prompt} tokens) plus the scored tokens "
+                              f"exceed the model's context of {ctx} tokens (ask for at most "
+                              f"{max(ctx - n_prompt, 0)}, or give --window for a sliding window)")
+    need = n_prompt + n_new
+    stream = stream_tokens(path, model.tokenizer)
+    parts, have = [], 0
+    for chunk in stream:
+        parts.append(chunk)
+        have += chunk.size
+        if have >= need:
+            break
+    if have < need:
+        raise AnalogAttnError(f"--text {path}: {have} tokens; --teacher-forced needs --prompt-tokens + "
+                              f"--max-new-tokens = {need} (ask for at most {max(have - n_prompt, 0)} new tokens)")
+    ids = np.concatenate(parts)[:need]
+    w = replacement_warning("--text", path, stream.replaced)
+    if w:
+        print(f"warning: {w}", file=sys.stderr)
+    # calibration windows as long as the context the decode reaches (need - 1 tokens fed), as
+    # run --window does: the decode and run --window (need - 1) share their calibration
+    kernel, b = _make_kernel(o, spec, cfg, files, model, path, o.window or need - 1)
+    mask = model.default_mask(o.window) if o.window else None
+    r = teacher_forced(model, ids, n_prompt, kernel, mask, progress=not o.quiet)
+    bins = age_bins(r.token_position, r.token_nll, width)
+    print(f"{model.name} on {path.name}, teacher-forced decode ({kernel.name} attention, prompt {n_prompt} "
+          f"token{'s' if n_prompt > 1 else ''}{f', window {o.window}' if o.window else ''}): perplexity "
+          f"{r.perplexity:.4f} over {r.scored} tokens")
+    print(format_age_table(bins))
+    from .evaluate.cost import cost_for, format_cost
+    live = min(need - 1, o.window) if o.window else need - 1  # keys stored at the last step
+    cost = cost_for(spec.name, model.config, live, b, getattr(kernel, "stats", None), kernel)
+    print(format_cost(f"{kernel.name} (decoding at a {live}-token context)", cost))
+    print(f"{r.tokens_per_s:.2f} tokens/s (decode, one token a forward call)")
+    result = {"model": model.name, "text": str(path), "attention": kernel.name, "mode": "teacher_forced",
+              "prompt_tokens": n_prompt, "scored_tokens": r.scored, "window": o.window, "perplexity": r.perplexity,
+              "nll": r.nll, "age_bin_tokens": width, "perplexity_by_age": bins, "cost": {"context": live, **cost},
+              "seconds": r.seconds, "tokens_per_s": r.tokens_per_s, "token_nll": r.token_nll.tolist(),
+              "token_position": r.token_position.tolist()}
+    if spec.name != "ideal":
+        result["kernel_config"] = kernel.cfg.leaves() if hasattr(kernel, "cfg") else None
+    if o.json:
+        from .atomic import write_bytes
+        write_bytes(o.json, json.dumps(result, indent=2, default=str).encode())
+        print(f"wrote {o.json}")
+    if o.plot:
+        plot_by_age({f"{kernel.name}": bins}, o.plot,
+                    f"{model.name}, {path.name}: teacher-forced decode of {r.scored} tokens "
+                    f"(overall perplexity {r.perplexity:.3f})")
+        print(f"wrote {o.plot}")
     return 0
 
 
@@ -764,6 +867,8 @@ def _dispatch(args) -> int:
     if args.command == "run":
         return cmd_run(o, args)
     if args.command == "generate":
+        if o.teacher_forced:
+            return cmd_teacher_forced(o, args)
         if getattr(args, "prompt", None) is None:
             raise AnalogAttnError("generate: --prompt is required (the text to continue)")
         return cmd_generate(o, args)
