@@ -327,6 +327,34 @@ def cases() -> list[Case]:
     add("generate:text_with_ideal", "generate", "option of another kernel", G + ["--text", "{fx}/text.txt"], "--text")
     add("generate:encoder_model", "generate", "bad model file", ["generate", "--model", "{fx}/noconfig", "--prompt",
                                                                  "x"], "noconfig")
+    # generate --teacher-forced (long decodes): the prompt is the text's start; sampling options,
+    # files, context and text length checked before any decoding
+    TF = ["generate", "--model", "{fx}/tiny.gguf", "--text", "{fx}/text.txt", "--teacher-forced"]
+    add("generate:teacher_forced_with_prompt", "generate", "option of another mode", TF + ["--prompt", "the"],
+        "--prompt")
+    add("generate:teacher_forced_temperature", "generate", "option of another mode", TF + ["--temperature", "1"],
+        "--temperature")
+    add("generate:teacher_forced_top_k", "generate", "option of another mode", TF + ["--top-k", "3"], "--top-k")
+    for name in ("json", "plot", "age_bin", "prompt_tokens"):
+        flag = "--" + name.replace("_", "-")
+        add(f"generate:{name}_without_teacher_forced", "generate", "option of another mode",
+            G + [flag, "{fx}/tf_out" if name in ("json", "plot") else "4"], flag)
+    add("generate:teacher_forced_beyond_context", "generate", "option range", TF + ["--max-new-tokens", "128"],
+        "--max-new-tokens")
+    add("generate:teacher_forced_prompt_beyond_context", "generate", "option range",
+        TF + ["--max-new-tokens", "8", "--prompt-tokens", "121"], "--max-new-tokens")
+    add("generate:teacher_forced_text_too_short", "generate", "bad text",
+        ["generate", "--model", "{fx}/tiny.gguf", "--text", "{fx}/one.txt", "--teacher-forced"], "one.txt")
+    for name in ("precious.txt", "foreign.json", "adir", "nowhere/r.json"):
+        add(f"generate:json:{name}", "generate", "output not ours", TF + ["--json", f"{{fx}}/{name}"],
+            name.split("/")[0])
+    for name in ("precious.txt", "adir", "nowhere/p.png"):
+        add(f"generate:plot:{name}", "generate", "output not ours", TF + ["--plot", f"{{fx}}/{name}"],
+            name.split("/")[0])
+    add("generate:teacher_forced_gaincell_without_surrogates", "generate", "missing option",
+        TF + ["--attention", "gaincell"], "--surrogates")
+    add("generate:teacher_forced_json_empty", "generate", "empty path", TF + ["--json", ""], "--json")
+    add("generate:teacher_forced_plot_empty", "generate", "empty path", TF + ["--plot", ""], "--plot")
     for name in ("precious.txt",):
         add(f"demo:outdir:{name}", "demo", "output not ours", ["demo", "--outdir", f"{{fx}}/{name}"], name)
     add("demo:outdir:no_parent", "demo", "output not ours", ["demo", "--outdir", "{fx}/nowhere/d"], "nowhere")
