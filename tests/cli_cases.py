@@ -139,6 +139,14 @@ def make_fixtures(fx: Path) -> Path:
         "bad_attention": ok.replace("window = 32", "attention = \"bogus\"\nwindow = 32"),
         "missing_model": ok.replace("tiny.gguf", "nope.gguf"),
         "syntax": ok.replace("[axes]", "[axes"),
+        **{f"link_{k}": ok.replace("[axes]", '[axes]\n"gaincell.w_read_p" = [0.6, 1.2]') + "[axes.links]\n" + v
+           for k, v in {"unknown_key": '"gaincell.bogus" = { follow = "gaincell.w_read_p" }\n',
+                        "unknown_follow": '"gaincell.w_read_n" = { follow = "gaincell.nope", scale = 0.2 }\n',
+                        "bad_scale": '"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = "half" }\n',
+                        "not_table": '"gaincell.w_read_n" = 0.2\n',
+                        "out_of_range": '"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = 100.0 }\n',
+                        "non_numeric": '"gaincell.technology.corner" = { follow = "gaincell.w_read_p" }\n',
+                        "axis_twice": '"gaincell.w_read_p" = { follow = "kernel.storage_levels" }\n'}.items()},
     }
     for name, body in sweeps.items():
         (fx / f"sweep_{name}.toml").write_text(body)
@@ -369,7 +377,10 @@ def cases() -> list[Case]:
                        ("unknown_strategy", "strategy"), ("kernel_unused_axis", "kernel.keep"),
                        ("family_unused_axis", "reram"), ("unknown_design_key", "bogus"), ("seed_axis", "seed"),
                        ("bad_objective", "objectives"), ("bad_corner", "corner"), ("zero_chips", "chips.n"),
-                       ("bad_attention", "attention"), ("missing_model", "nope.gguf"), ("syntax", "TOML")):
+                       ("bad_attention", "attention"), ("missing_model", "nope.gguf"), ("syntax", "TOML"),
+                       ("link_unknown_key", "bogus"), ("link_unknown_follow", "follow"), ("link_bad_scale", "scale"),
+                       ("link_not_table", "axes.links"), ("link_out_of_range", "w_read_n"),
+                       ("link_non_numeric", "corner"), ("link_axis_twice", "w_read_p")):
         add(f"sweep:spec:{name}", "sweep", "bad spec file", ["sweep", f"{{fx}}/sweep_{name}.toml"] + S, must)
     for name in ("missing.toml", "binary.bin", "adir"):
         add(f"sweep:spec:{name}", "sweep", "bad spec file", ["sweep", f"{{fx}}/{name}"] + S, name)

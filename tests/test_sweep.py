@@ -58,8 +58,8 @@ def fx(tmp_path_factory):
     return d
 
 
-def sweep(fx, out, *args, spec="spec.toml"):
-    r = run_cli("sweep", fx / spec, "-o", out, "--cache-dir", fx / "cache", "-q", *args, timeout=400)
+def sweep(fx, out, *args, spec="spec.toml", env=None):
+    r = run_cli("sweep", fx / spec, "-o", out, "--cache-dir", fx / "cache", "-q", *args, timeout=400, env_extra=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r
 
@@ -88,11 +88,18 @@ def test_localcluster_equals_serial(fx, serial):
     assert (out / "yield.png").exists()
     assert set(t.columns) >= {"kernel.storage_levels", "ppl_ratio", "energy_per_token_J", "latency_per_token_s",
                               "area_per_element_um2", "status", "message", "wall_s", "bundle_digest"}
-    r2 = sweep(fx, fx / "local", "--workers", "2")
+    tmp = fx / "tmp_local"  # the workers' temporary folder: their scratch folders go there
+    tmp.mkdir()
+    dead = dead_pid()
+    (tmp / f"analogattn-sweep-{dead}").mkdir()  # left by a killed worker
+    (tmp / f"analogattn-sweep-{dead}" / "x.h5").write_bytes(b"x")
+    r2 = sweep(fx, fx / "local", "--workers", "2", env={"TMPDIR": str(tmp)})
     assert "LocalCluster at tcp://127.0.0.1" in r2.stdout
     t2 = table(fx / "local")
     same_rows(t, t2)
     assert t2.worker_pid.nunique() == 2  # both workers evaluated chips
+    # every worker's scratch folder is gone once the sweep ends, the dead pid's one too
+    assert not list(tmp.glob("analogattn-sweep-*")), sorted(tmp.iterdir())
     import pyarrow.parquet as pq
     meta = pq.read_schema(fx / "local" / "results.parquet").metadata
     assert b"kernel.storage_levels" in meta[b"analogattn.spec"] and meta[b"analogattn.package_version"]
@@ -243,3 +250,141 @@ def test_optuna_search_resumes(fx, tmp_path):
     import re
     evaluated, reused = map(int, re.search(r"evaluated (\d+), reused (\d+)", r.stdout).groups())
     assert evaluated <= 2 and reused >= 1, r.stdout  # only the two new trials; the default design reused
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+SCRATCH_USER = """
+import sys, time
+from analogattn.explore import point
+d = point._scratch()
+f = point._materialise(b"some text", ".txt")
+print(d, f.exists(), flush=True)
+if sys.argv[1] == "sleep":
+    time.sleep(60)
+"""
+
+
+def test_scratch_folders_removed(tmp_path):
+    """A worker's scratch folder is removed when it exits; a killed one's is removed by the next
+    process that opens one (its pid no longer runs); a running process's folder is kept."""
+    from analogattn.explore import point
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", SCRATCH_USER, "exit"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    folder, existed = r.stdout.split()
+    assert existed == "True" and folder.startswith(str(tmp_path)) and not os.path.exists(folder)
+    killed = subprocess.Popen([sys.executable, "-c", SCRATCH_USER, "sleep"], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    folder_k = killed.stdout.readline().split()[0]
+    live = subprocess.Popen([sys.executable, "-c", SCRATCH_USER, "sleep"], env=env, stdout=subprocess.PIPE,
+                            text=True)
+    folder_l = live.stdout.readline().split()[0]
+    try:
+        killed.kill()
+        killed.wait()
+        assert os.path.isdir(folder_k)  # SIGKILL: no exit hook ran
+        (tmp_path / "analogattn-sweep-notapid").mkdir()  # not ours: kept
+        r = subprocess.run([sys.executable, "-c", SCRATCH_USER, "exit"], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(folder_k) and os.path.isdir(folder_l)
+        assert (tmp_path / "analogattn-sweep-notapid").is_dir()
+        (tmp_path / f"analogattn-sweep-{dead_pid()}").mkdir()
+        assert point.clean_stale_scratch(tmp_path) == 1 and os.path.isdir(folder_l)
+    finally:
+        live.kill()
+        live.wait()
+    assert point.clean_stale_scratch(tmp_path) == 1 and not os.path.exists(folder_l)
+
+
+LINKED = """
+[sweep]
+strategy = "grid"
+include_default = {dflt}
+[design.gaincell]
+{fixed}
+[design.gaincell.sweep]
+{design}
+[axes]
+"gaincell.w_read_p" = {widths}
+{links}
+[evaluation]
+model = "{fx}/tiny.gguf"
+text = "{fx}/text.txt"
+window = 32
+max_scored = 64
+[evaluation.kernel]
+mismatch = true
+storage_levels = 16
+[chips]
+n = 1
+"""
+
+
+def linked_spec(fx, name, widths, links="", fixed="", dflt="true"):
+    design = "\n".join(SMALL_DESIGN.strip().splitlines()[1:])
+    (fx / name).write_text(LINKED.format(fx=fx, design=design, widths=widths, links=links, fixed=fixed, dflt=dflt))
+
+
+def test_linked_axis(fx):
+    """gaincell.w_read_n linked to gaincell.w_read_p at 0.2x: its column in every table, the
+    default design found among the grid points (0.6 / 0.12 um), and a linked point equals the
+    same design given with the NMOS width fixed in [design] (same bundle, same perplexity)."""
+    from analogattn.explore import spec, strategies
+    link = '[axes.links]\n"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = 0.2 }'
+    linked_spec(fx, "linked.toml", "[0.6, 1.5]", link)
+    sp = spec.load(fx / "linked.toml")
+    pts = strategies.fixed_points(sp)
+    assert pts == [{"gaincell.w_read_p": 0.6, "gaincell.w_read_n": 0.12},
+                   {"gaincell.w_read_p": 1.5, "gaincell.w_read_n": 0.3}]  # 0.6 x 0.2 is exactly the default 0.12
+    assert sp.design_mapping(pts[1])["gaincell"]["w_read_n"] == 0.3
+    r = sweep(fx, fx / "linked", "--scheduler", "serial", spec="linked.toml")
+    t, d = table(fx / "linked"), pd.read_parquet(fx / "linked" / "designs.parquet")
+    assert (t.status == "ok").all(), t[["status", "message"]]
+    assert list(t["gaincell.w_read_n"]) == [0.12, 0.3] and list(d["gaincell.w_read_n"]) == [0.12, 0.3]
+    assert list(t.is_default) == [True, False]
+    lines = r.stdout.splitlines()
+    head = lines[next(i for i, ln in enumerate(lines) if ln.startswith("Pareto front")) + 1]
+    assert "gaincell.w_read_n" in head  # the Pareto table's header
+    assert t.bundle_digest.nunique() == 2
+    linked_spec(fx, "fixed.toml", "[1.5]", fixed="w_read_n = 0.3", dflt="false")
+    sweep(fx, fx / "fixed", "--scheduler", "serial", spec="fixed.toml")
+    f = table(fx / "fixed")
+    assert f.bundle_digest.iloc[0] == t.bundle_digest.iloc[1]
+    assert f.perplexity.iloc[0] == pytest.approx(t.perplexity.iloc[1], rel=1e-12)
+    # not linked, the NMOS stays at its default: another circuit, another bundle
+    linked_spec(fx, "unlinked.toml", "[1.5]", dflt="false")
+    sweep(fx, fx / "unlinked", "--scheduler", "serial", spec="unlinked.toml")
+    assert table(fx / "unlinked").bundle_digest.iloc[0] != t.bundle_digest.iloc[1]
+
+
+@pytest.mark.parametrize("link, must", [
+    ('"gaincell.bogus" = { follow = "gaincell.w_read_p" }', "axes.links.gaincell.bogus: unknown key"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.nope" }', "follow = 'gaincell.nope': not an axis"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = "half" }', "scale = 'half' is not allowed"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = 0 }', "scale = 0 is not allowed"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.w_read_p", shift = 1 }', "unknown link key 'shift'"),
+    ('"gaincell.w_read_n" = 0.2', "a link is a table"),
+    ('"gaincell.w_read_n" = { scale = 0.2 }', "a link needs follow"),
+    # 100 x 1.5 um = 150 um: above the NMOS width's 100 um
+    ('"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = 100 }', "w_read_n = 150.0 is not allowed"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.w_read_p", scale = 0.001 }', "w_read_n = 0.0006 is not allowed"),
+    ('"gaincell.technology.corner" = { follow = "gaincell.w_read_p" }', "only a number can be linked"),
+    ('"gaincell.w_read_p" = { follow = "gaincell.w_read_p" }', "is an axis already"),
+    ('"gaincell.w_read_n" = { follow = "gaincell.l_read" }\n"gaincell.l_read" = { follow = "gaincell.w_read_p" }',
+     "a linked key; link to an axis"),
+    ('"reram.rows" = { follow = "gaincell.w_read_p" }', "does not use the reram circuit"),
+    ('"kernel.keep" = { follow = "gaincell.w_read_p" }', "not used by attention gaincell"),
+])
+def test_bad_links(fx, link, must):
+    from analogattn.explore import spec
+    linked_spec(fx, "badlink.toml", "[0.6, 1.5]", "[axes.links]\n" + link)
+    with pytest.raises(spec.SpecError) as e:
+        spec.load(fx / "badlink.toml")
+    assert must in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -73,6 +73,8 @@ class DaskBackend(Backend):
         finally:
             if self.cluster is not None:
                 self.cluster.close()
+                from .point import clean_stale_scratch
+                clean_stale_scratch()  # of LocalCluster workers the nanny had to kill
 
 
 def _dashboard_wanted() -> bool:

@@ -30,6 +30,9 @@ def write(d, spec, out: Path) -> list[Path]:
             ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=2, lw=0.8, **style)
         front = ok[ok.pareto].sort_values(col)
         ax.plot(front[col] * scale, front.ppl_ratio, "-", color="C3", lw=0.8, alpha=0.6)
+        for _, r in front.iterrows():  # the design index of pareto.txt's first column
+            ax.annotate(str(int(r.design_index)), (r[col] * scale, r.ppl_ratio), xytext=(4, 3),
+                        textcoords="offset points", fontsize=7, color="C3")
         dflt = ok[ok.is_default]
         if len(dflt):
             ax.plot(dflt[col] * scale, dflt.ppl_ratio, "*", color="k", ms=14, mfc="gold", label="default design")
@@ -39,8 +42,9 @@ def write(d, spec, out: Path) -> list[Path]:
         ax.set_xlabel(label)
         ax.set_ylabel("perplexity / ideal" + (" (median, p10-p90 over chips)" if chips else ""))
         ax.legend(fontsize=8)
+    linked = "".join(f"; {lk.name} = {lk.scale:g} x {lk.follow}" for lk in spec.links)
     fig.suptitle(f"{spec.evaluation.attention} sweep: {len(d)} designs, {int(d.pareto.sum())} on the front "
-                 f"(objectives: {', '.join(spec.evaluation.objectives)})", fontsize=10)
+                 f"(objectives: {', '.join(spec.evaluation.objectives)}){linked}", fontsize=10)
     fig.tight_layout()
     files.append(out / "pareto.png")
     with replacing(files[-1]) as tmp:

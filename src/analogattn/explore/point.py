@@ -1,7 +1,10 @@
 """What a worker runs. Everything a task needs travels with it (surrogate bundle and text as
 bytes, design and kernel options as plain values), and its result travels back: workers need no
 shared file system. A worker keeps the last model it loaded and the files it materialised (keyed
-by content) in its own temporary folder."""
+by content) in its own temporary folder, ``<tmp>/analogattn-sweep-<pid>``: removed when the worker
+exits (atexit and multiprocessing's exit hooks), and, for a worker that was killed, by the next
+process that opens a scratch folder or by the sweep client when its cluster has shut down
+(folders whose pid no longer runs)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +12,8 @@ import hashlib
 import io
 import math
 import os
+import re
+import shutil
 import tempfile
 import time
 import traceback
@@ -16,12 +21,54 @@ from pathlib import Path
 
 _MODEL: dict = {}
 _BUNDLE: dict = {}
+SCRATCH_PREFIX = "analogattn-sweep-"
+_SCRATCH_RE = re.compile(re.escape(SCRATCH_PREFIX) + r"(\d+)$")
+_OWNED: dict[int, Path] = {}  # pid -> its scratch folder (a forked child gets its own)
 
 
 def _scratch() -> Path:
-    d = Path(tempfile.gettempdir()) / f"analogattn-sweep-{os.getpid()}"
+    pid = os.getpid()
+    d = _OWNED.get(pid)
+    if d is None:
+        clean_stale_scratch()
+        d = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{pid}"
+        _OWNED[pid] = d
+        import atexit
+        from multiprocessing import util
+        atexit.register(_remove_own, pid)
+        util.Finalize(None, _remove_own, args=(pid,), exitpriority=0)  # spawned workers' exit path
     d.mkdir(exist_ok=True)
     return d
+
+
+def _remove_own(pid: int) -> None:
+    d = _OWNED.get(pid)
+    if d is not None and os.getpid() == pid:  # never a parent's folder from a forked child
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def clean_stale_scratch(directory=None) -> int:
+    """Remove scratch folders (``analogattn-sweep-<pid>``) in ``directory`` (default: the temporary
+    folder) whose process no longer runs. Returns how many were removed."""
+    from ..atomic import _pid_alive
+    root = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for e in entries:
+        m = _SCRATCH_RE.match(e.name)
+        if not m or int(m[1]) == os.getpid() or _pid_alive(int(m[1])):
+            continue
+        try:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(e.path, ignore_errors=True)
+        removed += not os.path.exists(e.path)
+    return removed
 
 
 def _materialise(data: bytes, suffix: str) -> Path:

@@ -107,9 +107,10 @@ class ResultsDir:
 
     # -- tables ---------------------------------------------------------------------------------
     def table(self):
-        """The per-(design, chip) table: axis columns (dotted names), objectives, status; sorted."""
+        """The per-(design, chip) table: axis and linked-key columns (dotted names), objectives,
+        status; sorted."""
         import pandas as pd
-        axes = [a.name for a in self.spec.axes]
+        axes = self.spec.columns
         rows = self.rows()
         cols = ID_COLUMNS + axes + OBJ_COLUMNS + INFO_COLUMNS
         df = pd.DataFrame([{c: r.get(c, r.get("axes", {}).get(c)) for c in cols} for r in rows], columns=cols)
@@ -155,7 +156,7 @@ def designs(t, spec: SweepSpec):
     latency and area (medians over its chips), and ``pareto``: on the non-dominated front of the
     spec's objectives."""
     import pandas as pd
-    axes = [a.name for a in spec.axes]
+    axes = spec.columns
     out = []
     for did, g in t.groupby("design_id", sort=False):
         ok = g[g.status == "ok"]
@@ -202,15 +203,16 @@ def pareto_mask(values) -> np.ndarray:
 
 
 def pareto_table(d, spec: SweepSpec) -> str:
-    """The front as text: axis values, median (p90) perplexity ratio, yield, energy, latency, area."""
+    """The front as text: design index (as labelled in the plots), axis and linked-key values,
+    median (p90) perplexity ratio, yield, energy, latency, area."""
     if d.empty:
         return "(no designs)"
     f = d[d.pareto].sort_values(list(spec.evaluation.objectives))
-    axes = [a.name for a in spec.axes]
-    head = [*axes, "ppl x ideal", "p90", "yield", "nJ/token", "us/token", "um2/elem", "default"]
+    axes = spec.columns
+    head = ["design", *axes, "ppl x ideal", "p90", "yield", "nJ/token", "us/token", "um2/elem", "default"]
     lines = []
     for _, r in f.iterrows():
-        lines.append([*(f"{r[a]:.4g}" if isinstance(r[a], float) else str(r[a]) for a in axes),
+        lines.append([str(int(r.design_index)), *(f"{r[a]:.4g}" if isinstance(r[a], float) else str(r[a]) for a in axes),
                       f"{r.ppl_ratio:.4f}", f"{r.ppl_ratio_p90:.4f}", f"{r['yield']:.2f}",
                       f"{r.energy_per_token_J * 1e9:.4g}", f"{r.latency_per_token_s * 1e6:.4g}",
                       f"{r.area_per_element_um2:.4g}", "*" if r.is_default else ""])

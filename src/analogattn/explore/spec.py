@@ -14,6 +14,8 @@ gaincell.sweep.n_store = 13
 "gaincell.w_read_n" = [0.12, 0.48, 1.92]
 "gaincell.c_store" = { low = 5e-15, high = 40e-15, log = true, steps = 3 }  # steps: grid only
 "kernel.storage_levels" = [8, 32]
+[axes.links]                  # keys tied to an axis: value = scale x the axis's value
+"gaincell.w_read_p" = { follow = "gaincell.w_read_n", scale = 5.0 }   # read PMOS scales with the NMOS
 
 [evaluation]
 model = "smollm2"             # or a .gguf file / Hugging Face folder (readable on every worker)
@@ -32,7 +34,9 @@ temperatures = [27.0, 85.0]
 ```
 
 Axes, their ranges and types come from the parameter classes' ``param`` metadata (the design's
-families and the kernel's composed config): there is no second list. A mistake is one
+families and the kernel's composed config): there is no second list. A linked key (``[axes.links]``)
+is validated the same way, at every value its axis takes (a range: both ends; the link is
+linear with a positive scale, so the values between lie between). A mistake is one
 :class:`AnalogAttnError` line naming the spec file and the key.
 """
 from __future__ import annotations
@@ -136,6 +140,20 @@ class Axis:
         return list(dict.fromkeys(out)) if dedupe else out
 
 
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A key varied with an axis: ``value = scale x (the followed axis's value)``, e.g. the read
+    NMOS width held at 0.2x the read PMOS width. Recorded as its own column of every table."""
+    name: str                       # "gaincell.w_read_n"
+    follow: str                     # an axis of [axes]
+    scale: float = 1.0
+    kind: type = float              # int or float
+
+    def value(self, leader):
+        x = float(leader) * self.scale
+        return int(round(x)) if self.kind is int else float(f"{x:.12g}")
+
+
 @dataclasses.dataclass
 class SweepSpec:
     path: Path
@@ -150,6 +168,19 @@ class SweepSpec:
     axes: list[Axis]
     families: tuple                 # circuit families the kernel reads
     chip_sweep: bool                # a [chips] table was given
+    links: list = dataclasses.field(default_factory=list)   # [axes.links]: list[Link]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every key a design point sets: the axes, then the linked keys."""
+        return [a.name for a in self.axes] + [lk.name for lk in self.links]
+
+    def complete(self, values: dict) -> dict:
+        """Axis values plus the linked keys' values."""
+        out = dict(values)
+        for lk in self.links:
+            out[lk.name] = lk.value(values[lk.follow])
+        return out
 
     def digest(self) -> str:
         """What the stored results depend on (not the budget: a sweep may be extended)."""
@@ -157,6 +188,8 @@ class SweepSpec:
              "evaluation": self.evaluation.to_dict(), "chips": self.chips.to_dict(), "corners": list(self.corners),
              "temperatures": list(self.temperatures), "design": self.design_base, "kernel": self.kernel_fixed,
              "axes": [dataclasses.asdict(a) | {"kind": a.kind.__name__} for a in self.axes]}
+        if self.links:  # (absent when there are none: the digests of earlier sweeps stay)
+            d["links"] = [dataclasses.asdict(lk) | {"kind": lk.kind.__name__} for lk in self.links]
         return digest(json.dumps(d, sort_keys=True, default=str))
 
     # -- the parts of one point -------------------------------------------------------------
@@ -192,11 +225,11 @@ class SweepSpec:
         design = Design.from_mapping(self.design_base)
         cfg = _kernel_cls(self.evaluation.attention)(**self.kernel_fixed)
         out = {}
-        for a in self.axes:
-            if a.is_kernel:
-                out[a.name] = getattr(cfg, a.leaf)
+        for name in self.columns:  # the linked keys too: the default design's own values
+            if name.startswith("kernel."):
+                out[name] = getattr(cfg, name.split(".", 1)[1])
             else:
-                out[a.name] = _get_attr_path(design, a.name)
+                out[name] = _get_attr_path(design, name)
         return out
 
     def variants(self) -> list[tuple]:
@@ -378,18 +411,20 @@ def from_mapping(data: dict, path: Path = Path("<spec>"), text: str = "") -> Swe
         if "cell_temperature" in leaf_names:
             kspec.config(**{**kernel_fixed, "cell_temperature": t})
 
-    axes_t = _table(data, "axes")
+    axes_t = dict(_table(data, "axes"))
+    links_t = axes_t.pop("links", {})
     axes = []
     for name, val in _flatten_axes(axes_t):
         axes.append(_axis(name, val, ev.attention, families, leaf_names, design_base, kernel_fixed, sweep.strategy))
     if not axes:
         raise SpecError("[axes] is empty: name at least one design key or kernel.<option> to sweep")
+    links = _links(links_t, axes, ev.attention, families, leaf_names, design_base, kernel_fixed)
     for a in axes:
         if a.name.split(".")[-1] in ("corner", "temperature") and ((corners and a.name.endswith("corner"))
                                                                   or (temps and a.name.endswith("temperature"))):
             raise SpecError(f"axes.{a.name}: also set per chip by [chips]; use one of the two")
     return SweepSpec(path, text, sweep, ev, chips, tuple(corners or (None,)), tuple(temps or (None,)),
-                     design_base, dict(kernel_fixed), axes, families, "chips" in data)
+                     design_base, dict(kernel_fixed), axes, families, "chips" in data, links)
 
 
 def _list_or_none(v, where):
@@ -430,11 +465,18 @@ def _check_kernel_leaf(leaf, attention, names, where):
 
 
 def _axis(name, val, attention, families, leaf_names, design_base, kernel_fixed, strategy) -> Axis:
-    from ..characterize.design import FAMILIES, Design
     where = f"axes.{name}"
+    fld, typ, check = _key(name, where, attention, families, leaf_names, design_base, kernel_fixed)
+    return _axis_values(name, where, val, fld, typ, check, strategy)
+
+
+def _key(name, where, attention, families, leaf_names, design_base, kernel_fixed):
+    """(field, type, check(value)) of a design key or kernel option that a sweep may vary;
+    ``check`` raises a one-line error naming ``where`` for a value the parameter refuses."""
+    from ..characterize.design import FAMILIES, Design
     if name.startswith("kernel."):
         leaf = name.split(".", 1)[1]
-        _check_kernel_leaf(leaf, attention, leaf_names, "axes.kernel")
+        _check_kernel_leaf(leaf, attention, leaf_names, where[: -len(leaf) - 1])
         from ..attention.config import leaf_fields
         fld = {f.name: f for _, f in leaf_fields(_kernel_cls(attention))}[leaf]
         hints = {}
@@ -477,6 +519,10 @@ def _axis(name, val, attention, families, leaf_names, design_base, kernel_fixed,
                 raise ParameterError(where, e.value, e.allowed) from None
             except AnalogAttnError as e:
                 raise SpecError(f"{where}: {e}") from None
+    return fld, typ, check
+
+
+def _axis_values(name, where, val, fld, typ, check, strategy) -> Axis:
     if isinstance(val, list):
         if not val:
             raise SpecError(f"{where} is empty: give at least one value")
@@ -517,3 +563,66 @@ def _axis(name, val, attention, families, leaf_names, design_base, kernel_fixed,
     if strategy == "grid" and steps is None:
         raise SpecError(f"{where}: a range axis of a grid needs steps (values between low and high)")
     return Axis(name, low=typ(lo), high=typ(hi), log=log, steps=steps, kind=typ)
+
+
+LINK_FORM = '{ follow = "<an axis of [axes]>", scale = <number above 0> }'
+
+
+def _flatten_links(t: dict, prefix=""):
+    for k, v in t.items():
+        name = prefix + k
+        if isinstance(v, dict) and not ({"follow", "scale"} & set(v)) and v:
+            yield from _flatten_links(v, name + ".")
+        else:
+            yield name, v
+
+
+def _links(t, axes, attention, families, leaf_names, design_base, kernel_fixed) -> list[Link]:
+    """[axes.links]: each key follows an axis (``value = scale x axis value``), checked against its
+    own parameter's range at every value the axis takes."""
+    if not isinstance(t, dict):
+        raise SpecError(f"axes.links = {_short(t)}: a table of linked keys, each {LINK_FORM}")
+    by_name = {a.name: a for a in axes}
+    out: list[Link] = []
+    items = list(_flatten_links(t))
+    linked = {n for n, _ in items}
+    for name, v in items:
+        where = f"axes.links.{name}"
+        if not isinstance(v, dict):
+            raise SpecError(f"{where} = {_short(v)}: a link is a table {LINK_FORM}")
+        extra = sorted(set(v) - {"follow", "scale"})
+        if extra:
+            raise SpecError(f"{where}: unknown link key {extra[0]!r} (known: follow, scale)")
+        if name in by_name:
+            raise SpecError(f"{where}: {name} is an axis already; a key is either swept or linked")
+        if any(lk.name == name for lk in out):
+            raise SpecError(f"{where}: linked twice")
+        follow = v.get("follow")
+        names = ", ".join(by_name)
+        if follow is None:
+            raise SpecError(f"{where}: a link needs follow = the axis it scales with ({names})")
+        if not isinstance(follow, str):
+            raise SpecError(f"{where}.follow = {_short(follow)}: the name of an axis of [axes] ({names})")
+        if follow not in by_name:
+            what = "a linked key; link to an axis" if follow in linked else "not an axis of [axes]"
+            raise SpecError(f"{where}.follow = {follow!r}: {what} (axes: {names})")
+        scale = v.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ParameterError(f"{where}.scale", scale, "a number above 0")
+        fld, typ, check = _key(name, where, attention, families, leaf_names, design_base, kernel_fixed)
+        if typ not in (int, float) or fld.metadata.get("choices") is not None:
+            raise SpecError(f"{where}: a {getattr(typ, '__name__', typ)} parameter; "
+                            "only a number can be linked")
+        lead = by_name[follow]
+        if lead.kind not in (int, float) or (lead.values is not None and any(
+                isinstance(x, bool) or not isinstance(x, (int, float)) for x in lead.values)):
+            raise SpecError(f"{where}.follow = {follow!r}: that axis is not numeric; a link scales a number")
+        lk = Link(name, follow, float(scale), typ)
+        for x in (lead.values if lead.values is not None else (lead.low, lead.high)):
+            y = lk.value(x)
+            try:
+                check(y)
+            except ParameterError as e:
+                raise ParameterError(where, e.value, f"{e.allowed}; it is {scale:g} x {follow} = {x!r}") from None
+        out.append(lk)
+    return out

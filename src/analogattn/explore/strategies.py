@@ -11,8 +11,8 @@ from .spec import SweepSpec
 
 
 def fixed_points(spec: SweepSpec) -> list[dict]:
-    """Axis values of every design of a grid/random/lhs sweep, in a deterministic order (the
-    default design first when ``include_default``)."""
+    """Axis values (and linked keys' values) of every design of a grid/random/lhs sweep, in a
+    deterministic order (the default design first when ``include_default``)."""
     axes, n, s = spec.axes, spec.sweep.points, spec.sweep
     if s.strategy == "grid":
         pts = [dict(zip([a.name for a in axes], combo)) for combo in itertools.product(*[a.grid() for a in axes])]
@@ -26,6 +26,7 @@ def fixed_points(spec: SweepSpec) -> list[dict]:
         pts = [{a.name: a.at([cols[j][i]])[0] for j, a in enumerate(axes)} for i in range(n)]
     else:
         raise ValueError(s.strategy)
+    pts = [spec.complete(p) for p in pts]  # + the linked keys
     out, seen = [], set()
     if s.include_default:
         pts = [spec.default_values()] + pts
@@ -68,7 +69,7 @@ class Search:
                 if t.state == S.RUNNING]
 
     def _values(self, params: dict) -> dict:
-        return {a.name: params[a.name] for a in self.spec.axes}
+        return self.spec.complete({a.name: params[a.name] for a in self.spec.axes})
 
     def ask(self) -> tuple[int, dict]:
         t = self.study.ask()
@@ -80,7 +81,7 @@ class Search:
                 vals[a.name] = t.suggest_int(a.name, int(a.low), int(a.high), log=a.log)
             else:
                 vals[a.name] = t.suggest_float(a.name, a.low, a.high, log=a.log)
-        return t.number, vals
+        return t.number, self.spec.complete(vals)
 
     def tell(self, number: int, values) -> None:
         S = self.optuna.trial.TrialState

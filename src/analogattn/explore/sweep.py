@@ -279,5 +279,6 @@ class Driver:
 def run(spec: SweepSpec, out, backend, cache_dir, progress: bool = True, log=print) -> Report:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    P.clean_stale_scratch()  # scratch folders of workers that were killed earlier, on this machine
     with exclusive_lock(out / "sweep", "sweep results folder"):
         return Driver(spec, out, backend, Path(cache_dir), progress, log).run()
