@@ -105,16 +105,59 @@ def fit_write(g):
     return m
 
 
+RETENTION_RESOLVED = 0.01  # a decay is resolved when some curve moved >= 1 % of its distance to V_eq
+
+
+def retention_bound(v, t_span: float) -> tuple[bool, float, float]:
+    """(bounded, tau lower bound s, largest drift V) of one temperature's curves v (starts, times).
+
+    With V_eq anywhere between the lowest and highest start (the fit keeps it within the rails;
+    the starts span the range), the start farthest from V_eq is at least d = half the starts'
+    spread away, and no curve moved more than D (the largest |V(end) - V(0)|), so
+    1 - exp(-T / tau) <= D / d, i.e. tau >= T / -ln(1 - D / d). When D < RETENTION_RESOLVED x d
+    the curves are straight lines over the simulated time T: tau and V_eq are not separately
+    determined (only their ratio), and D itself is near the transient's tolerance (reltol 1e-3 of
+    the node voltage), so the fitted tau is ill-conditioned and only this bound is reported."""
+    v = np.asarray(v, float)
+    v = v[np.all(np.isfinite(v), axis=1)]
+    if v.shape[0] < 2 or not t_span > 0:
+        return False, float("nan"), float("nan")
+    d = 0.5 * float(np.ptp(v[:, 0]))
+    drift = float(np.max(np.abs(v[:, -1] - v[:, 0])))
+    if not d > 0 or drift >= RETENTION_RESOLVED * d:
+        return False, float("nan"), drift
+    return True, float(t_span / -np.log1p(-max(drift, 1e-12 * d) / d)), drift
+
+
 def fit_retention(g):
+    """Decay model per temperature. A temperature whose curves barely move over the simulated
+    time (:func:`retention_bound`) keeps its fitted V_eq but gets the lower bound as its tau (the
+    model then decays no slower than measured: conservative); ``meta['tau_lower_bound']`` marks
+    it and the scores name it ``tau_<T>C_lower_bound_s`` (else ``tau_<T>C_s``)."""
     temps, tau, veq, rms = (g[k][()] for k in ("temperature", "tau", "v_eq", "fit_rms"))
     v = g["v_store"][()]
     ok = np.isfinite(temps) & np.isfinite(tau) & (tau > 0) & np.isfinite(veq)
     if not ok.all():  # a temperature whose simulation or decay fit failed is left out
         temps, tau, veq, rms, v = temps[ok], tau[ok], veq[ok], rms[ok], v[ok]
+    t = g["time"][()] if "time" in g else None
+    t_span = float(t[-1] - t[0]) if t is not None and np.size(t) > 1 else float("nan")
+    tau = np.array(tau, float)
+    bounded, drifts = [], []
+    for i in range(temps.size):
+        b, lb, drift = retention_bound(v[i], t_span)
+        bounded.append(b)
+        drifts.append(drift)
+        if b:
+            tau[i] = lb
     m = M.Decay(temps, tau, veq, domain={"temperature": [float(temps.min()), float(temps.max())]},
-                units={"t": "s", "tau": "s", "v": "V", "temperature": "degC"})
+                units={"t": "s", "tau": "s", "v": "V", "temperature": "degC"},
+                meta={"tau_lower_bound": [bool(b) for b in bounded], "simulated_time_s": t_span,
+                      "largest_drift_V": [float(x) for x in drifts]})
     m.scores = {"rms_residual_V": float(np.max(rms)),
                 "nrmse": float(np.max(rms) / (np.nanmax(v) - np.nanmin(v)))}
+    for T, tt, b, drift in zip(temps, tau, bounded, drifts):
+        m.scores[f"tau_{T:g}C_lower_bound_s" if b else f"tau_{T:g}C_s"] = float(tt)
+        m.scores[f"drift_{T:g}C_V"] = float(drift)
     return m
 
 
@@ -598,7 +641,7 @@ GAINCELL_FIT = FitSpec(
         "read_surface": ({"current": ("S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
         "write_read": ({"v_written": ("W",), "v_stored": ("W",), "e_read": ("W",), "e_write": ("W",)}, {}),
         "retention": ({"temperature": ("T",), "tau": ("T",), "v_eq": ("T",), "fit_rms": ("T",),
-                       "v_store": ("T", "N", "t")}, {}),
+                       "v_store": ("T", "N", "t")}, {"time": ("t",)}),
         "monte_carlo": ({"current": ("M", "S", "I"), "v_store": ("S",), "v_in": ("I",)}, {}),
         "read_noise": ({"q_sigma": ("S", "I"), "v_store": ("S",), "v_in": ("I",), "t_read": ()}, {}),
         "write_mismatch": ({"v_stored": ("N", "W"), "v_written": ("W",)}, {}),

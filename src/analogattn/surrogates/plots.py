@@ -70,11 +70,15 @@ def plot_gaincell(f, models: dict, out: Path, plt) -> list[Path]:
         t, v, temps, starts = g["time"][()], g["v_store"][()], g["temperature"][()], g["v_start"][()]
         m = models["gaincell.retention"]
         fig, ax = plt.subplots(figsize=(6, 4))
+        bound = list(m.meta.get("tau_lower_bound", [])) if isinstance(m.meta, dict) else []
         for i, T in enumerate(temps):
+            tau = m.params_at(T)[0]
+            txt = f"{tau * 1e6:.1f} us" if tau < 1e-3 else f"{tau:.3g} s"
+            txt = ("tau >= " if i < len(bound) and bound[i] else "tau = ") + txt
             for k in range(len(starts)):
                 ax.semilogx(t[1:], v[i, k, 1:], ".", ms=2, c=f"C{i}")
                 ax.semilogx(t[1:], m(v[i, k, 0], t[1:], T), "-", lw=1, c=f"C{i}",
-                            label=f"{T:g} degC fit, tau={m.params_at(T)[0] * 1e6:.1f} us" if k == 0 else None)
+                            label=f"{T:g} degC fit, {txt}" if k == 0 else None)
         ax.set(xlabel="time after write (s)", ylabel="V_store (V)", title="retention: SPICE (.) and decay fit")
         ax.legend(fontsize=8)
         files.append(_save(fig, out / "gaincell_retention.png", plt))
