@@ -308,7 +308,7 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
                             method=f"the process's own mismatch models ({proc.name}: {proc.mismatch.name}, "
                                    "every subcircuit instance draws independently); mc_per_task read stacks per "
                                    "netlist sharing SN/RWL/RWLB, one nested DC sweep; seeds per task "
-                                   "(.option seed) in 'seeds'; write transistor mismatch not sampled",
+                                   "(.option seed) in 'seeds'; write transistor mismatch: the write_mismatch analysis",
                             attrs={"seed": s.mc_seed, "mismatch": proc.mismatch.name,
                                    "task_seeds": np.asarray(seeds)}))
     elif want("monte_carlo") and s.mc_samples > 0:
@@ -339,7 +339,7 @@ def analyses(p: GainCellParams, s: GainCellSweep, only: set[str] | None = None,
         out.append(Analysis(FAMILY, "monte_carlo", tasks, merge_mc, pj,
                             method="DC read surface re-simulated per sample with alter delvto on the read "
                                    "devices; sigma = a_vt/sqrt(W L) (Pelgrom); write transistor mismatch "
-                                   "affects the write only and is not sampled here",
+                                   "affects the write only: the write_mismatch analysis",
                             attrs={"seed": s.mc_seed, "a_vt_V_um": s.a_vt}))
     if want("read_noise"):
         from .gaincell_noise import analysis as noise_analysis
