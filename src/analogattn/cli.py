@@ -817,8 +817,9 @@ def cmd_teacher_forced(o: GenerateOptions, args) -> int:
         write_bytes(o.json, json.dumps(result, indent=2, default=str).encode())
         print(f"wrote {o.json}")
     if o.plot:
-        plot_by_age({f"{kernel.name}": bins}, o.plot,
-                    f"{model.name}, {path.name}: teacher-forced decode of {r.scored} tokens "
+        label = kernel.name + (f", refresh every {cfg.refresh_interval}"
+                               if getattr(cfg, "refresh_interval", 0) else "")
+        plot_by_age({label: bins}, o.plot, f"{model.name}, {path.name}: teacher-forced decode of {r.scored} tokens "
                     f"(overall perplexity {r.perplexity:.3f})")
         print(f"wrote {o.plot}")
     return 0

@@ -46,9 +46,11 @@ def plot_by_age(curves: dict, path, title: str = "", reference: str | None = Non
         ax.plot(c, [b["perplexity"] for b in bins], "o-", label=label)
     ax.set_xlabel("context age (oldest key read) [tokens], bin centre")
     ax.set_ylabel("perplexity (teacher-forced)")
+    ax.set_yscale("log")
     ax.legend(fontsize=8)
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+        fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=8)
     if two:
         ref = {b["from"]: b["perplexity"] for b in curves[reference]}
         ax2 = axes[0, 1]
