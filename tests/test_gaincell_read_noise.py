@@ -3,6 +3,7 @@ value tile, the switch, and the charge variance from a noise spectrum."""
 import dataclasses
 
 import numpy as np
+import pytest
 
 from analogattn.attention.gaincell import CellModel, GainCellAttention, GainCellConfig
 from analogattn.characterize.gaincell_noise import integrated_charge_var
@@ -83,3 +84,58 @@ def test_refresh_blocks_and_token_by_token_agree():
     assert np.abs(steps - full).max() < 1e-4 * np.abs(full).max()
     never = GainCellAttention(cell, cfg.replace(refresh_interval=0), sc)
     assert np.abs(never(q, k, v, pos, Mask(), never.new_cache(0, 2, 16), 0) - full).max() > 1e-3 * np.abs(full).max()
+
+
+@pytest.mark.parametrize("extra", [0.0, 0.02])
+def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra):
+    """Read noise on (the cells' own and the extra relative one): the compiled noisy value-tile
+    epilogue with the normal deviates drawn ahead in a helper thread gives bit for bit what the
+    NumPy path gives with each deviate drawn when needed (same generator, same order), over several
+    layers' calls (the generator's state carries from call to call) and blocks of queries."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.uniform(-0.4, 0.4, (n, 90, 16)).astype(np.float32) for n in (6, 2, 2))
+    cell = dataclasses.replace(CellModel.ideal(), tau=2e-6, v_eq=0.3,
+                               noise_q=lambda v: np.full(np.shape(v), 4e-16))
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, rows=8, predistort=False,
+                         read_noise=extra)
+    sc = Scalers.identity(2, 6, 2, cell)
+    sc.out_scale[:] *= 0.3  # tiles clip: the ADC's ends matter
+    outs = {}
+    for fast in (False, True):
+        ker = GainCellAttention(cell, cfg, sc, block=32)
+        ker.draw_ahead = ker.fused_noise = fast
+        assert ker.circuit_noise_var() > 0
+        caches = [ker.new_cache(i, 2, 16) for i in range(2)]
+        outs[fast] = [ker(q[:, a:b], k[:, a:b], v[:, a:b], np.arange(a, b), Mask(), caches[layer], layer)
+                      for a, b in ((0, 70), (70, 90)) for layer in (0, 1)]
+        outs[fast].append(ker.rng.standard_normal(4))  # the generator ends in the same state
+    for x, y in zip(outs[False], outs[True]):
+        assert np.array_equal(x, y)
+    quiet = GainCellAttention(cell, cfg.replace(circuit_read_noise=False, read_noise=0.0), sc, block=32)
+    ref = quiet(q, k, v, np.arange(90), Mask(), quiet.new_cache(0, 2, 16), 0)
+    assert np.abs(np.concatenate([outs[True][0], outs[True][2]], axis=1) - ref).max() > 0  # the noise is there
+
+
+def test_noisy_tile_adc_equals_its_numpy_formula():
+    """The compiled epilogue against adc() and the sum over tiles, on random parts and deviates,
+    including tiles not read and a zero full scale (reads 0)."""
+    from analogattn.attention import _fused
+    from analogattn.attention.peripherals import adc
+    rng = np.random.default_rng(3)
+    ntl, R, dd = 5, 40, 12
+    parts = rng.standard_normal((ntl, R, dd)).astype(np.float32)
+    z1, z2 = (rng.standard_normal((ntl, R, dd)).astype(np.float32) for _ in range(2))
+    s1 = rng.uniform(0, 0.1, R).astype(np.float32)
+    s2 = rng.uniform(0, 0.2, (ntl, R)).astype(np.float32)
+    full = rng.uniform(0.5, 2.0, R).astype(np.float32)
+    full[3] = 0
+    back = rng.uniform(0.1, 3, (ntl, R)).astype(np.float32)
+    back[1, ::3] = 0
+    ref = adc(parts + s1[None, :, None] * z1 + s2[:, :, None] * z2, full[None, :, None], 32)
+    ref = (ref * back[:, :, None]).sum(axis=0)
+    acc = np.empty((R, dd), np.float32)
+    _fused.noisy_tile_adc(parts, z1, s1, z2, s2, full, 16, back, acc)
+    assert np.array_equal(acc, ref)
+    assert np.all(acc[3] == 0)

@@ -12,6 +12,7 @@ vectorises them (a float64 scalar or a short-circuit ``and`` in the loop cost 20
 In the pruning kernel, row i of a block is query i % T of head i // T.
 """
 from .common import _adc, _adc_steps, _max_biased, _pulse, adc_rows, exp32, exp_rows, pulse_rows  # noqa: F401
-from .gaincell import interp_terms, score_tile, softmax_block, tile_outputs, tile_parts, tile_pulses  # noqa: F401
+from .gaincell import (add_row_scaled, interp_terms, noisy_tile_adc, score_tile, softmax_block, tile_outputs,  # noqa: F401
+                       tile_parts, tile_pulses)
 from .ideal import scatter_normalised, softmax_ranges  # noqa: F401
 from .sprint import anchor_max, dac_lhs, decide_softmax, kept_softmax  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .common import _adc, _adc_steps, _fast, _max_biased, _pulse, exp32
+from .common import _adc, _adc_steps, _fast, _max_biased, _opts, _pulse, exp32
 
 
 @nb.jit(inline="always", **_fast)
@@ -211,3 +211,53 @@ def tile_parts(M, rw, psum, ratio, out):
             _tile_mean(M[k, r], rw, r, np.float32(1.0), o)
             if ratio:  # divided after the sum, as the recorded calibrations always were (the fused
                 o /= w  # path divides the factors: equal to rounding, not bit for bit)
+
+
+@nb.jit(**_opts)
+def add_row_scaled(x, sig, z):
+    """x[r, s] += sig[r] z[r, s] (strict IEEE float32: the product rounded, then the sum, as the
+    NumPy expression ``x += sig[:, None] * z`` does, so the result is bit for bit the same)."""
+    R, S = x.shape
+    for r in range(R):
+        a, b, sr = x[r], z[r], sig[r]
+        for s in range(S):
+            a[s] = a[s] + sr * b[s]
+
+
+@nb.jit(**_opts)
+def noisy_tile_adc(parts, z1, s1, z2, s2, full, half, back, acc):
+    """acc (R, dd) = sum over tiles k (in order) of ADC(parts[k, r] + s1[r] z1[k, r] + s2[k, r]
+    z2[k, r]) back[k, r]: a block's value-tile outputs with their read noise (z1 / z2 standard
+    normals drawn by the caller; an empty z skips its term), each tile's ADC over +-full[r]
+    (codes -half .. half-1, mid-tread; full <= 0 reads 0), weighted back digitally (back 0: a tile
+    not read, skipped). Strict IEEE float32, every operation in the order of the NumPy path in
+    ``GainCellAttention._value_block`` (noise added, :func:`..peripherals.adc`, product, sum over
+    the tiles), so the two agree bit for bit (``x / step`` as NumPy divides, not a reciprocal)."""
+    ntl, R, dd = parts.shape
+    has1 = z1.size > 0
+    has2 = z2.size > 0
+    lo, hi = np.float32(-half), np.float32(half - 1)
+    zero = np.float32(0.0)
+    for r in range(R):
+        a = acc[r]
+        for c in range(dd):
+            a[c] = zero
+        f = full[r]
+        step = f / np.float32(half) if f > 0 else np.float32(1.0)
+        for k in range(ntl):
+            bk = back[k, r]
+            if bk == 0:
+                continue
+            p = parts[k, r]
+            if f > 0:
+                for c in range(dd):
+                    v = p[c]
+                    if has1:
+                        v = v + s1[r] * z1[k, r, c]
+                    if has2:
+                        v = v + s2[k, r] * z2[k, r, c]
+                    v = min(max(np.rint(v / step), lo), hi) * step
+                    a[c] = a[c] + v * bk
+            else:
+                for c in range(dd):
+                    a[c] = a[c] + zero * bk

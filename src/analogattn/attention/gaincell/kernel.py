@@ -8,12 +8,13 @@ they may see; the per-element work after each matrix product is compiled (:mod:`
 """
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, visible
+from ..base import AttentionKernel, blas_single_thread, visible
 from ..cache import KVCache
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
@@ -53,6 +54,8 @@ class GainCellAttention(AttentionKernel):
     the cell's tables, shared with a kernel of the same cell, pre-distortion, levels and degree."""
 
     name = "gaincell"
+    draw_ahead = True  # draw the read noise's normal deviates in a helper thread, in order (see _Draws)
+    fused_noise = True  # noisy value tiles: noise, ADC and sum in one compiled pass (False: the NumPy path)
 
     def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
                  recorder: Recorder | None = None, rng: np.random.Generator | None = None, block: int = 256,
@@ -88,7 +91,8 @@ class GainCellAttention(AttentionKernel):
             cache.append_mismatch(self.cell.sigma(vk) * self.rng.standard_normal(vk.shape),
                                   self.cell.sigma(vv) * self.rng.standard_normal(vv.shape))
         cache.append(vk, vv, positions)
-        return self.attend(q, positions, mask, cache, layer)
+        with blas_single_thread():  # as AttentionKernel.__call__: small products, one BLAS thread
+            return self.attend(q, positions, mask, cache, layer)
 
     def _blocks(self, allowed, lam, n):
         """(b0, b1, lo, hi) per block of queries: rows b0..b1 of ``allowed`` read keys lo..hi
@@ -143,6 +147,42 @@ class GainCellAttention(AttentionKernel):
         tmax = self.cell.t_max
         var_q = self.circuit_noise_var()
         out = np.empty((H, T, d), np.float32)
+        plan = self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None)
+        draws = _Draws(self.rng, plan, self.draw_ahead and not (rec.wants_tiles or rec.wants_score_tiles))
+        try:
+            return self._attend(q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft,
+                                use_comp, half, mode, tmax, var_q, out, draws)
+        finally:
+            draws.close()
+
+    def _noise_plan(self, blocks, n_kv, g, d, var_q, out_scale):
+        """The shapes and dtypes of the normal deviates ``attend`` draws, in its order (per KV
+        head: each block's score tiles, then each block's value tiles)."""
+        cv, nz, rows = self.cfg.converters, self.cfg.noise, self.cfg.array.rows
+        for j in range(n_kv):
+            for (b0, b1, lo, hi) in blocks:
+                for _ in range(0, d, rows):
+                    if nz.read_noise > 0 and cv.output_levels:
+                        yield (g * (b1 - b0), hi - lo), np.float64
+                    if var_q > 0:
+                        yield (g * (b1 - b0), hi - lo), np.float32
+            if out_scale is None or np.all(np.isinf(out_scale[j * g:(j + 1) * g])):
+                continue  # the value tiles are not digitised: no noise drawn
+            for (b0, b1, lo, hi) in blocks:
+                shape = (-(-(hi - lo) // rows), g * (b1 - b0), d)
+                if nz.read_noise > 0:
+                    yield shape, np.float64
+                if var_q > 0:
+                    yield shape, np.float32
+
+    def _attend(self, q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft, use_comp,
+                half, mode, tmax, var_q, out, draws):
+        sc, ro, rec = self.sc, self.readout, self.recorder
+        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
+        keys, values, kpos = cache.keys, cache.values, cache.positions
+        n_kv, S, d = keys.shape
+        H, T, _ = q.shape
+        g = H // n_kv
         factors = {}
         for (b0, b1, lo, hi) in blocks:
             c0 = float(positions[b0])
@@ -184,11 +224,11 @@ class GainCellAttention(AttentionKernel):
                     x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
                     if nz.read_noise > 0 and cv.output_levels:
                         x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
-                              * self.rng.standard_normal(x.shape)).astype(np.float32)
+                              * draws.normal(x.shape, np.float64)).astype(np.float32)
                     if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
                         ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
-                        x += (np.sqrt(var_q * ps).astype(np.float32)[:, None]
-                              * self.rng.standard_normal(x.shape, dtype=np.float32))
+                        _fused.add_row_scaled(x, np.sqrt(var_q * ps).astype(np.float32),
+                                              draws.normal(x.shape, np.float32))
                     if rec.wants_score_tiles:
                         rec.score_tile(layer, j, b0, k0, x)
                     last = k0 + ar.rows >= d
@@ -215,7 +255,7 @@ class GainCellAttention(AttentionKernel):
                     weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
                 VT = Fv[lo:hi] * kw[:, :, None]
                 acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
-                                                   (layer, hs)).reshape(g, b1 - b0, d)
+                                                   (layer, hs), draws).reshape(g, b1 - b0, d)
             if weights is not None:  # the head's attention weights
                 rec.weights(layer, int(hs[probe]), positions, kpos, weights)
             if sc.v_chan is not None:
@@ -224,7 +264,7 @@ class GainCellAttention(AttentionKernel):
             out[hs] = scale * acc + sc.b_o[layer, hs][:, None, None]
         return out.astype(q.dtype)
 
-    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None):
+    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
         value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
         each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
@@ -263,16 +303,29 @@ class GainCellAttention(AttentionKernel):
                     blk = parts[k, i * tb:(i + 1) * tb][read[k, i * tb:(i + 1) * tb]]
                     if blk.size:
                         self.recorder.tile_outputs(layer, int(h), blk)
+        back = (psum if ratio else 1.0) * m  # (R, ntl)
+        draws = draws if draws is not None else _Draws(self.rng, None, False)
+        empty = np.empty((0, 0, 0), np.float32)
+        z1 = s1 = z2 = s2 = None
         if digitise:
             if nz.read_noise > 0:
-                noise = self.rng.standard_normal(parts.shape).astype(np.float32)
-                parts += np.float32(nz.read_noise) * full_r[None, :, None] * noise
+                z1 = draws.normal(parts.shape, np.float64).astype(np.float32)
+                s1 = np.float32(nz.read_noise) * full_r
             if var_q > 0:  # the cells' read noise on the tile's charge, var = var_q x pulse sum
                 pt = psum.T[:, :, None]
-                sig = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
-                parts += (sig * self.rng.standard_normal(parts.shape, dtype=np.float32)).astype(np.float32)
+                s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
+                z2 = draws.normal(parts.shape, np.float32)
+            if not record and self.fused_noise:  # the same arithmetic in one compiled pass
+                _fused.noisy_tile_adc(parts, empty if z1 is None else z1, s1 if s1 is not None else full_r,
+                                      empty if z2 is None else z2,
+                                      np.ascontiguousarray(s2[:, :, 0]) if s2 is not None else back.T,
+                                      full_r, cv.output_levels // 2, np.ascontiguousarray(back.T * read), acc)
+                return acc
+            if z1 is not None:
+                parts += s1[None, :, None] * z1
+            if z2 is not None:
+                parts += (s2 * z2).astype(np.float32)
             parts = adc(parts, full_r[None, :, None], cv.output_levels)
-        back = (psum if ratio else 1.0) * m  # (R, ntl)
         return (parts * (back.T * read)[:, :, None]).sum(axis=0).astype(np.float32)
 
     def circuit_noise_var(self) -> float:
@@ -293,6 +346,60 @@ class GainCellAttention(AttentionKernel):
         rw = np.full((1, R), self.cell.t_max, np.float32)
         return self._value_block(np.asarray(p, np.float32)[None], bias, VT, rw, np.atleast_1d(np.float32(full))[:1],
                                  mode, np.ones(1, np.float32))
+
+
+class _Draws:
+    """The standard normal deviates of one ``attend`` call, taken in the order of ``plan`` (an
+    iterable of (shape, dtype)). With ``ahead``, a helper thread draws them from the kernel's
+    generator a few arrays in advance (NumPy releases the GIL while it fills an array, so the
+    drawing overlaps the products and compiled passes); the generator is used by that thread
+    alone, in the plan's order, so every array equals the one a direct draw at the same point
+    would give. Without, each is drawn when taken."""
+
+    DEPTH = 3
+
+    def __init__(self, rng, plan, ahead):
+        self.rng = rng
+        self.plan = iter(plan) if (ahead and plan is not None) else None
+        self.pending = collections.deque()
+        if self.plan is not None:
+            for _ in range(self.DEPTH):
+                self._submit()
+
+    def _draw(self, shape, dtype):
+        if dtype == np.float32:
+            return self.rng.standard_normal(shape, dtype=np.float32)
+        return self.rng.standard_normal(shape)
+
+    def _submit(self):
+        item = next(self.plan, None)
+        if item is not None:
+            self.pending.append((item, _draw_pool().submit(self._draw, *item)))
+
+    def normal(self, shape, dtype):
+        if self.plan is None:
+            return self._draw(shape, dtype)
+        (want, wdt), fut = self.pending.popleft()
+        if tuple(want) != tuple(shape) or wdt is not dtype:  # pragma: no cover - a plan out of step
+            raise RuntimeError(f"gain-cell noise plan out of step: planned {want} {wdt}, drawn {shape} {dtype}")
+        self._submit()
+        return fut.result()
+
+    def close(self):
+        """Wait for draws still in flight (an exception left them): the generator is then idle."""
+        while self.pending:
+            self.pending.popleft()[1].result()
+
+
+_pool = None
+
+
+def _draw_pool():
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="gaincell-noise")
+    return _pool
 
 
 def _split_at_refresh(blocks, positions, N):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, key_range, visible
+from ..base import AttentionKernel, blas_single_thread, key_range, visible
 from ..peripherals import signed_code
 from ..recorders import Recorder, Recorders
 from .config import SprintConfig
@@ -62,7 +62,8 @@ class SprintAttention(AttentionKernel):
             off = self.x.cmp_offset * self.rng.standard_normal(off.shape)
         cache.append_cells(cells.astype(np.float32), off.astype(np.float32))  # before append moves length
         cache.append(k, v, positions)
-        return self.attend(q, positions, mask, cache, layer)
+        with blas_single_thread():  # as AttentionKernel.__call__: small products, one BLAS thread
+            return self.attend(q, positions, mask, cache, layer)
 
     def _ref(self, layer, j, d):
         """The reference column's cells (zero code, own variation), drawn once per array."""
