@@ -17,17 +17,24 @@ def write(d, spec, out: Path) -> list[Path]:
         return files
     ok = d[np.isfinite(d.ppl_ratio)]
     chips = spec.chip_sweep and spec.chips.n > 1
-    # y range: the medians, the budget and the error bars, but not a broken chip's 1e7 (its bar is
-    # cut at the top and marked with an arrow)
-    med = ok.ppl_ratio.to_numpy(float)
-    top = max(1.5 * np.nanmax(med), 1.1 * spec.chips.budget if chips else 0.0) if len(med) else 2.0
-    if chips and len(ok):
-        top = min(max(top, np.nanmax(ok.ppl_ratio_p90.to_numpy(float)) * 1.05), 3.0 * np.nanmax(med))
+    # y range: the front (medians and chip bars) and the budget; a design or a bar above it (a far
+    # worse design, a broken chip's 1e7) is drawn as ^ at the top edge, labelled with its index
+    front_ok = ok[ok.pareto]
+    ref = front_ok if len(front_ok) else ok
+    top = 2.0
+    if len(ref):
+        top = 1.15 * max(np.nanmax(ref.ppl_ratio_p90.to_numpy(float)) if chips else 0.0,
+                         np.nanmax(ref.ppl_ratio.to_numpy(float)), spec.chips.budget if chips else 0.0)
     fig, axs = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, col, scale, label in ((axs[0], "energy_per_token_J", 1e9, "attention energy per token [nJ]"),
                                   (axs[1], "area_per_element_um2", 1.0, "area per stored K/V element [um$^2$]")):
         for sub, style in ((ok[~ok.pareto], dict(color="0.6", ms=5, label="designs")),
                            (ok[ok.pareto], dict(color="C3", ms=7, label="Pareto front"))):
+            sub_all = sub
+            above = sub_all.ppl_ratio.to_numpy(float) > top
+            ax.plot(sub_all[col].to_numpy(float)[above] * scale, np.full(above.sum(), top / 1.012), "^",
+                    color=style["color"], ms=7)
+            sub = sub_all[~above]
             x = sub[col].to_numpy(float) * scale
             y = sub.ppl_ratio.to_numpy(float)
             yerr = None
@@ -45,7 +52,8 @@ def write(d, spec, out: Path) -> list[Path]:
                         textcoords="offset points", fontsize=7, color="C3")
         dflt = ok[ok.is_default]
         if len(dflt):
-            ax.plot(dflt[col] * scale, dflt.ppl_ratio, "*", color="k", ms=14, mfc="gold", label="default design")
+            ax.plot(dflt[col].to_numpy(float) * scale, np.minimum(dflt.ppl_ratio.to_numpy(float), top / 1.012), "*",
+                    color="k", ms=14, mfc="gold", label="default design")
         if chips:
             ax.axhline(spec.chips.budget, color="k", ls="--", lw=0.8, label=f"budget {spec.chips.budget:g}x")
         xs = ok[col].to_numpy(float) * scale
@@ -53,14 +61,21 @@ def write(d, spec, out: Path) -> list[Path]:
             ax.set_xscale("log")
         ax.set_ylim(top=top)
         ax.set_xlabel(label)
-        ax.set_ylabel("perplexity / ideal" + (" (median, p10-p90 over chips;\n^: p90 above the axis)"
-                                               if chips else ""))
+        ax.set_ylabel("perplexity / ideal" + (" (median, p10-p90 over chips)" if chips else "")
+                      + "\n^: above the axis (design: median)")
         ax.legend(fontsize=8)
     linked = "".join(f"; {lk.name} = {lk.scale:g} x {lk.follow}" for lk in spec.links)
     fig.suptitle(f"{spec.evaluation.attention} sweep: {len(d)} designs, {int(d.pareto.sum())} on the front "
                  f"(labels: design index) ; objectives: {', '.join(spec.evaluation.objectives)}\n"
                  f"{spec.chips.n} chip(s) per design, {spec.evaluation.max_scored} scored tokens{linked}", fontsize=9)
+    high = ok[ok.ppl_ratio > top].sort_values("design_index")
     fig.tight_layout()
+    if len(high):
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+    if len(high):  # placed after the layout (a figure text would squeeze the axes)
+        fig.text(0.01, 0.01, "above the axis (design: median x ideal): " + ", ".join(
+            f"{int(r.design_index)}{'*' if r.is_default else ''}: {r.ppl_ratio:.2f}" for _, r in high.iterrows()),
+            fontsize=8, color="0.3")
     files.append(out / "pareto.png")
     with replacing(files[-1]) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
