@@ -1,12 +1,19 @@
 """Retention over long contexts and refresh (issue 16): SmolLM2 with gain-cell attention over one
-long window (teacher-forced perplexity on text), for several refresh intervals, at the default
-token period; perplexity by context length (the age of the oldest keys a token attends to) and the
-attention energy per token (refresh writes included); a figure of both against the interval.
+long context of WikiText-2 (teacher-forced perplexity on the text), for a log spread of refresh
+intervals at the default token period; perplexity / ideal and the attention energy per token
+(refresh writes included) against the interval, and perplexity by context age (the age of the
+oldest key a token reads) for never-refresh against the best interval: a table (Markdown + JSON)
+and a figure.
 
-    .venv/bin/python scripts/refresh_study.py --surrogates surrogates.h5 [--window 2048]
-        [--intervals 0,1024,256,64] [--levels 32] [--out refresh-study]
+    .venv/bin/python scripts/refresh_study.py --surrogates surrogates.h5 [--tokens 2048]
+        [--intervals 0,1024,512,256,128,64] [--levels 32] [--mode prefill|decode] [--out refresh-study]
 
-Each point is one ``analogattn run`` (its JSON kept in the output folder); ``0`` = never refresh.
+``--mode prefill`` (default): each point is one ``analogattn run --window T --max-scored T`` (one
+window, every token scored, the cells written at their positions and read by every later query:
+the same decays as a decode); ``--mode decode``: each point is ``analogattn generate
+--teacher-forced --max-new-tokens T`` (token by token through the KV cache, ~20x slower). The two
+score the same tokens with the same calibration (tests/test_long_decode.py and the README say
+where they differ). Each point's JSON is kept in the output folder and reused; ``0`` = never.
 """
 from __future__ import annotations
 
@@ -18,25 +25,39 @@ from pathlib import Path
 
 
 def run(args, out: Path, name: str, extra: list[str]) -> dict:
-    js = out / f"{name}.json"
+    tp = f"_tp{args.token_period:g}" if args.token_period is not None and name != "ideal" else ""
+    js = out / f"{args.mode}_{name}{tp}.json"
     if not js.exists():
-        cmd = [sys.executable, "-m", "analogattn.cli", "run", "--model", "smollm2", "--text", args.text,
-               "--window", str(args.window), "--max-scored", str(args.window), "--json", str(js), "-q", *extra]
+        if args.mode == "prefill":
+            cmd = [sys.executable, "-m", "analogattn.cli", "run", "--model", "smollm2", "--text", args.text,
+                   "--window", str(args.tokens), "--max-scored", str(args.tokens), "--json", str(js), "-q", *extra]
+        else:
+            cmd = [sys.executable, "-m", "analogattn.cli", "generate", "--teacher-forced", "--model", "smollm2",
+                   "--text", args.text, "--max-new-tokens", str(args.tokens), "--json", str(js), "-q", *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return json.loads(js.read_text())
+
+
+def by_age(r: dict) -> list[dict]:
+    return r.get("perplexity_by_position") or r.get("perplexity_by_age") or []
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--surrogates", required=True)
     ap.add_argument("--text", default="/work/shared/data/wikitext2_valid.txt")
-    ap.add_argument("--window", type=int, default=2048)
-    ap.add_argument("--intervals", default="0,1024,256,64")
+    ap.add_argument("--tokens", "--window", type=int, default=2048, dest="tokens",
+                    help="tokens scored in one context (prefill: the window)")
+    ap.add_argument("--intervals", default="0,1024,512,256,128,64")
     ap.add_argument("--levels", type=int, default=32)
+    ap.add_argument("--mode", choices=("prefill", "decode"), default="prefill")
     ap.add_argument("--out", default="refresh-study")
     ap.add_argument("--calibration-windows", type=int, default=1)
+    ap.add_argument("--token-period", type=float, default=None, help="s per token (default: the kernel's, 65 ns)")
     a = ap.parse_args(argv)
+    tp_flag = ["--token-period", repr(a.token_period)] if a.token_period is not None else []
+    suffix = f"_tp{a.token_period:g}" if a.token_period is not None else ""
     out = Path(a.out)
     out.mkdir(exist_ok=True)
     ideal = run(a, out, "ideal", ["--attention", "ideal"])
@@ -44,43 +65,71 @@ def main(argv=None) -> int:
     for n in [int(x) for x in a.intervals.split(",")]:
         r = run(a, out, f"refresh_{n}", ["--attention", "gaincell", "--surrogates", a.surrogates,
                                         "--storage-levels", str(a.levels), "--refresh-interval", str(n),
-                                        "--calibration-windows", str(a.calibration_windows)])
+                                        "--calibration-windows", str(a.calibration_windows), *tp_flag])
         rows.append((n, r))
-    print(f"{'refresh every':>14s} {'ppl':>9s} {'x ideal':>8s} {'nJ/token':>9s} {'refresh nJ':>10s}  ppl by context "
-          f"length ({', '.join(str(b['from']) for b in ideal['perplexity_by_position'])} ..)")
+    ib = by_age(ideal)
     table = []
     for n, r in rows:
         e = r["cost"]["energy_per_token_J"]
         er = r["cost"]["energy_parts_J"].get("refresh", 0.0)
-        by = [b["perplexity"] / i["perplexity"] for b, i in zip(r["perplexity_by_position"],
-                                                                 ideal["perplexity_by_position"])]
         table.append({"refresh_interval": n, "perplexity": r["perplexity"],
                       "ratio": r["perplexity"] / ideal["perplexity"], "energy_per_token_J": e,
-                      "refresh_energy_J": er, "ratio_by_position": by})
-        print(f"{n or 'never':>14} {r['perplexity']:9.3f} {r['perplexity'] / ideal['perplexity']:8.4f} "
-              f"{e * 1e9:9.1f} {er * 1e9:10.2f}  " + " ".join(f"{x:.3f}" for x in by))
-    (out / "refresh.json").write_text(json.dumps({"ideal": ideal["perplexity"], "rows": table}, indent=2))
+                      "refresh_energy_per_token_J": er, "context": r["cost"]["context"],
+                      "by_age": [{"from": b["from"], "to": b["to"], "perplexity": b["perplexity"],
+                                  "ratio": b["perplexity"] / i["perplexity"]} for b, i in zip(by_age(r), ib)]})
+    best = min((t for t in table if t["refresh_interval"]), key=lambda t: t["ratio"], default=None)
+    never = next((t for t in table if not t["refresh_interval"]), None)
+    name = lambda t: f"every {t['refresh_interval']}" if t["refresh_interval"] else "never"  # noqa: E731
+    md = [f"SmolLM2, {a.tokens} tokens of {Path(a.text).name} in one context ({a.mode}), gain cell "
+          f"{a.levels} storage levels, token period "
+          f"{'65 ns (default)' if a.token_period is None else f'{a.token_period:g} s'}; ideal perplexity {ideal['perplexity']:.4f}; energy per "
+          f"token at a {table[0]['context'] if table else a.tokens}-token context", "",
+          "| refresh | perplexity | x ideal | attention nJ/token | of which refresh nJ/token |",
+          "|---|---|---|---|---|"]
+    for t in table:
+        md.append(f"| {name(t)} | {t['perplexity']:.4f} | {t['ratio']:.4f} | {t['energy_per_token_J'] * 1e9:.1f} | "
+                  f"{t['refresh_energy_per_token_J'] * 1e9:.3f} |")
+    md += ["", "Perplexity / ideal by context age (same tokens):", "",
+           "| context age [tokens] | " + " | ".join(name(t) for t in (never, best) if t) + " |",
+           "|---|" + "---|" * len([t for t in (never, best) if t])]
+    for j, b in enumerate(ib):
+        md.append(f"| {b['from']}-{b['to']} | " + " | ".join(f"{t['by_age'][j]['ratio']:.4f}"
+                                                           for t in (never, best) if t and j < len(t["by_age"])) + " |")
+    text = "\n".join(md)
+    print(text)
+    (out / f"refresh_{a.mode}{suffix}.md").write_text(text + "\n")
+    (out / f"refresh_{a.mode}{suffix}.json").write_text(json.dumps(
+        {"ideal": ideal["perplexity"], "ideal_by_age": ib, "tokens": a.tokens, "mode": a.mode, "levels": a.levels,
+         "rows": table, "best_interval": best["refresh_interval"] if best else None}, indent=2))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [t["refresh_interval"] or 2 * a.window for t in table]
-    ax[0].semilogx(xs, [t["ratio"] for t in table], "o-")
-    ax[0].set_xlabel("refresh interval [tokens] (rightmost: never)")
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    never_x = 2 * max([t["refresh_interval"] for t in table] + [a.tokens])
+    xs = [t["refresh_interval"] or never_x for t in table]
+    period = "65 ns" if a.token_period is None else f"{a.token_period:g} s"
+    ax[0].semilogx(xs, [t["ratio"] for t in table], "o-", color="C0")
+    ax[0].set_xlabel(f"refresh interval [tokens] (rightmost, x={never_x}: never)")
     ax[0].set_ylabel("perplexity / ideal")
-    ax2 = ax[0].twinx()
-    ax2.semilogx(xs, [t["energy_per_token_J"] * 1e9 for t in table], "s--", color="C1")
-    ax2.set_ylabel("attention energy per token [nJ]", color="C1")
-    centres = [b["from"] + 0.5 * (b["to"] - b["from"]) for b in ideal["perplexity_by_position"]]
-    for t in table:
-        ax[1].plot(centres[:len(t["ratio_by_position"])], t["ratio_by_position"], "o-",
-                   label=f"refresh {t['refresh_interval'] or 'never'}")
-    ax[1].set_xlabel("context length (age of the oldest keys) [tokens]")
-    ax[1].set_ylabel("perplexity / ideal (same tokens)")
-    ax[1].legend()
+    ax[0].set_title(f"{a.tokens}-token context, {a.levels} levels ({a.mode}), {period} per token", fontsize=9)
+    ax[1].loglog(xs, [t["energy_per_token_J"] * 1e9 for t in table], "s-", color="C1", label="attention, total")
+    pts = [(x, t["refresh_energy_per_token_J"] * 1e9) for x, t in zip(xs, table) if t["refresh_interval"]]
+    if pts:
+        ax[1].loglog(*zip(*pts), "^-", color="C2", label="of which refresh writes")
+    ax[1].set_xlabel(f"refresh interval [tokens] (x={never_x}: never)")
+    ax[1].set_ylabel(f"energy per token at a {table[0]['context'] if table else a.tokens}-token context [nJ]")
+    ax[1].legend(fontsize=8)
+    centres = [0.5 * (b["from"] + b["to"]) for b in ib]
+    for t in (never, best):
+        if t:
+            ax[2].plot(centres[:len(t["by_age"])], [b["ratio"] for b in t["by_age"]], "o-", label=f"refresh {name(t)}")
+    ax[2].axhline(1.0, color="k", lw=0.6)
+    ax[2].set_xlabel("context age (oldest key read) [tokens], bin centre")
+    ax[2].set_ylabel("perplexity / ideal (same tokens)")
+    ax[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "refresh.png", dpi=120)
-    print(f"wrote {out / 'refresh.json'} and {out / 'refresh.png'}")
+    fig.savefig(out / f"refresh_{a.mode}{suffix}.png", dpi=120)
+    print(f"wrote {out / f'refresh_{a.mode}{suffix}.md'}, {out / f'refresh_{a.mode}{suffix}.json'} and {out / f'refresh_{a.mode}{suffix}.png'}")
     return 0
 
 
