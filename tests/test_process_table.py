@@ -372,3 +372,31 @@ def test_a_table_netlist_is_re_prepared_on_a_worker_with_other_files(tmp_path, m
                                               r"another machine\) does not exist here") as e:
         localize(client)
     assert "\n" not in str(e.value)
+
+
+def test_sweep_spec_process_path_is_relative_to_the_spec(toy, tmp_path, monkeypatch):
+    """A relative process table in a sweep spec ([design.<family>.technology] and the values of a
+    *.technology.process axis) is relative to the spec file, not the current folder (spec
+    validation only, no sweep)."""
+    from analogattn.explore import spec
+    from analogattn.explore.spec import SpecError
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    text = ('[design.gaincell.technology]\nprocess = "../toy.toml"\n'
+            '[axes]\n"gaincell.technology.process" = ["../toy.toml", "{second}"]\n'
+            '[evaluation]\nmodel = "smollm2"\nattention = "gaincell"\n')
+    shutil_copy = (tmp_path / "toy.toml").read_text()
+    (tmp_path / "toy2.toml").write_text(shutil_copy.replace('name = "toy"', 'name = "toy2"'))
+    (specs / "s.toml").write_text(text.format(second="../toy2.toml"))
+    elsewhere = tmp_path / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # ../toy.toml from here does not exist
+    s = spec.load(specs / "s.toml")
+    assert s.design_base["gaincell"]["technology"]["process"] == str(specs / "../toy.toml")
+    ax = [a for a in s.axes if a.name == "gaincell.technology.process"][0]
+    assert list(ax.values) == [str(specs / "../toy.toml"), str(specs / "../toy2.toml")]
+    assert Technology(process=ax.values[1]).as_process().name == "toy2"
+    # a value that does not exist next to the spec: the axis check names it
+    (specs / "s.toml").write_text(text.format(second="../none.toml"))
+    with pytest.raises(SpecError, match=r"none\.toml"):
+        spec.load(specs / "s.toml")

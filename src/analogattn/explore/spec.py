@@ -335,10 +335,30 @@ def load(path) -> SweepSpec:
         raise SpecError(f"sweep spec {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"sweep spec {p} is not valid TOML: {str(e).splitlines()[0]}") from None
+    # a relative process table (process = "fab.toml") is relative to the spec file, not the
+    # current folder: in [design.<family>.technology] and in a *.technology.process axis
+    from ..circuits.technology import resolve_process_files
+    resolve_process_files(data.get("design"), p.parent)
+    _resolve_process_axes(data.get("axes"), p.parent)
     try:
         return from_mapping(data, p, text)
     except AnalogAttnError as e:
         raise SpecError(f"sweep spec {p}: {e}") from None
+
+
+def _resolve_process_axes(t, folder: Path, prefix: str = "") -> None:
+    """Relative ``.toml`` values of a ``<family>.technology.process`` axis made relative to
+    ``folder`` (in place; anything malformed is left for the axis checks)."""
+    from ..circuits.process_table import is_table
+    if not isinstance(t, dict):
+        return
+    for k, v in t.items():
+        name = prefix + k
+        if isinstance(v, dict):
+            _resolve_process_axes(v, folder, name + ".")
+        elif isinstance(v, list) and name.endswith(".technology.process"):
+            t[k] = [str(Path(folder).absolute() / x) if isinstance(x, str) and is_table(x)
+                    and not Path(x).is_absolute() else x for x in v]
 
 
 def _table(data, name) -> dict:
