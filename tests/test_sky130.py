@@ -357,3 +357,32 @@ def test_a_worker_with_another_pdk_version_refuses_the_netlist(tmp_path, monkeyp
     Simulator.get().load(net)
     assert re.search(re.escape(str(tmp_path / "worker")) + r"/nfet_01v8_tt_", "".join(
         str(p) for p in (tmp_path / "worker").iterdir()))
+
+
+@pytest.mark.slow
+def test_a_sky130_task_on_a_dask_worker_with_its_own_cache_root(tmp_path, monkeypatch):
+    """One SKY130 read-surface task built here (model copies under this process's cache root,
+    then deleted) runs on a distributed.LocalCluster worker process whose cache root is another
+    folder: the worker prepares its own copies and returns this process's currents exactly."""
+    import shutil
+    distributed = pytest.importorskip("distributed")
+    from analogattn.characterize.runner import Cache, ngspice_version, run_tasks
+    client_root, worker_root = tmp_path / "client", tmp_path / "worker"
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(client_root))
+    s = dataclasses.replace(DESIGN.gaincell_sweep, n_store=4, n_in=2)
+    analyses = gaincell.analyses(DESIGN.gaincell, s, {"read_surface"})
+    tasks = [t for a in analyses for t in a.tasks]
+    assert tasks and all(str(client_root) in t.netlist for t in tasks)
+    ref = run_local(analyses)["gaincell/read_surface"]
+    shutil.rmtree(client_root)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, env={"ANALOGATTN_PDK_CACHE": str(worker_root)}) as cl, \
+            distributed.Client(cl) as c:
+        cache = Cache(tmp_path / "tasks")
+        version = ngspice_version(cache.root)
+        res = run_tasks(tasks, 1, cache, version, progress=False, executor=c.get_executor(pure=False))
+    rs = [res[t.key(version)] for t in tasks]
+    assert not any("__error__" in r for r in rs), [str(r.get("__error__")) for r in rs]
+    got = analyses[0].merge(rs)
+    np.testing.assert_array_equal(np.asarray(got["current"].data), ref["current"])
+    assert not client_root.exists() and any(p.name.startswith("nfet_01v8_tt_") for p in worker_root.iterdir())
