@@ -400,3 +400,31 @@ def test_sweep_spec_process_path_is_relative_to_the_spec(toy, tmp_path, monkeypa
     (specs / "s.toml").write_text(text.format(second="../none.toml"))
     with pytest.raises(SpecError, match=r"none\.toml"):
         spec.load(specs / "s.toml")
+
+
+@needs_sky130
+def test_a_table_netlist_follows_the_pdk_to_its_place_on_the_worker(tmp_path, monkeypatch):
+    """The worker's PDK lives elsewhere (here: the table at the same path, its root pointing at
+    another folder, the client's folder gone): the rebuilt block includes the worker's files and
+    is what the worker itself finishes."""
+    from analogattn.circuits import sky130
+    src = SKY_TABLE.read_text()
+    line = next(ln for ln in src.splitlines() if ln.startswith("root = "))
+    pdk = sky130.pdk_root()
+    (tmp_path / "client_pdk").symlink_to(pdk, target_is_directory=True)
+    (tmp_path / "worker_pdk").symlink_to(pdk, target_is_directory=True)
+    table = tmp_path / "fab.toml"
+    table.write_text(src.replace(line, f'root = "{tmp_path / "client_pdk"}"'))
+    t = Technology(process=str(table))
+    body = t.as_process().mos(Mosfet("m1", "d", "g", "0", "0", "nmos", 1.0, 0.15))
+    raw = "* t\n" + t.header() + body + ".end\n"
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "client"))
+    client = finish(raw)
+    assert f'.include "{tmp_path / "client_pdk"}/models/parameters/lod.spice"' in client
+    # the worker: same table path, its own PDK folder and cache root
+    (tmp_path / "client_pdk").unlink()
+    table.write_text(src.replace(line, f'root = "{tmp_path / "worker_pdk"}"'))
+    monkeypatch.setenv("ANALOGATTN_PDK_CACHE", str(tmp_path / "worker"))
+    local = localize(client)
+    assert local == finish(raw) and "client" not in local.replace(str(tmp_path), "")
+    assert f'.include "{tmp_path / "worker_pdk"}/models/parameters/lod.spice"' in local
