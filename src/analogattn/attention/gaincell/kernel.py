@@ -150,10 +150,13 @@ class GainCellAttention(AttentionKernel):
         plan = self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None)
         draws = _Draws(self.rng, plan, self.draw_ahead and not (rec.wants_tiles or rec.wants_score_tiles))
         try:
-            return self._attend(q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft,
-                                use_comp, half, mode, tmax, var_q, out, draws)
+            res = self._attend(q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft,
+                               use_comp, half, mode, tmax, var_q, out, draws)
         finally:
-            draws.close()
+            left = draws.close()
+        if left:  # pragma: no cover - drawn ahead but never taken: the generator would be out of step
+            raise RuntimeError("gain-cell noise plan out of step: draws planned that attend did not take")
+        return res
 
     def _noise_plan(self, blocks, n_kv, g, d, var_q, out_scale):
         """The shapes and dtypes of the normal deviates ``attend`` draws, in its order (per KV
@@ -386,9 +389,12 @@ class _Draws:
         return fut.result()
 
     def close(self):
-        """Wait for draws still in flight (an exception left them): the generator is then idle."""
+        """Wait for draws still in flight (an exception left them), so the generator is idle;
+        returns whether any planned draw was left untaken."""
+        left = bool(self.pending) or (self.plan is not None and next(self.plan, None) is not None)
         while self.pending:
             self.pending.popleft()[1].result()
+        return left
 
 
 _pool = None
