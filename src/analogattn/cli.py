@@ -75,7 +75,7 @@ class RunOptions(TextOptions):
 
 @dataclasses.dataclass(frozen=True)
 class GenerateOptions(TextOptions):
-    prompt: str = param("", doc="text to continue (required, not empty)")
+    prompt: str = param("", doc="text to continue (required, not empty; not with --teacher-forced)")
     max_new_tokens: int = param(32, "tokens", 1, 1 << 20, "tokens to generate (prompt + these must fit the "
                                                         "model's context unless --window is given)")
     temperature: float = param(0.0, "", 0.0, 100.0, "sampling temperature (0 = greedy)")
