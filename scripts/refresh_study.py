@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     name = lambda t: f"every {t['refresh_interval']}" if t["refresh_interval"] else "never"  # noqa: E731
     md = [f"SmolLM2, {a.tokens} tokens of {Path(a.text).name} in one context ({a.mode}), gain cell "
           f"{a.levels} storage levels, token period "
-          f"{'65 ns (default)' if a.token_period is None else f'{a.token_period:g} s'}; ideal perplexity {ideal['perplexity']:.4f}; energy per "
-          f"token at a {table[0]['context'] if table else a.tokens}-token context", "",
+          f"{'65 ns (default)' if a.token_period is None else f'{a.token_period:g} s'}; ideal perplexity "
+          f"{ideal['perplexity']:.4f}; energy per token at a {table[0]['context'] if table else a.tokens}-token context", "",
           "| refresh | perplexity | x ideal | attention nJ/token | of which refresh nJ/token |",
           "|---|---|---|---|---|"]
     for t in table:
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     ax[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"refresh_{a.mode}{suffix}.png", dpi=120)
-    print(f"wrote {out / f'refresh_{a.mode}{suffix}.md'}, {out / f'refresh_{a.mode}{suffix}.json'} and {out / f'refresh_{a.mode}{suffix}.png'}")
+    stem = out / f"refresh_{a.mode}{suffix}"
+    print(f"wrote {stem}.md, {stem}.json and {stem}.png")
     return 0
 
 
