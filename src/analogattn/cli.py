@@ -593,6 +593,21 @@ def _make_kernel(o: TextOptions, spec, cfg, files, model, text_path, window):
     return spec.build(model, b, cfg, wins, cal_file), b
 
 
+def _scored_text_checks(o, args):
+    """The checks of a command that scores a text (run, generate --teacher-forced), before any
+    work: the model name, the text, the kernel and its files, the JSON output. Returns (text path,
+    kernel spec, kernel config, calibration files)."""
+    from .evaluate.texts import check_text, default_text_path
+    from .userio import check_output_file, is_json_with
+    _check_model_spec(o.model)
+    path = Path(o.text) if o.text else default_text_path()
+    check_text(path, "--text")
+    spec, cfg, files = _kernel_checks(o, args, o.window)
+    if o.json:
+        check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
+    return path, spec, cfg, files
+
+
 def _check_model_spec(spec: str) -> None:
     if spec in ("smollm2", "minilm"):
         return
@@ -606,19 +621,13 @@ def cmd_run(o: RunOptions, args) -> int:
     import time
 
     from .evaluate.perplexity import perplexity, stream_tokens
-    from .evaluate.texts import check_text, default_text_path, read_text
+    from .evaluate.texts import read_text
     from .transformer.loaders import load
     from .transformer.models import embed_sentences
-    from .userio import check_output_file, is_json_with
 
     if o.stride is not None and o.stride > (o.window or 256):
         raise ParameterError("--stride", o.stride, f"1 to --window ({o.window or 256})")
-    _check_model_spec(o.model)
-    path = Path(o.text) if o.text else default_text_path()
-    check_text(path, "--text")
-    spec, cfg, files = _kernel_checks(o, args, o.window)
-    if o.json:
-        check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
+    path, spec, cfg, files = _scored_text_checks(o, args)
     t0 = time.perf_counter()
     model = load(o.model)
     load_s = time.perf_counter() - t0
@@ -746,10 +755,10 @@ def cmd_teacher_forced(o: GenerateOptions, args) -> int:
 
     from .evaluate.age import age_bins, format_age_table, plot_by_age
     from .evaluate.perplexity import stream_tokens
-    from .evaluate.texts import check_text, default_text_path, replacement_warning
+    from .evaluate.texts import replacement_warning
     from .transformer.generate import teacher_forced
     from .transformer.loaders import load
-    from .userio import check_output_file, is_json_with, is_png
+    from .userio import check_output_file, is_png
 
     if getattr(args, "prompt", None) is not None:
         raise AnalogAttnError("--prompt is not used with --teacher-forced (the prompt is the text's first "
@@ -759,12 +768,7 @@ def cmd_teacher_forced(o: GenerateOptions, args) -> int:
             raise AnalogAttnError(f"--{name.replace('_', '-')} is an option of sampled generation, "
                                   f"not of --teacher-forced (the text's own tokens are fed)")
     n_prompt, n_new, width = o.prompt_tokens or 1, o.max_new_tokens, o.age_bin or 256
-    _check_model_spec(o.model)
-    path = Path(o.text) if o.text else default_text_path()
-    check_text(path, "--text")
-    spec, cfg, files = _kernel_checks(o, args, o.window)
-    if o.json:
-        check_output_file(o.json, "--json", "result file", is_json_with("model", "attention"))
+    path, spec, cfg, files = _scored_text_checks(o, args)
     if o.plot:
         check_output_file(o.plot, "--plot", "figure (PNG)", is_png)
     model = load(o.model)
