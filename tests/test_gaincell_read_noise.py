@@ -139,3 +139,24 @@ def test_noisy_tile_adc_equals_its_numpy_formula():
     _fused.noisy_tile_adc(parts, z1, s1, z2, s2, full, 16, back, acc)
     assert np.array_equal(acc, ref)
     assert np.all(acc[3] == 0)
+
+
+def test_cache_growth_leaves_unwritten_mismatch_at_zero():
+    """A cell model with a write spread but no read Monte Carlo (sigma None) under --mismatch writes
+    no current deviations: past the cache's first capacity (256 tokens) they must still read as
+    zero (they were uninitialised memory once: NaN/inf in the outputs of a 300-token call)."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    from analogattn.attention.gaincell.kernel import GainCellCache
+    c = GainCellCache(2, 16, capacity=4)
+    c.append(np.ones((2, 3, 16)), np.ones((2, 3, 16)), np.arange(3))
+    c.append(np.ones((2, 9, 16)), np.ones((2, 9, 16)), np.arange(3, 12))
+    assert c.length == 12 and not c.mismatch_k.any() and not c.mismatch_v.any()
+    cell = dataclasses.replace(CellModel.ideal(), write_sigma=lambda v: np.full(np.shape(v), 4e-3))
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 300, 16)).astype(np.float32) * 0.1 for _ in range(3))
+    cfg = GainCellConfig(input_levels=0, storage_levels=0, output_levels=0, token_period=0.0, adc_bits=0,
+                         window=0, predistort=False, mismatch=True)
+    ker = GainCellAttention(cell, cfg, Scalers.identity(1, 2, 2, cell))
+    out = ker(q, k, v, np.arange(300), Mask(), ker.new_cache(0, 2, 16), 0)
+    assert np.isfinite(out).all()

@@ -19,6 +19,9 @@ class KVCache:
     token_arrays = (("_k", 1), ("_v", 1), ("_pos", 0))
 
     def _grow(self, need: int):
+        """Room for ``need`` tokens; new space is zero (a subclass's per-token state that is not
+        always written, e.g. the gain cell's mismatch deviations of a cell model without Monte
+        Carlo data, must read as zero, never as uninitialised memory)."""
         cap = self._pos.shape[0]
         if need <= cap:
             return
@@ -27,7 +30,7 @@ class KVCache:
             a = getattr(self, name)
             shape = list(a.shape)
             shape[axis] = new
-            b = np.empty(shape, a.dtype)
+            b = np.zeros(shape, a.dtype)
             keep = [slice(None)] * a.ndim
             keep[axis] = slice(0, self.length)
             b[tuple(keep)] = a[tuple(keep)]
