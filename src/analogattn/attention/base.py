@@ -174,8 +174,8 @@ class IdealAttention(AttentionKernel):
                 # two workers (this thread and one helper), each with one-thread BLAS and its
                 # own scratch: the tasks' products and compiled passes release the GIL
                 work = self._scratch(2 * n_work)
-                fut = _helper().submit(self._blocks, q, keys, values, a, b, out, work[n_work:], scale, g,
-                                       tasks[1::2])
+                fut = helper_thread("ideal-attention").submit(self._blocks, q, keys, values, a, b, out,
+                                                              work[n_work:], scale, g, tasks[1::2])
                 self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2])
                 fut.result()
             else:
@@ -203,15 +203,16 @@ class IdealAttention(AttentionKernel):
             scatter_normalised(ob, tot, out, b0, j * g, g, tb)
 
 
-_pool = None
+_pools: dict = {}
 
 
-def _helper():
-    global _pool
-    if _pool is None:
+def helper_thread(name: str):
+    """A one-thread executor named ``name``, made on first use and kept for the process (the ideal
+    kernel's second half of the blocks, the gain cell's noise drawn ahead: each its own thread)."""
+    if name not in _pools:
         from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(1, thread_name_prefix="ideal-attention")
-    return _pool
+        _pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+    return _pools[name]
 
 
 def reference_attention(q, k, v, q_pos, k_pos, mask):

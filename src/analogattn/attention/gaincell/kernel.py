@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, blas_single_thread, visible
+from ..base import AttentionKernel, blas_single_thread, helper_thread, visible
 from ..cache import KVCache
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
@@ -150,13 +150,90 @@ class GainCellAttention(AttentionKernel):
         plan = self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None)
         draws = _Draws(self.rng, plan, self.draw_ahead and not (rec.wants_tiles or rec.wants_score_tiles))
         try:
-            res = self._attend(q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft,
-                               use_comp, half, mode, tmax, var_q, out, draws)
+            factors = {}
+            for (b0, b1, lo, hi) in blocks:
+                c0 = float(positions[b0])
+                r = np.exp(-lam * (positions[b0:b1] - c0))
+                kp = kpos[lo:hi] if not N else np.maximum(kpos[lo:hi], (int(positions[b0]) // N) * N)
+                k = np.exp(-lam * (c0 - kp))
+                rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
+                kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
+                factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
+                               .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]))
+            for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
+                hs = np.arange(j * g, (j + 1) * g)
+                qh = q[hs].astype(np.float32)
+                if sc.k_chan is not None:
+                    qh = qh * sc.k_chan[layer, j].astype(np.float32)
+                u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
+                # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
+                u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cv.query_scale
+                         else np.ones((g, T, 1), np.float32))
+                u = (np.sign(u) * pulse(np.abs(u) / u_max, cv.input_levels)).astype(np.float32)
+                # digital rescale of the charge: softmax -> logits (an ideal cell gives q.k / sqrt(d))
+                row_scale = u_max[:, :, 0].astype(np.float32)
+                if soft:
+                    row_scale = row_scale / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)
+                                             ).astype(np.float32)[:, None]
+                s_full = (sc.score_scale[layer, hs] if cv.output_levels else np.full(g, np.inf)).astype(np.float32)
+                Fk = ro.terms(keys[j], kind, cache.mismatch_k[j] if nz.mismatch else None)
+                Fv = ro.terms(values[j], kind, cache.mismatch_v[j] if nz.mismatch else None)
+                zs = {}  # each block's (g, tb, s) scores, then weights
+                hmax = np.zeros(g, np.float32)
+                for (b0, b1, lo, hi) in blocks:  # scores
+                    rw, kw, _, _, bb = factors[b0]
+                    tb = b1 - b0
+                    zs[b0] = np.empty((g, tb, hi - lo), np.float32)
+                    lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
+                    rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
+                    for k0 in range(0, d, ar.rows):  # tiles over head dims, each clamped on its own
+                        cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
+                        x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
+                        if nz.read_noise > 0 and cv.output_levels:
+                            x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
+                                  * draws.normal(x.shape, np.float64)).astype(np.float32)
+                        if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
+                            ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
+                            _fused.add_row_scaled(x, np.sqrt(var_q * ps).astype(np.float32),
+                                                  draws.normal(x.shape, np.float32))
+                        if rec.wants_score_tiles:
+                            rec.score_tile(layer, j, b0, k0, x)
+                        last = k0 + ar.rows >= d
+                        m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
+                                              bb, last and soft and half > 0)
+                        np.maximum(hmax, m, out=hmax)
+                acc = np.zeros((g, T, d), np.float32)
+                v_full = sc.out_scale[layer, hs].astype(np.float32)
+                probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
+                weights = np.zeros((T, S), np.float32) if probe is not None else None
+                inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
+                for (b0, b1, lo, hi) in blocks:  # activation and values
+                    rw, kw, inv_r, inv_k, bb = factors[b0]
+                    zb = zs.pop(b0)
+                    if soft:
+                        # the score ADC (reference: the head's largest |logit| in this call), the decay
+                        # undone digitally, softmax over the visible keys, older keys' pulses lengthened
+                        _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
+                                             use_comp, bb)
+                    if weights is not None:
+                        w = zb[probe]
+                        if not soft:
+                            w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
+                        weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
+                    VT = Fv[lo:hi] * kw[:, :, None]
+                    acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
+                                                       (layer, hs), draws).reshape(g, b1 - b0, d)
+                if weights is not None:  # the head's attention weights
+                    rec.weights(layer, int(hs[probe]), positions, kpos, weights)
+                if sc.v_chan is not None:
+                    acc *= sc.v_chan[layer, j].astype(np.float32)
+                scale = (sc.a_o[layer, hs] * (ro.gain / gain) / sc.a_v[layer, j])[:, None, None]
+                out[hs] = scale * acc + sc.b_o[layer, hs][:, None, None]
         finally:
             left = draws.close()
         if left:  # pragma: no cover - drawn ahead but never taken: the generator would be out of step
             raise RuntimeError("gain-cell noise plan out of step: draws planned that attend did not take")
-        return res
+        return out.astype(q.dtype)
 
     def _noise_plan(self, blocks, n_kv, g, d, var_q, out_scale):
         """The shapes and dtypes of the normal deviates ``attend`` draws, in its order (per KV
@@ -178,94 +255,6 @@ class GainCellAttention(AttentionKernel):
                 if var_q > 0:
                     yield shape, np.float32
 
-    def _attend(self, q, positions, cache, layer, allowed, bias, lam, kind, n, blocks, N, gain, soft, use_comp,
-                half, mode, tmax, var_q, out, draws):
-        sc, ro, rec = self.sc, self.readout, self.recorder
-        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
-        keys, values, kpos = cache.keys, cache.values, cache.positions
-        n_kv, S, d = keys.shape
-        H, T, _ = q.shape
-        g = H // n_kv
-        factors = {}
-        for (b0, b1, lo, hi) in blocks:
-            c0 = float(positions[b0])
-            r = np.exp(-lam * (positions[b0:b1] - c0))
-            kp = kpos[lo:hi] if not N else np.maximum(kpos[lo:hi], (int(positions[b0]) // N) * N)
-            k = np.exp(-lam * (c0 - kp))
-            rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
-            kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
-            factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
-                           .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]))
-        for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
-            hs = np.arange(j * g, (j + 1) * g)
-            qh = q[hs].astype(np.float32)
-            if sc.k_chan is not None:
-                qh = qh * sc.k_chan[layer, j].astype(np.float32)
-            u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
-            # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
-            u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cv.query_scale
-                     else np.ones((g, T, 1), np.float32))
-            u = (np.sign(u) * pulse(np.abs(u) / u_max, cv.input_levels)).astype(np.float32)
-            # digital rescale of the charge: softmax -> logits (an ideal cell gives q.k / sqrt(d))
-            row_scale = u_max[:, :, 0].astype(np.float32)
-            if soft:
-                row_scale = row_scale / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)
-                                         ).astype(np.float32)[:, None]
-            s_full = (sc.score_scale[layer, hs] if cv.output_levels else np.full(g, np.inf)).astype(np.float32)
-            Fk = ro.terms(keys[j], kind, cache.mismatch_k[j] if nz.mismatch else None)
-            Fv = ro.terms(values[j], kind, cache.mismatch_v[j] if nz.mismatch else None)
-            zs = {}  # each block's (g, tb, s) scores, then weights
-            hmax = np.zeros(g, np.float32)
-            for (b0, b1, lo, hi) in blocks:  # scores
-                rw, kw, _, _, bb = factors[b0]
-                tb = b1 - b0
-                zs[b0] = np.empty((g, tb, hi - lo), np.float32)
-                lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
-                rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
-                for k0 in range(0, d, ar.rows):  # tiles over head dims, each clamped on its own
-                    cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
-                    x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
-                    if nz.read_noise > 0 and cv.output_levels:
-                        x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
-                              * draws.normal(x.shape, np.float64)).astype(np.float32)
-                    if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
-                        ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
-                        _fused.add_row_scaled(x, np.sqrt(var_q * ps).astype(np.float32),
-                                              draws.normal(x.shape, np.float32))
-                    if rec.wants_score_tiles:
-                        rec.score_tile(layer, j, b0, k0, x)
-                    last = k0 + ar.rows >= d
-                    m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
-                                          bb, last and soft and half > 0)
-                    np.maximum(hmax, m, out=hmax)
-            acc = np.zeros((g, T, d), np.float32)
-            v_full = sc.out_scale[layer, hs].astype(np.float32)
-            probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
-            weights = np.zeros((T, S), np.float32) if probe is not None else None
-            inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
-            for (b0, b1, lo, hi) in blocks:  # activation and values
-                rw, kw, inv_r, inv_k, bb = factors[b0]
-                zb = zs.pop(b0)
-                if soft:
-                    # the score ADC (reference: the head's largest |logit| in this call), the decay
-                    # undone digitally, softmax over the visible keys, older keys' pulses lengthened
-                    _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
-                                         use_comp, bb)
-                if weights is not None:
-                    w = zb[probe]
-                    if not soft:
-                        w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
-                    weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
-                VT = Fv[lo:hi] * kw[:, :, None]
-                acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
-                                                   (layer, hs), draws).reshape(g, b1 - b0, d)
-            if weights is not None:  # the head's attention weights
-                rec.weights(layer, int(hs[probe]), positions, kpos, weights)
-            if sc.v_chan is not None:
-                acc *= sc.v_chan[layer, j].astype(np.float32)
-            scale = (sc.a_o[layer, hs] * (ro.gain / gain) / sc.a_v[layer, j])[:, None, None]
-            out[hs] = scale * acc + sc.b_o[layer, hs][:, None, None]
-        return out.astype(q.dtype)
 
     def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
@@ -377,7 +366,7 @@ class _Draws:
     def _submit(self):
         item = next(self.plan, None)
         if item is not None:
-            self.pending.append((item, _draw_pool().submit(self._draw, *item)))
+            self.pending.append((item, helper_thread("gaincell-noise").submit(self._draw, *item)))
 
     def normal(self, shape, dtype):
         if self.plan is None:
@@ -395,17 +384,6 @@ class _Draws:
         while self.pending:
             self.pending.popleft()[1].result()
         return left
-
-
-_pool = None
-
-
-def _draw_pool():
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(1, thread_name_prefix="gaincell-noise")
-    return _pool
 
 
 def _split_at_refresh(blocks, positions, N):
