@@ -39,6 +39,16 @@ def report_crash(exc: BaseException, argv) -> str:
     return f"analogattn: internal error: {type(exc).__name__}: {first} ({where}; --debug shows it here)"
 
 
+def user_cache_dir(env_var: str, name: str) -> Path:
+    """``$<env_var>`` when set and not empty, else ``<$XDG_CACHE_HOME or ~/.cache>/analogattn/<name>``
+    (the task cache, the PDK's prepared model files)."""
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "analogattn" / name
+
+
 def check_input_file(path, flag: str, what: str = "file") -> Path:
     """An existing, readable regular file, or a one-line error naming ``flag``."""
     p = Path(path)

@@ -45,11 +45,8 @@ def task_weight(task: Task, weights: dict | None = None) -> float:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("ANALOGATTN_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "analogattn" / "tasks"
+    from ..userio import user_cache_dir
+    return user_cache_dir("ANALOGATTN_CACHE", "tasks")
 
 
 def _library_file() -> str | None:

@@ -24,7 +24,6 @@ import functools
 import hashlib
 import importlib.util
 import math
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -167,11 +166,9 @@ def size_range(sel: Selection, device: str, corner: str = "tt") -> str:
 
 
 def cache_root() -> Path:
-    env = os.environ.get("ANALOGATTN_PDK_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "analogattn" / "pdk"
+    """Where this machine keeps its prepared (trimmed) model files."""
+    from ..userio import user_cache_dir
+    return user_cache_dir("ANALOGATTN_PDK_CACHE", "pdk")
 
 
 @functools.lru_cache(None)
