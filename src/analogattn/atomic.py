@@ -38,7 +38,7 @@ def _host() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -66,7 +66,7 @@ def clean_stale_temps(directory, name: str | None = None) -> int:
         if not m or (name is not None and m["name"] != name):
             continue
         if "pid" in m.groupdict() and m["host"] == host:
-            if _pid_alive(int(m["pid"])):
+            if pid_alive(int(m["pid"])):
                 continue
         else:
             try:

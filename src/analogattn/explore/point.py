@@ -50,7 +50,7 @@ def _remove_own(pid: int) -> None:
 def clean_stale_scratch(directory=None) -> int:
     """Remove scratch folders (``analogattn-sweep-<pid>``) in ``directory`` (default: the temporary
     folder) whose process no longer runs. Returns how many were removed."""
-    from ..atomic import _pid_alive
+    from ..atomic import pid_alive
     root = Path(directory) if directory is not None else Path(tempfile.gettempdir())
     removed = 0
     try:
@@ -59,7 +59,7 @@ def clean_stale_scratch(directory=None) -> int:
         return 0
     for e in entries:
         m = _SCRATCH_RE.match(e.name)
-        if not m or int(m[1]) == os.getpid() or _pid_alive(int(m[1])):
+        if not m or int(m[1]) == os.getpid() or pid_alive(int(m[1])):
             continue
         try:
             if not e.is_dir(follow_symlinks=False):
