@@ -177,3 +177,22 @@ def test_empty_names_are_refused_not_read_as_cwd(tmp_path, monkeypatch):
     monkeypatch.setenv("ANALOGATTN_CACHE", "")
     assert default_cache_dir() != Path("") and default_cache_dir().is_absolute()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_folder_that_accepts_no_file_is_refused_before_work(tmp_path):
+    """os.access says yes to root in /proc, where no file can be created: the output checks try
+    to create (and remove) a probe file instead, so the refusal comes before any work, one line,
+    exit 2; in a writable folder the probe leaves nothing behind."""
+    from analogattn.atomic import check_writable_dir, check_writable_output
+    from analogattn.errors import AnalogAttnError
+    with pytest.raises(AnalogAttnError, match="folder /proc is not writable"):
+        check_writable_output("/proc/x.png", "--plot")
+    with pytest.raises(AnalogAttnError, match="/proc/cache"):
+        check_writable_dir("/proc/cache", "task cache")
+    check_writable_output(tmp_path / "out.h5", "-o")
+    check_writable_dir(tmp_path / "cache", "task cache")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cache"]
+    r = subprocess.run([sys.executable, "-m", "analogattn.cli", "characterize", "-o", "/proc/c.h5",
+                        "--cache-dir", str(tmp_path / "c2")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "/proc/c.h5" in r.stderr, r.stderr

@@ -148,12 +148,29 @@ def write_bytes(path, data: bytes) -> None:
             f.write(data)
 
 
+def _cannot_create_in(folder: Path, name: str) -> str | None:
+    """Why no file can be created in ``folder`` (None when one can), found by creating and
+    removing an empty temporary file named as :func:`replacing` names its temporaries (so a probe
+    left by a killed process is cleaned like one). ``os.access`` alone is not enough: it says yes
+    to root in a read-only or permission-less folder and in pseudo file systems such as /proc."""
+    probe = folder / f".{name}.{os.getpid()}@{_host()}-probe.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def check_writable_output(path, kind: str, is_ours: Callable[[Path], bool] | None = None) -> Path:
     """Raise a one-line :class:`AnalogAttnError` unless ``path`` can be written by
     :func:`replacing` without losing anything: it is not a directory, its parent folder exists
     and is writable, and an existing file there is one ``is_ours(path)`` accepts (a file this
     command may overwrite). ``kind`` names the output in the message ("-o characterization").
-    Returns ``path`` as a Path. Touches nothing."""
+    Returns ``path`` as a Path. Leaves nothing behind (a probe file is created and removed)."""
     path = Path(path)
     if path.is_dir():
         raise AnalogAttnError(f"{kind} {path} is a directory (give a file name, e.g. {path / 'out.h5'})")
@@ -162,8 +179,9 @@ def check_writable_output(path, kind: str, is_ours: Callable[[Path], bool] | Non
         raise AnalogAttnError(f"{kind} {path}: folder {parent} does not exist (create it first)")
     if not parent.is_dir():
         raise AnalogAttnError(f"{kind} {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AnalogAttnError(f"{kind} {path}: folder {parent} is not writable")
+    why = "permission denied" if not os.access(parent, os.W_OK | os.X_OK) else _cannot_create_in(parent, path.name)
+    if why:
+        raise AnalogAttnError(f"{kind} {path}: folder {parent} is not writable ({why})")
     if path.exists() or path.is_symlink():
         if not path.is_file():
             raise AnalogAttnError(f"{kind} {path} exists and is not a regular file; refusing to replace it")
@@ -186,8 +204,9 @@ def check_writable_dir(path, kind: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AnalogAttnError(f"{kind} {path} cannot be created ({e.strerror or e})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise AnalogAttnError(f"{kind} {path} is not writable")
+    why = "permission denied" if not os.access(path, os.W_OK | os.X_OK) else _cannot_create_in(path, "folder")
+    if why:
+        raise AnalogAttnError(f"{kind} {path} is not writable ({why})")
     return path
 
 
