@@ -74,11 +74,73 @@ def test_compiled_llama_equals_numpy_reference(tmp_path):
     from analogattn.transformer.loaders import load
     write_tiny_gguf(tmp_path / "tiny.gguf")
     m = load(str(tmp_path / "tiny.gguf"))
-    ids = np.arange(40) % m.config.vocab
-    got = m.forward(ids, logits="none")
-    ref = models._llama_reference(m, ids, np.arange(ids.size), m.new_caches(base.IdealAttention()),
-                                  base.IdealAttention(), m.default_mask())
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    for n in (5, 40, 77):  # 5: one piece on this thread; 40, 77: rows split over two lanes (77: uneven)
+        ids = (np.arange(n) * 7) % m.config.vocab
+        got = m.forward(ids, logits="none")
+        ref = models._llama_reference(m, ids, np.arange(ids.size), m.new_caches(base.IdealAttention()),
+                                      base.IdealAttention(), m.default_mask())
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(m.forward(ids), ref @ m.w["lm_head"], rtol=1e-4, atol=1e-4)
+
+
+def test_lanes_split_covers_every_row_once_and_reraises():
+    from analogattn.transformer import lanes
+    for n in (0, 1, 31, 32, 33, 1000):
+        hits = np.zeros(n, int)
+
+        def mark(r0, r1):
+            hits[r0:r1] += 1
+        lanes.split(mark, n)
+        assert (hits == 1).all(), n
+
+    seen = []
+
+    def fail_helper(r0, r1):
+        if r0 > 0:
+            raise ValueError("helper lane")
+        seen.append((r0, r1))
+    with pytest.raises(ValueError, match="helper lane"):
+        lanes.split(fail_helper, 100)
+    assert seen == [(0, 50)]  # this lane finished its rows before the helper's error surfaced
+
+    done = []
+
+    def fail_here(r0, r1):
+        if r0 == 0:
+            raise KeyError("this lane")
+        import time
+        time.sleep(0.05)
+        done.append(r0)
+    with pytest.raises(KeyError):
+        lanes.split(fail_here, 100)
+    assert done == [50]  # split() waited for the helper before raising
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_softmax_ranges_equals_numpy(seed):
+    from analogattn.attention._fused import softmax_ranges
+    r = np.random.default_rng(seed)
+    tb, g, S = 13, 3, 45
+    a = r.integers(0, S, tb)
+    b = np.minimum(a + r.integers(0, 30, tb), S)
+    a[0], b[0] = 5, 5  # a row that sees nothing
+    a[1], b[1] = 0, S  # every key
+    a[2], b[2] = 44, 45  # one key, at the end (no 8-wide part)
+    sc = (r.standard_normal((g * tb, S)) * 20).astype(np.float32)
+    scale = np.float32(0.37)
+    ref = np.full_like(sc, -np.inf)
+    for i in range(g * tb):
+        t = i % tb
+        ref[i, a[t]:b[t]] = sc[i, a[t]:b[t]] * scale
+    m = ref.max(axis=1, keepdims=True)
+    m[~np.isfinite(m)] = 0
+    e = np.exp(ref - m)
+    tot = softmax_ranges(sc, a.astype(np.int64), b.astype(np.int64), tb, scale)
+    # float32 rounding of arguments up to |x| ~ 40 (2.4e-6) plus exp32 itself (1e-6)
+    np.testing.assert_allclose(sc, e, rtol=5e-6, atol=1e-30)
+    want = e.sum(axis=1)
+    want[want == 0] = 1
+    np.testing.assert_allclose(tot, want, rtol=2e-6)
 
 
 @pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])

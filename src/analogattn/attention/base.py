@@ -174,7 +174,7 @@ class IdealAttention(AttentionKernel):
                 # two workers (this thread and one helper), each with one-thread BLAS and its
                 # own scratch: the tasks' products and compiled passes release the GIL
                 work = self._scratch(2 * n_work)
-                fut = helper_thread("ideal-attention").submit(self._blocks, q, keys, values, a, b, out,
+                fut = helper_thread("lane").submit(self._blocks, q, keys, values, a, b, out,
                                                               work[n_work:], scale, g, tasks[1::2])
                 self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2])
                 fut.result()
@@ -207,8 +207,9 @@ _pools: dict = {}
 
 
 def helper_thread(name: str):
-    """A one-thread executor named ``name``, made on first use and kept for the process (the ideal
-    kernel's second half of the blocks, the gain cell's noise drawn ahead: each its own thread)."""
+    """A one-thread executor named ``name``, made on first use and kept for the process ("lane":
+    the second lane of a prefill, see :mod:`..transformer.lanes`, which also runs the ideal
+    kernel's second half of the blocks; "gaincell-noise": the gain cell's noise drawn ahead)."""
     if name not in _pools:
         from concurrent.futures import ThreadPoolExecutor
         _pools[name] = ThreadPoolExecutor(1, thread_name_prefix=name)

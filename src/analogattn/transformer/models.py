@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from ..attention.base import AttentionKernel, IdealAttention, Mask
-from . import ops
+from . import lanes, ops
 
 
 @dataclasses.dataclass
@@ -84,7 +84,11 @@ class Model:
             h = h[-1:]
         if h.shape[0] == 1 and self.decode_active and self.decode_store:
             return self.decode_store.mats["lm_head"].gemv(h[0], np.empty((1, self.config.vocab), np.float32)[0])[None]
-        return h @ self.w["lm_head"]
+        out = np.empty((h.shape[0], self.config.vocab), np.float32)
+        w = self.w["lm_head"]
+        with lanes.context(h.shape[0]):
+            lanes.split(lambda i, j: np.matmul(h[i:j], w, out=out[i:j]), h.shape[0])
+        return out
 
 
 _libc = None
@@ -117,7 +121,10 @@ def _merge_heads(x):
 def _llama(m: Model, tokens, positions, caches, kernel, mask):
     """Pre-norm Llama blocks. The memory-bound steps between the matrix products are compiled
     passes (:mod:`.fused`: RMSNorm, rotary embedding with the head split, SwiGLU), the products
-    write into buffers made once per forward pass, and the residual adds in place."""
+    write into buffers made once per forward pass, and the residual adds in place. Everything
+    between two attention calls works row by row (output projection, MLP, the next layer's norm,
+    q|k|v product and rotary embedding): one piece of work per layer, split by rows over two
+    lanes (:mod:`.lanes`)."""
     from . import fused
     c, w = m.config, m.w
     d = c.head_dim
@@ -133,29 +140,45 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
     eps = np.float32(c.norm_eps)
     store = m.decode_store.mats if (T == 1 and m.decode_active and m.decode_store) else None
 
-    def matmul(a, name, out):
+    def mm(a, name, out):
         if store is not None:
             store[name].gemv(a[0], out[0])
         else:
             np.matmul(a, w[name], out=out)
 
-    for i in range(c.n_layers):
+    def rows(r0, r1, i, a, qkv_out):
+        """Rows r0..r1 from layer i - 1's attention output ``a`` (None before the first layer)
+        through its output projection and MLP, then layer i's norm, q|k|v product and rotary
+        embedding into ``qkv_out`` (after the last layer: the final norm)."""
+        R = slice(r0, r1)
+        if a is not None:
+            p = f"l{i - 1}."
+            mm(_merge_heads(a)[R], p + "wo", y[R])
+            x[R] += y[R]
+            fused.rms_norm_into(x[R], w[p + "ffn_norm"], eps, h[R])
+            mm(h[R], p + "w_gate_up", gu[R])
+            fused.swiglu_into(gu[R], c.d_ff, act[R])
+            mm(act[R], p + "w_down", y[R])
+            x[R] += y[R]
+        if i == c.n_layers:
+            fused.rms_norm_into(x[R], w["final_norm"], eps, h[R])
+            return
         p = f"l{i}."
-        fused.rms_norm_into(x, w[p + "attn_norm"], eps, h)
-        matmul(h, p + "w_qkv", qkv)
-        q = np.empty((c.n_heads, T, d), np.float32)
-        k = np.empty((c.n_kv_heads, T, d), np.float32)
-        v = np.empty((c.n_kv_heads, T, d), np.float32)
-        fused.rope_split(qkv, cos, sin, c.n_heads, c.n_kv_heads, d, q, k, v)
-        a = kernel(q, k, v, positions, mask, caches[i], i)
-        matmul(_merge_heads(a), p + "wo", y)
-        x += y
-        fused.rms_norm_into(x, w[p + "ffn_norm"], eps, h)
-        matmul(h, p + "w_gate_up", gu)
-        fused.swiglu_into(gu, c.d_ff, act)
-        matmul(act, p + "w_down", y)
-        x += y
-    fused.rms_norm_into(x, w["final_norm"], eps, h)
+        fused.rms_norm_into(x[R], w[p + "attn_norm"], eps, h[R])
+        mm(h[R], p + "w_qkv", qkv[R])
+        q, k, v = qkv_out
+        fused.rope_split(qkv[R], cos[R], sin[R], c.n_heads, c.n_kv_heads, d, q[:, R], k[:, R], v[:, R])
+
+    with lanes.context(T):  # rows shared by this thread and a helper, BLAS on one thread each
+        a = None
+        for i in range(c.n_layers + 1):
+            qkv_out = None
+            if i < c.n_layers:
+                qkv_out = (np.empty((c.n_heads, T, d), np.float32), np.empty((c.n_kv_heads, T, d), np.float32),
+                           np.empty((c.n_kv_heads, T, d), np.float32))
+            lanes.split(lambda r0, r1: rows(r0, r1, i, a, qkv_out), T)
+            if i < c.n_layers:
+                a = kernel(*qkv_out, positions, mask, caches[i], i)
     return h
 
 

@@ -78,6 +78,27 @@ def _max_biased(e, b):
 
 
 @nb.jit(inline="always", **_fast)
+def _lane_max(row):
+    """max of a float32 row (-inf when empty) in 8 independent accumulators, so LLVM vectorises
+    it (one running max is a serial dependency chain)."""
+    L = row.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
+    for s0 in range(0, L - 7, 8):
+        m0 = max(m0, row[s0])
+        m1 = max(m1, row[s0 + 1])
+        m2 = max(m2, row[s0 + 2])
+        m3 = max(m3, row[s0 + 3])
+        m4 = max(m4, row[s0 + 4])
+        m5 = max(m5, row[s0 + 5])
+        m6 = max(m6, row[s0 + 6])
+        m7 = max(m7, row[s0 + 7])
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for s in range(L - L % 8, L):
+        m = max(m, row[s])
+    return m
+
+
+@nb.jit(inline="always", **_fast)
 def _adc_steps(f, half):
     """(1 / step, step) of a mid-tread ADC with codes -half .. half-1 over +-f (0, 0: reads 0)."""
     if half > 0 and f > 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .common import _fast, exp32
+from .common import _fast, _lane_max, exp32
 
 
 @nb.jit(**_fast)
@@ -14,42 +14,33 @@ def softmax_ranges(sc, a, b, tb, scale):
     """In place on raw scores ``sc`` (rows x S), row r = query r % tb of a head group:
     sc <- exp(scale (sc - max)) over the row's visible keys [a[t], b[t]), 0 outside; returns
     the row sums (1 for a row that sees nothing). NumPy reference: ``ops.softmax`` of
-    ``scale * sc`` with -inf outside the range, before the division."""
+    ``scale * sc`` with -inf outside the range, before the division.
+
+    The loops run over a slice of the row from index 0: indexing from a run-time offset
+    (row[lo + s]) keeps numba's negative-index wraparound in the loop, and LLVM then does not
+    vectorise it (2.6 ns per element that way, 0.48 this way)."""
     n, S = sc.shape
     tot = np.empty(n, np.float32)
     for r in range(n):
         t = r % tb
         lo, hi = a[t], b[t]
-        row = sc[r]
-        lanes = np.full(8, -np.inf, np.float32)
-        for s0 in range(lo, hi - 7, 8):
-            for k in range(8):
-                v = row[s0 + k]
-                lanes[k] = v if v > lanes[k] else lanes[k]
-        m = np.float32(-np.inf)
-        for k in range(8):
-            m = max(m, lanes[k])
-        for s in range(max(lo, hi - (hi - lo) % 8), hi):
-            m = max(m, row[s])
-        for s in range(0, lo):
-            row[s] = np.float32(0.0)
-        acc = np.zeros(8, np.float32)
+        full = sc[r]
+        if hi <= lo:
+            full[:] = np.float32(0.0)
+            tot[r] = np.float32(1.0)
+            continue
+        row = full[lo:hi]
+        L = row.shape[0]
+        m = _lane_max(row)
         ms = m * scale
-        for s0 in range(lo, hi - 7, 8):
-            for k in range(8):
-                e = exp32(row[s0 + k] * scale - ms)
-                row[s0 + k] = e
-                acc[k] += e
-        tail = np.float32(0.0)
-        for s in range(max(lo, hi - (hi - lo) % 8), hi):
+        acc = np.float32(0.0)
+        for s in range(L):
             e = exp32(row[s] * scale - ms)
             row[s] = e
-            tail += e
-        for s in range(max(hi, lo), S):
-            row[s] = np.float32(0.0)
-        for k in range(8):
-            tail += acc[k]
-        tot[r] = tail if tail > 0 else np.float32(1.0)
+            acc += e
+        full[:lo] = np.float32(0.0)
+        full[hi:] = np.float32(0.0)
+        tot[r] = acc if acc > 0 else np.float32(1.0)
     return tot
 
 
