@@ -33,23 +33,22 @@ def poly2d(x, y, c, x0, y0, xl, xh, yl, yh, out):
 
 def _table2d_py(x, y, patches, ny1, ox, sx, hx, oy, sy, hy, out):
     """Bilinear patch (p0, p1, p2, p3) of grid cell (ix, iy): p0 + p1 wy + p2 wx + p3 wx wy,
-    inputs clipped to the grid. Per block: a vectorised pass for cell indices and weights,
-    then the gathers."""
+    inputs clipped to the grid. One pass per block, over slices of the block indexed from 0:
+    indexing from the block's run-time offset (x[s + k]) keeps numba's negative-index
+    wraparound in the loop, which then neither vectorises nor scaled over the cores
+    (39 ms for 10^7 inputs on 2 cores that way, 15-19 ms this way)."""
     n = x.size
     for b in _nb.prange((n + BLOCK - 1) // BLOCK):
-        idx = np.empty(BLOCK, np.int32)
-        wxs, wys = np.empty(BLOCK), np.empty(BLOCK)
         s = b * BLOCK
         e = min(s + BLOCK, n)
-        for k in range(s, e):
-            fx = min(max((x[k] - ox) * sx, 0.0), hx)
-            fy = min(max((y[k] - oy) * sy, 0.0), hy)
-            ix, iy = np.int32(fx), np.int32(fy)
-            wxs[k - s], wys[k - s] = fx - ix, fy - iy
-            idx[k - s] = ix * ny1 + iy
-        for k in range(s, e):
-            i, wx, wy = idx[k - s], wxs[k - s], wys[k - s]
-            out[k] = (patches[i, 3] * wx + patches[i, 1]) * wy + patches[i, 2] * wx + patches[i, 0]
+        xs, ys, os_ = x[s:e], y[s:e], out[s:e]
+        for k in range(e - s):
+            fx = min(max((xs[k] - ox) * sx, 0.0), hx)
+            fy = min(max((ys[k] - oy) * sy, 0.0), hy)
+            ix, iy = np.int64(fx), np.int64(fy)
+            wx, wy = fx - ix, fy - iy
+            i = ix * ny1 + iy
+            os_[k] = (patches[i, 3] * wx + patches[i, 1]) * wy + patches[i, 2] * wx + patches[i, 0]
 
 
 def _poly2d_py(x, y, c, x0, y0, xl, xh, yl, yh, out):
@@ -62,9 +61,10 @@ def _poly2d_py(x, y, c, x0, y0, xl, xh, yl, yh, out):
         acc, inner = np.empty(BLOCK), np.empty(BLOCK)
         s = b * BLOCK
         m = min(s + BLOCK, n) - s
+        xs, ys, os_ = x[s:s + m], y[s:s + m], out[s:s + m]  # indexed from 0 (see _table2d_py)
         for k in range(m):
-            u[k] = min(max(x[s + k], xl), xh) - x0
-            v[k] = min(max(y[s + k], yl), yh) - y0
+            u[k] = min(max(xs[k], xl), xh) - x0
+            v[k] = min(max(ys[k], yl), yh) - y0
             acc[k] = 0.0
         for i in range(deg, -1, -1):
             top = c[i, deg - i]
@@ -77,7 +77,7 @@ def _poly2d_py(x, y, c, x0, y0, xl, xh, yl, yh, out):
             for k in range(m):
                 acc[k] = acc[k] * u[k] + inner[k]
         for k in range(m):
-            out[s + k] = acc[k]
+            os_[k] = acc[k]
 
 
 if AVAILABLE:
