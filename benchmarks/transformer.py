@@ -45,6 +45,7 @@ def flops_per_token(cfg):
 
 
 _A = _B = _C = None
+SETTLE = 0.3  # s of pause before each timing (see timed())
 
 
 def gemm_time(flops):
@@ -59,6 +60,7 @@ def gemm_time(flops):
         np.matmul(_A, _B, out=_C)
     one = 2 * 1024 * 576 * 3072
     reps = max(1, -(-int(flops) // one))
+    time.sleep(SETTLE)  # see timed()
     t = time.perf_counter()
     for _ in range(reps):
         np.matmul(_A, _B, out=_C)
@@ -83,6 +85,11 @@ def weight_products(m, w):
 
 
 def timed(fn):
+    """Wall time of fn(), after a pause: OpenBLAS's worker threads spin for ~0.1 s after each
+    threaded product (its thread timeout) and would take a core from whatever is timed next (our
+    prefill runs on two lanes of one-thread BLAS; torch has its own threads), so without it each
+    side is charged for the other's idle spinning; the pause lets them go to sleep first."""
+    time.sleep(SETTLE)
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

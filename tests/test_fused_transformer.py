@@ -174,3 +174,35 @@ def test_quantmatrix_reads_gguf_blocks_as_gguf_dequantises():
             tensor_type, data = t, raw
         m = QuantMatrix.from_gguf(T)
         assert np.array_equal(m.dequantized(), dequantize(raw, t).astype(np.float32).T)
+
+
+def test_nll_rows_equals_numpy_log_softmax():
+    r = np.random.default_rng(5)
+    V = 1003  # not a multiple of the 8 lanes
+    z = (r.standard_normal((37, V)) * 6).astype(np.float32)
+    z[3, 17] = 60.0  # a dominant logit (its own NLL ~ 0)
+    tgt = r.integers(0, V, 37)
+    tgt[3] = 17
+    out = np.empty(37)
+    fused.nll_rows(z, tgt, out)
+    want = -ops.log_softmax(z.astype(np.float64))[np.arange(37), tgt]
+    # float32 logits, exp32 (1e-6 relative), float64 sum: the NLL to ~1e-6 absolute
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=2e-6)
+    assert out[3] < 1e-6
+
+
+def test_token_nll_equals_full_logits(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import write_tiny_gguf
+
+    from analogattn.transformer.loaders import load
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    m = load(str(tmp_path / "tiny.gguf"))
+    for n in (3, 40, 150):  # one lane; two lanes; two lanes with several chunks each
+        ids = (np.arange(n + 1) * 5) % m.config.vocab
+        h = m.forward(ids[:-1], logits="none")
+        got = m.token_nll(h, ids[1:], chunk=16)
+        lp = ops.log_softmax((h @ m.w["lm_head"]).astype(np.float64))
+        np.testing.assert_allclose(got, -lp[np.arange(n), ids[1:]], rtol=1e-6, atol=2e-6)

@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 from ..attention.base import IdealAttention
-from ..transformer import ops
 
 
 @dataclasses.dataclass
@@ -155,11 +154,8 @@ def perplexity(model, tokens, window: int, stride: int | None = None, kernel=Non
         tgt = buf[start - offset + first + 1:start - offset + first + n + 1]
         caches = model.new_caches(kernel)
         h = model.forward(x, caches=caches, kernel=kernel, mask=mask, logits="none")
-        for c0 in range(0, n, 128):  # logits in row chunks: (1024 x 49152) floats would be 200 MB
-            c1 = min(n, c0 + 128)
-            lp = ops.log_softmax(h[first + c0:first + c1] @ model.w["lm_head"])
-            nll.append(-lp[np.arange(c1 - c0), tgt[c0:c1]].astype(np.float64))
-            where.append(np.arange(first + c0, first + c1))
+        nll.append(model.token_nll(h[first:first + n], tgt))  # logits in row chunks, never (T x vocab)
+        where.append(np.arange(first, first + n))
         fed += x.size
         scored += n
         n_windows += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ..attention._fused.common import _fast, _opts, exp32
+from ..attention._fused.common import _fast, _lane_max, _opts, exp32
 
 
 @nb.jit(**_fast)
@@ -84,3 +84,18 @@ def add_into(x, y):
         a, b = x[i], y[i]
         for j in range(m):
             a[j] += b[j]
+
+
+@nb.jit(**_fast)
+def nll_rows(z, tgt, out):
+    """out[i] = -log softmax(z[i])[tgt[i]] = max + log(sum exp(z[i] - max)) - z[i, tgt[i]] for
+    float32 logits rows (the exponentials summed in float64); NumPy reference: ``-ops.log_softmax(z)
+    [i, tgt[i]]``."""
+    n, V = z.shape
+    for i in range(n):
+        r = z[i]
+        m = _lane_max(r)
+        acc = 0.0
+        for s in range(V):
+            acc += exp32(r[s] - m)
+        out[i] = np.float64(m) + np.log(acc) - np.float64(r[tgt[i]])

@@ -51,6 +51,30 @@ class Model:
             self.decode_store = DecodeStore.from_gguf(self.gguf_path, self.config.n_layers) or False
         return bool(self.decode_store)
 
+    def token_nll(self, h, targets, chunk: int = 64):
+        """-log p(targets[i] | row i) for final hidden states ``h`` (T, d_model): the logits made
+        ``chunk`` rows at a time into a buffer kept per lane (never the whole (T, vocab) array:
+        200 MB at T = 1024), one compiled pass each for the log-sum-exp; float64 (T,)."""
+        n = h.shape[0]
+        targets = np.asarray(targets, np.int64)
+        out = np.empty(n, np.float64)
+        w = self.w["lm_head"]
+        bufs = self.__dict__.setdefault("_nll_rows", {})
+
+        def part(r0, r1):
+            from . import fused
+            lane = int(r0 > 0)
+            if lane not in bufs or bufs[lane].shape[0] < chunk:
+                bufs[lane] = np.empty((chunk, self.config.vocab), np.float32)
+            for c0 in range(r0, r1, chunk):
+                c1 = min(r1, c0 + chunk)
+                z = bufs[lane][:c1 - c0]
+                np.matmul(h[c0:c1], w, out=z)
+                fused.nll_rows(z, targets[c0:c1], out[c0:c1])
+        with lanes.context(n):
+            lanes.split(part, n)
+        return out
+
     # -- caches -------------------------------------------------------------------------------
     def new_caches(self, kernel: AttentionKernel):
         c = self.config
