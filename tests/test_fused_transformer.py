@@ -206,3 +206,19 @@ def test_token_nll_equals_full_logits(tmp_path):
         got = m.token_nll(h, ids[1:], chunk=16)
         lp = ops.log_softmax((h @ m.w["lm_head"]).astype(np.float64))
         np.testing.assert_allclose(got, -lp[np.arange(n), ids[1:]], rtol=1e-6, atol=2e-6)
+
+
+def test_lane_count_follows_the_process_core_budget(monkeypatch):
+    from analogattn.transformer import lanes
+    for env, want in (({"ANALOGATTN_LANES": "1"}, 1), ({"ANALOGATTN_LANES": "2", "OMP_NUM_THREADS": "1"}, 2),
+                      ({"OMP_NUM_THREADS": "1"}, 1)):
+        monkeypatch.delenv("ANALOGATTN_LANES", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert base._default_lanes() == want, env
+    monkeypatch.setattr(base, "LANES", 1)
+    import threading
+    where = []
+    lanes.split(lambda r0, r1: where.append((r0, r1, threading.current_thread().name)), 1000)
+    assert where == [(0, 1000, threading.current_thread().name)]  # one lane: all rows here, no helper

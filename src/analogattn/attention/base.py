@@ -170,7 +170,7 @@ class IdealAttention(AttentionKernel):
         tasks = [(b0, j) for b0 in range(0, t, self.block) for j in range(n_kv)]
         n_work = g * tb_max * (S + d)
         with blas_single_thread():
-            if len(tasks) >= 4 and t * S >= 1 << 16:
+            if LANES >= 2 and len(tasks) >= 4 and t * S >= 1 << 16:
                 # two workers (this thread and one helper), each with one-thread BLAS and its
                 # own scratch: the tasks' products and compiled passes release the GIL
                 work = self._scratch(2 * n_work)
@@ -203,6 +203,24 @@ class IdealAttention(AttentionKernel):
             scatter_normalised(ob, tot, out, b0, j * g, g, tb)
 
 
+def _default_lanes() -> int:
+    """2, or 1 in a process meant to use one core: ANALOGATTN_LANES=1, OMP_NUM_THREADS=1 (as the
+    sweep's workers are started: one per core, where a second lane would only fight the other
+    workers), or fewer than 2 usable cores."""
+    import os
+    env = os.environ.get("ANALOGATTN_LANES", "").strip()
+    if env in ("1", "2"):
+        return int(env)
+    if os.environ.get("OMP_NUM_THREADS", "").strip() == "1":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+LANES = _default_lanes()  # threads a forward pass works on (this one and helper_thread("lane"))
 _pools: dict = {}
 
 
