@@ -222,3 +222,16 @@ def test_lane_count_follows_the_process_core_budget(monkeypatch):
     where = []
     lanes.split(lambda r0, r1: where.append((r0, r1, threading.current_thread().name)), 1000)
     assert where == [(0, 1000, threading.current_thread().name)]  # one lane: all rows here, no helper
+
+
+def test_decode_gemv_split_over_lanes_is_bit_identical(monkeypatch):
+    from analogattn.transformer import decode_store
+    n_out, n_in = 301, 64
+    qs = rng.integers(0, 256, (n_out, n_in // 32, 16), dtype=np.uint8)
+    sc = (rng.standard_normal((n_out, n_in // 32, 2)) * 0.05).astype(np.float32)
+    m = decode_store.QuantMatrix("Q4_1", qs, sc, n_in)
+    x = rng.standard_normal(n_in).astype(np.float32)
+    whole = np.empty(n_out, np.float32)
+    decode_store.q4_1_gemv(x, qs, sc, whole)
+    monkeypatch.setattr(decode_store, "LANE_ROWS", 100)  # 301 rows: split 151 / 150 over the lanes
+    assert np.array_equal(m.gemv(x, np.empty(n_out, np.float32)), whole)

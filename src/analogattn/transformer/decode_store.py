@@ -16,9 +16,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import lanes
+
 # serial: on this 2-core machine shared with other jobs, numba's (and BLAS's) two threads
 # handing off per product measured 5-10x slower than one thread (1 ms for a 3072 x 576 Q4_1
 # product serial, 9.6 ms parallel, 12 ms for NumPy's float32 product, under load)
+# Only products of at least LANE_ROWS outputs (the logits, 4-8 ms serial) are split over the two
+# lanes: one hand-off to a waiting thread costs 20-100 us, and up to a time slice when another
+# process holds the other core, against 0.05-0.2 ms for a layer's products.
+LANE_ROWS = 8192
 _par = dict(nopython=True, cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz", "afn"})
 
 
@@ -103,11 +109,13 @@ class QuantMatrix:
         return w.reshape(self.n_out, -1).T
 
     def gemv(self, x, out):
+        """out = x @ W; a matrix of at least ``LANE_ROWS`` outputs (SmolLM2's 49,152-row logits)
+        has its rows split over the two lanes (:mod:`.lanes`); each row's sum is the same
+        whichever lane makes it."""
         x = np.ascontiguousarray(x, np.float32)
-        if self.kind == "Q4_1":
-            q4_1_gemv(x, self.qs, self.scales, out)
-        else:
-            q8_0_gemv(x, self.qs, self.scales, out)
+        fn = q4_1_gemv if self.kind == "Q4_1" else q8_0_gemv
+        qs, sc = self.qs, self.scales
+        lanes.split(lambda o0, o1: fn(x, qs[o0:o1], sc[o0:o1], out[o0:o1]), self.n_out, LANE_ROWS)
         return out
 
 
