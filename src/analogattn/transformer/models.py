@@ -171,13 +171,13 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
             np.matmul(a, w[name], out=out)
 
     def rows(r0, r1, i, a, qkv_out):
-        """Rows r0..r1 from layer i - 1's attention output ``a`` (None before the first layer)
+        """Rows r0..r1 from layer i - 1's attention output ``a`` (T, H d) (None before the first layer)
         through its output projection and MLP, then layer i's norm, q|k|v product and rotary
         embedding into ``qkv_out`` (after the last layer: the final norm)."""
         R = slice(r0, r1)
         if a is not None:
             p = f"l{i - 1}."
-            mm(_merge_heads(a)[R], p + "wo", y[R])
+            mm(a[R], p + "wo", y[R])
             x[R] += y[R]
             fused.rms_norm_into(x[R], w[p + "ffn_norm"], eps, h[R])
             mm(h[R], p + "w_gate_up", gu[R])
@@ -201,8 +201,8 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
                 qkv_out = (np.empty((c.n_heads, T, d), np.float32), np.empty((c.n_kv_heads, T, d), np.float32),
                            np.empty((c.n_kv_heads, T, d), np.float32))
             lanes.split(lambda r0, r1: rows(r0, r1, i, a, qkv_out), T)
-            if i < c.n_layers:
-                a = kernel(*qkv_out, positions, mask, caches[i], i)
+            if i < c.n_layers:  # heads merged once (free for the ideal kernel's (T, H, d) buffer)
+                a = _merge_heads(kernel(*qkv_out, positions, mask, caches[i], i))
     return h
 
 
