@@ -280,6 +280,10 @@ def cases() -> list[Case]:
         ["characterize", "-o", "{fx}/out_char.h5", "--cache-dir", "{fx}/precious.txt"], "precious.txt")
     add("characterize:cache:env_is_file", "characterize", "output not ours",
         ["characterize", "-o", "{fx}/out_char.h5"], "precious.txt", env=(("ANALOGATTN_CACHE", "{fx}/precious.txt"),))
+    for bad in ("3", "0", "two", "-1", "1.5"):  # the lane count a forward pass works on
+        add(f"run:env:lanes:{bad}", "run", "option range",
+            ["run", "--model", "{fx}/tiny.gguf", "--text", "{fx}/text.txt"], "ANALOGATTN_LANES",
+            env=(("ANALOGATTN_LANES", bad),))
     for only in ("bogus", "gaincell.bogus", "reram.", ","):
         add(f"characterize:only:{only}", "characterize", "option range", C + ["--only", only], "--only")
     for name in ("zero.h5", "garbage.h5", "truncated.h5", "foreign.h5", "adir", "missing.h5", "text.txt"):
