@@ -5,6 +5,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
 from .common import _adc, _adc_steps, _fast, _max_biased, _opts, _pulse, exp32
 
 
@@ -261,3 +265,131 @@ def noisy_tile_adc(parts, z1, s1, z2, s2, full, half, back, acc):
             else:
                 for c in range(dd):
                     a[c] = a[c] + zero * bk
+
+
+# -- NumPy's float32 standard normals, in a compiled loop ------------------------------------------
+# The same deviates as ``np.random.default_rng(...).standard_normal(shape, dtype=np.float32)``, bit
+# for bit and leaving the generator in the same state: NumPy's PCG64 (128-bit LCG, multiplier
+# below, XSL-RR output; a float32 takes the low then the high half of a 64-bit output, the high
+# half kept between calls) and its float32 ziggurat (tables as numba's port of NumPy's). NumPy's
+# loop calls the bit generator through a function pointer per deviate (8-10 ns each here); inlined
+# it costs a fraction of that, and a fill can run in any thread with the GIL released.
+from numba.np.random._constants import fi_float as _FI, ki_float as _KI, wi_float as _WI  # noqa: E402
+from numba.np.random._constants import ziggurat_nor_inv_r_f as _ZINV, ziggurat_nor_r_f as _ZR  # noqa: E402
+
+_PCG_MUL_HI = np.uint64(0x2360ED051FC65DA4)
+_PCG_MUL_LO = np.uint64(0x4385DF649FCCF645)
+
+
+@intrinsic
+def _mulhi64(typingctx, a, b):
+    """The high 64 bits of the 128-bit product of two uint64."""
+    if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i128 = ir.IntType(128)
+        p = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        return builder.trunc(builder.lshr(p, ir.Constant(i128, 64)), ir.IntType(64))
+    return types.uint64(types.uint64, types.uint64), codegen
+
+
+@nb.jit(**_opts)
+def _log1pf(x):
+    return np.log1p(x)  # float32: C's log1pf, as NumPy's npy_log1pf(-U)
+
+
+@nb.jit(**_opts)
+def pcg64_normals_f32(st, out):
+    """Fill ``out`` (float32, any shape, C order) with standard normals from the PCG64 state
+    st = [state hi, state lo, inc hi, inc lo, has_uint32, uinteger] (uint64), updated in place:
+    NumPy's ``random_standard_normal_f`` per element (ziggurat; log1pf(-U) in the tail)."""
+    flat = out.reshape(-1)
+    shi, slo, ihi, ilo = st[0], st[1], st[2], st[3]
+    has, buf = st[4], st[5]
+    one32 = np.uint64(1)
+    m32 = np.uint64(0xFFFFFFFF)
+    s58, s32, s63 = np.uint64(58), np.uint64(32), np.uint64(63)
+    inv24 = np.float32(1.0 / 16777216.0)  # next_float: 24 bits
+    n = flat.shape[0]
+    i = 0
+    while i < n:
+        # next_uint32
+        if has:
+            r = buf
+            has = np.uint64(0)
+        else:
+            nlo = slo * _PCG_MUL_LO
+            nhi = _mulhi64(slo, _PCG_MUL_LO) + slo * _PCG_MUL_HI + shi * _PCG_MUL_LO + ihi
+            lo2 = nlo + ilo
+            nhi = nhi + (one32 if lo2 < nlo else np.uint64(0))
+            shi, slo = nhi, lo2
+            v = shi ^ slo
+            rot = shi >> s58
+            w = (v >> rot) | (v << ((np.uint64(64) - rot) & s63))
+            r = w & m32
+            buf = w >> s32
+            has = one32
+        idx = np.int64(r & np.uint64(0xFF))
+        sign = (r >> np.uint64(8)) & one32
+        rabs = (r >> np.uint64(9)) & np.uint64(0x007FFFFF)
+        x = np.float32(rabs) * _WI[idx]
+        if sign:
+            x = -x
+        if rabs < _KI[idx]:
+            flat[i] = x
+            i += 1
+            continue
+        # the rare paths: draw uniforms (next_float) from the same stream
+        accepted = False
+        if idx == 0:
+            while True:
+                u = np.uint64(0)
+                for part in range(2):
+                    if has:
+                        u = buf
+                        has = np.uint64(0)
+                    else:
+                        nlo = slo * _PCG_MUL_LO
+                        nhi = _mulhi64(slo, _PCG_MUL_LO) + slo * _PCG_MUL_HI + shi * _PCG_MUL_LO + ihi
+                        lo2 = nlo + ilo
+                        nhi = nhi + (one32 if lo2 < nlo else np.uint64(0))
+                        shi, slo = nhi, lo2
+                        v = shi ^ slo
+                        rot = shi >> s58
+                        w = (v >> rot) | (v << ((np.uint64(64) - rot) & s63))
+                        u = w & m32
+                        buf = w >> s32
+                        has = one32
+                    f = np.float32(u >> np.uint64(8)) * inv24
+                    if part == 0:
+                        xx = -_ZINV * _log1pf(-f)
+                    else:
+                        yy = -_log1pf(-f)
+                if yy + yy > xx * xx:
+                    x = -(_ZR + xx) if ((rabs >> np.uint64(8)) & one32) else _ZR + xx
+                    accepted = True
+                    break
+        else:
+            if has:
+                u = buf
+                has = np.uint64(0)
+            else:
+                nlo = slo * _PCG_MUL_LO
+                nhi = _mulhi64(slo, _PCG_MUL_LO) + slo * _PCG_MUL_HI + shi * _PCG_MUL_LO + ihi
+                lo2 = nlo + ilo
+                nhi = nhi + (one32 if lo2 < nlo else np.uint64(0))
+                shi, slo = nhi, lo2
+                v = shi ^ slo
+                rot = shi >> s58
+                w = (v >> rot) | (v << ((np.uint64(64) - rot) & s63))
+                u = w & m32
+                buf = w >> s32
+                has = one32
+            f = np.float32(u >> np.uint64(8)) * inv24
+            if (_FI[idx - 1] - _FI[idx]) * f + _FI[idx] < np.exp(-0.5 * np.float64(x) * np.float64(x)):
+                accepted = True
+        if accepted:
+            flat[i] = x
+            i += 1
+    st[0], st[1], st[4], st[5] = shi, slo, has, buf
