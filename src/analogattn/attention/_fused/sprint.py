@@ -22,11 +22,12 @@ def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
         m = m if m > 0 else np.float32(1.0)
         u_max[i] = m
         sc = np.float32(M) / m
-        for c in range(r0, r1):
-            x = qe[i, c]
+        qi, ls, lb = qe[i, r0:r1], lhs[i], lhs[n + i]  # slices indexed from 0 (see softmax_ranges)
+        for c in range(qi.shape[0]):
+            x = qi[c]
             b = b_dac[np.int64(np.rint(abs(x) * sc))]
-            lhs[n + i, c - r0] = b
-            lhs[i, c - r0] = (b if x >= 0 else -b) * w[c - r0]
+            lb[c] = b
+            ls[c] = (b if x >= 0 else -b) * w[c]
     return u_max
 
 
@@ -39,8 +40,9 @@ def anchor_max(exact, ptr, cols, T):
     for i in range(n):
         t = i % T
         m = np.float32(-np.inf)
-        for c in range(ptr[t], ptr[t + 1]):
-            m = max(m, exact[i, cols[c]])
+        cl, row = cols[ptr[t]:ptr[t + 1]], exact[i]  # a slice indexed from 0 (see softmax_ranges)
+        for c in range(cl.shape[0]):
+            m = max(m, row[cl[c]])
         out[i] = m
     return out
 
@@ -121,3 +123,57 @@ def decide_softmax(e, iw, sab, row, off, r, c2, k2, cn2, pool, start, bias, allo
             ke[s] = (al[s] & (v > zero)) | fo[s]
         tot[i], mass[i], kept[i], new[i] = _kept_row(e[i], bias[t], ke, keep[prev])
     return tot, mass, kept, new
+
+
+@nb.jit(**_opts)
+def _threshold_row(m, theta, base, vpl, mu, anchor):
+    """A row's comparator constant as the NumPy kernel forms it (no contraction into an FMA, so it
+    is the same float32 value): thr = anchors' best m - theta (anchor rule) or theta (fixed), in
+    theta's precision then float32; base - thr vpl - mu in float32."""
+    thr = np.float32(m - theta) if anchor else np.float32(theta)
+    return (base - thr * vpl) - mu
+
+
+@nb.jit(**_fast)
+def decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
+                 pool, start, bias, allowed, forced, keep, tot, mass, kept, new):
+    """``decide_softmax`` (with the anchor maximum and the row constants of the NumPy kernel) on
+    a chunk of rows i0 .. i0 + R of one head that sees only keys lk .. lk + L of the block's S
+    (e, iw, sab: (R, L), the other keys are not allowed for any of its rows). Row i (query
+    t = i % tb of head h = i // tb): m = max of e over the query's anchors cols[ptr[t]:ptr[t+1]]
+    (block key indices); row constant ``_threshold_row(m, theta[h], base[i], vpl[i], mu)``; the
+    comparator noise sample of key s is pool[start + i S + s] as in ``decide_softmax``; keep[i]
+    (the full block row) written, False outside the chunk's keys; tot/mass/kept/new[i] as
+    ``kept_softmax`` (the previous row's keep must be written already). Loops over slices from 0."""
+    R, L = e.shape
+    r, c2, k2, cn2 = np.float32(r), np.float32(c2), np.float32(k2), np.float32(cn2)
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for q in range(R):
+        i = i0 + q
+        t = i % tb
+        h = i // tb
+        er = e[q]
+        m = np.float32(-np.inf)
+        if anchor:
+            cl = cols[ptr[t]:ptr[t + 1]]
+            for c in range(cl.shape[0]):
+                m = max(m, er[cl[c] - lk])
+        ri = _threshold_row(m, theta[h], base[i], vpl[i], mu, anchor)
+        z = pool[start + i * S + lk:start + i * S + lk + L]
+        a_, b_, o_ = iw[q], sab[q], off[lk:lk + L]
+        al, fo, bi = allowed[t, lk:lk + L], forced[t, lk:lk + L], bias[t, lk:lk + L]
+        kfull = keep[i]
+        ke = kfull[lk:lk + L]
+        for s in range(L):
+            x = a_[s]
+            y = b_[s]
+            v = r * (x * (one + c2 * y)) + ri + o_[s] + np.sqrt(cn2 + k2 * (x * x + y * y)) * z[s]
+            ke[s] = (al[s] & (v > zero)) | fo[s]
+        kfull[:lk] = False
+        kfull[lk + L:] = False
+        kq = keep[i - 1, lk:lk + L] if t > 0 else ke
+        k_, ms, c, nw = _kept_row(er, bi, ke, kq)
+        tot[i] = k_
+        mass[i] = ms
+        kept[i] = c
+        new[i] = nw

@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, blas_single_thread, key_range, visible
+from .._fused.sprint import decide_chunk
+from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, visible
 from ..peripherals import signed_code
 from ..recorders import Recorder, Recorders
 from .config import SprintConfig
@@ -163,18 +164,194 @@ class SprintAttention(AttentionKernel):
         its own sample; drawing 10^8 fresh normals per window would cost more than the model)."""
         return self.rng.standard_normal(1 << 23, dtype=np.float32)
 
+    chunk = 64  # queries per chunk of the fast path (a chunk's scores stay in the core's L2 cache)
+    trim = True
+    fast = True  # False: every block through _attend_block (the reference the tests compare with)
+
     def attend(self, q, positions, mask, cache, layer):
         H, T, d = q.shape
-        out = np.empty_like(q)
         kpos = cache.positions
+        blocks = []
         for b0 in range(0, T, self.block):
             b1 = min(T, b0 + self.block)
             qp = positions[b0:b1]
             lo, hi = key_range(mask, qp, kpos)
             if self.cfg.pruning.window:
                 lo = max(lo, int(np.searchsorted(kpos, qp.min() - self.cfg.pruning.window, side="right")))
-            out[:, b0:b1] = self._attend_block(q[:, b0:b1], qp, mask, cache, layer, lo, hi)
+            blocks.append((b0, b1, lo, hi))
+        if self.fast and self.cfg.pruning.rule in ("anchor", "fixed") and not self.recorder.wants_comparator_inputs \
+                and d <= self.x.rows:
+            return self._attend_fast(q, positions, mask, cache, layer, blocks)
+        out = np.empty_like(q)
+        for b0, b1, lo, hi in blocks:
+            out[:, b0:b1] = self._attend_block(q[:, b0:b1], positions[b0:b1], mask, cache, layer, lo, hi)
         return out
+
+    # -- the fast path (comparator rules, keys in one tile): the same arithmetic as _attend_block,
+    #    split into (block, KV head) tasks run on two lanes, each in chunks of queries of one head
+    def _attend_fast(self, q, positions, mask, cache, layer, blocks):
+        """Every random draw happens here, in _attend_block's order (per block, per KV head: the
+        reference column's cells on first use, the reference read noise, the noise pool on first
+        use, the pool start); the tasks then run on this thread and the "lane" helper (products
+        and compiled passes release the GIL) and the recorder hears them in the original order."""
+        cfg, x = self.cfg, self.x
+        H, T, d = q.shape
+        n_kv = cache.keys.shape[0]
+        g = H // n_kv
+        nr = x.noise_rel if cfg.noise.circuit_noise else 0.0
+        out = np.empty_like(q)
+        tasks = []
+        for b0, b1, lo, hi in blocks:
+            blk = self._block_arrays(positions[b0:b1], mask, cache.positions[lo:hi])
+            n, S = g * (b1 - b0), hi - lo
+            for j in range(n_kv):
+                ref = self._ref(layer, j, d)
+                zr = self.rng.standard_normal(n, np.float32) if nr > 0 else None
+                pool = self.noise_pool
+                start = int(self.rng.integers(0, max(1, pool.size - n * S)))
+                if n * S > pool.size:
+                    pool, start = self.rng.standard_normal(n * S, dtype=np.float32), 0
+                tasks.append((b0, b1, lo, hi, j, blk, ref, zr, pool, start))
+        fresh = self.recorder is not self.stats  # another recorder may keep the keep arrays
+        results = [None] * len(tasks)
+        # largest first, each lane taking the next (a list iterator's next is atomic under the GIL)
+        order = iter(sorted(range(len(tasks)), key=lambda k: -(tasks[k][1] - tasks[k][0]) * (tasks[k][3] - tasks[k][2])))
+
+        def run(lane):
+            for k in order:
+                results[k] = self._task(q, cache, layer, out, tasks[k], lane, fresh)
+
+        if len(tasks) >= 2 and T * cache.keys.shape[1] >= 1 << 16:
+            fut = helper_thread("lane").submit(run, 1)
+            try:
+                run(0)
+            finally:
+                fut.result()
+        else:
+            run(0)
+        rec = self.recorder
+        for (b0, b1, lo, hi, j, blk, *_), (keep, tot_kept, tot_mass, tot_new) in zip(tasks, results):
+            allowed_n, n_allowed, n_free = blk["n_allowed_sum"], blk["n_allowed"], blk["n_free"]
+            tb = b1 - b0
+            rec.keep(layer, j, positions[b0:b1], cache.positions[lo:hi], keep.reshape(g, tb, hi - lo))
+            rec.counts(layer, allowed=float(allowed_n) * g, kept=tot_kept, mass=tot_mass, rows=g * tb,
+                       new=tot_new if tb > 1 else 0.0,
+                       new_base=float(n_allowed[1:].sum()) * g if tb > 1 else 0.0, decisions=n_free * g,
+                       queries=g * tb)
+        return out
+
+    def _block_arrays(self, positions, mask, kpos):
+        """A block's masks as _attend_block makes them, plus each query's first and last allowed key."""
+        cfg = self.cfg.pruning
+        allowed = visible(mask, positions, kpos, cfg.window)
+        forced = positions[:, None] == kpos[None, :]
+        if cfg.rule == "anchor":
+            forced |= (kpos[None, :] < cfg.sink) | (kpos[None, :] > positions[:, None] - cfg.local)
+        forced &= allowed
+        free = allowed & ~forced
+        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+        f_rows, f_cols = np.nonzero(forced)
+        any_ = allowed.any(axis=1)
+        S = kpos.shape[0]
+        first = np.where(any_, allowed.argmax(axis=1), S)
+        last = np.where(any_, S - allowed[:, ::-1].argmax(axis=1), 0)
+        n_allowed = allowed.sum(axis=1)
+        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=np.searchsorted(f_rows, np.arange(len(positions) + 1)),
+                    f_cols=f_cols, first=first, last=last, n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(),
+                    n_free=float(np.count_nonzero(free)))
+
+    def _scratch(self, lane, n):
+        bufs = self.__dict__.setdefault("_bufs", {})
+        b = bufs.get(lane)
+        if b is None or b.size < n:
+            b = bufs[lane] = np.empty(n, np.float32)
+        return b[:n]
+
+    def _task(self, q, cache, layer, out, task, lane, fresh):
+        """One (block, KV head): writes out[heads of j, block] and returns (keep (n, S), kept,
+        mass, newly kept sums)."""
+        b0, b1, lo, hi, j, blk, ref, zr, pool, start = task
+        x, sc, cfg = self.x, self.sc, self.cfg
+        H, T, d = q.shape
+        g = H // cache.keys.shape[0]
+        tb, S = b1 - b0, hi - lo
+        n = g * tb
+        keys, values, cells = cache.keys[j, lo:hi], cache.values[j, lo:hi], cache.cells[j, lo:hi]
+        qg = q[j * g:(j + 1) * g, b0:b1].reshape(n, d)
+        scale = np.float32(1.0 / math.sqrt(d))
+        qs = qg * scale
+        qe = qg * sc.k_chan[layer, j] if sc.k_chan is not None else qg
+        r = float(sc.r_diff[layer, j] if sc.r_diff is not None else x.r_f)
+        vpl_unit = self.kappa * math.sqrt(d) / sc.k_step[layer, j]
+        # column_currents' drive and reference column (one tile)
+        c2 = np.float32(x.c2)
+        qe = np.ascontiguousarray(qe, np.float32)
+        w = x.weights[:d].astype(np.float32)
+        lhs = np.empty((2 * n, d), np.float32)
+        u_max = _fused.dac_lhs(qe, self._m, self._b_dac, w, 0, d, lhs)[:, None]
+        rb = lhs @ ref[:d]
+        riw, rsab = rb[:n], rb[n:]
+        ref_lin = np.zeros(n, np.float32)
+        ref_var = np.zeros(n, np.float32)
+        ref_lin += riw + c2 * riw * rsab
+        ref_var += 0.5 * (rsab * rsab + riw * riw)
+        # keep_decisions' row constants (the threshold part goes in decide_chunk)
+        vpl = (r * vpl_unit / u_max[:, 0]).astype(np.float32)
+        nr = x.noise_rel if self.cfg.noise.circuit_noise else 0.0
+        base = -r * ref_lin
+        if nr > 0:
+            base = base - r * nr * np.sqrt(ref_var) * zr
+        base = base.astype(np.float32)
+        k2 = 0.5 * (nr * r) ** 2
+        cn2 = x.cmp_noise ** 2 if cfg.noise.circuit_noise else 0.0
+        theta = sc.theta[layer, j * g:(j + 1) * g]
+        anchor = cfg.pruning.rule == "anchor"
+        off = cache.offsets[j, lo:hi]
+        keep = np.empty((n, S), np.bool_) if fresh else self._keep_scratch(lane, n * S).reshape(n, S)
+        tot = np.empty(n, np.float32)
+        mass = np.empty(n, np.float64)
+        kept = np.empty(n, np.int64)
+        new = np.empty(n, np.int64)
+        first, last = blk["first"], blk["last"]
+        C = self.chunk
+        for h in range(g):
+            for t0 in range(0, tb, C):
+                t1 = min(tb, t0 + C)
+                lk, hk = int(first[t0:t1].min()), int(last[t0:t1].max())
+                if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
+                    lk, hk = 0, S
+                R, L = t1 - t0, hk - lk
+                i0 = h * tb + t0
+                buf = self._scratch(lane, 3 * R * L + R * d)
+                e = buf[:R * L].reshape(R, L)
+                iw = buf[R * L:2 * R * L].reshape(R, L)
+                sab = buf[2 * R * L:3 * R * L].reshape(R, L)
+                o = buf[3 * R * L:].reshape(R, d)
+                np.matmul(qs[i0:i0 + R], keys[lk:hk].T, out=e)
+                np.matmul(lhs[i0:i0 + R], cells[lk:hk].T, out=iw)
+                np.matmul(lhs[n + i0:n + i0 + R], cells[lk:hk].T, out=sab)
+                decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl,
+                             np.float32(x.cmp_mu), off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"],
+                             blk["forced"], keep, tot, mass, kept, new)
+                np.matmul(e, values[lk:hk], out=o)
+                tc = tot[i0:i0 + R]
+                bad = tc < 1e-30  # every kept weight underflowed against a pruned maximum
+                if bad.any():
+                    for q_ in np.flatnonzero(bad):
+                        i = i0 + q_
+                        z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
+                        z = np.exp(z - z.max())
+                        tc[q_] = z.sum()
+                        o[q_] = z.astype(np.float32) @ values
+                np.divide(o, tc[:, None], out=out[j * g + h, b0 + t0:b0 + t1])
+        return keep, float(kept.sum()), float(mass.sum()), float(new.sum())
+
+    def _keep_scratch(self, lane, n):
+        bufs = self.__dict__.setdefault("_kbufs", {})
+        b = bufs.get(lane)
+        if b is None or b.size < n:
+            b = bufs[lane] = np.empty(n, np.bool_)
+        return b[:n]
 
     def _attend_block(self, q, positions, mask, cache, layer, lo, hi):
         cfg, x, sc, rec = self.cfg.pruning, self.x, self.sc, self.recorder

@@ -1,0 +1,172 @@
+"""The pruning kernel's fast path (comparator rules: (block, KV head) tasks on two lanes, each in
+chunks of one head's queries that see only their causal key range) against the block-by-block
+reference path (``fast = False``, the NumPy/compiled code it replaced), and its compiled pass
+against the reference pass."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analogattn.attention import _fused
+from analogattn.attention._fused.sprint import decide_chunk
+from analogattn.attention.base import Mask
+from analogattn.attention.recorders import KeepLog
+from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, SprintScales
+from analogattn.attention.sprint import kernel as sprint_kernel
+
+H, KV, d = 6, 2, 64
+
+
+def _xbar():
+    """A column with every modelled effect on (IR-drop weights, loss, variation, read noise,
+    comparator offset and noise), so every term of the comparator input is exercised."""
+    x = Crossbar.ideal(rows=64)
+    rng = np.random.default_rng(5)
+    return dataclasses.replace(x, weights=1 + 0.01 * rng.standard_normal(64), c2=-80.0, sigma_g=0.05,
+                               noise_rel=0.004, cmp_mu=1e-4, cmp_offset=5e-3, cmp_noise=3e-4)
+
+
+def _run(fast, cfg, mask, theta, block=64, chunk=16):
+    rng = np.random.default_rng(1234)
+    T = 300
+    q = rng.standard_normal((H, T, d)).astype(np.float32)
+    k = rng.standard_normal((KV, T, d)).astype(np.float32)
+    v = rng.standard_normal((KV, T, d)).astype(np.float32)
+    pos = np.arange(T)
+    log = []
+    sc = SprintScales(np.full((1, KV), 0.5), None, np.full((1, H), theta))
+    ker = SprintAttention(_xbar(), cfg, sc, 1, recorder=KeepLog(log), block=block)
+    ker.fast, ker.chunk = fast, chunk
+    cache = ker.new_cache(0, KV, d)
+    outs = [ker(q[:, :200], k[:, :200], v[:, :200], pos[:200], mask, cache, 0)]  # prefill, several blocks
+    outs += [ker(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], pos[t:t + 1], mask, cache, 0) for t in range(200, 205)]
+    outs.append(ker(q[:, 205:], k[:, 205:], v[:, 205:], pos[205:], mask, cache, 0))  # a second prefill
+    return np.concatenate(outs, axis=1), log, ker.stats
+
+
+CASES = [("anchor", {}, Mask(), 1.5), ("fixed", {}, Mask(), 0.5), ("anchor", dict(variation=False, circuit_noise=False),
+                                                                    Mask(), 1.5),
+         ("anchor", dict(window=64, key_bits=3, dac_bits=5), Mask(), 1.5), ("fixed", {}, Mask("sliding", 50), 0.5),
+         ("anchor", dict(sink=2, local=8), Mask("sliding", 70), 1.5), ("anchor", {}, Mask("bidirectional"), 1.5)]
+
+
+@pytest.mark.parametrize("rule,kw,mask,theta", CASES)
+def test_fast_path_equals_the_block_path(rule, kw, mask, theta):
+    """Same random draws in the same order, so the same decisions; the products run over other
+    row/key partitions (chunks, the causal key range only) and the softmax sums over shorter
+    rows, so outputs and the mass statistic agree to float32 rounding, not bit for bit: a
+    float32 64-term dot product or a 300-term sum reordered moves by a few ulp, ~1e-6
+    relative; 1e-5 of the largest output allows for the division by the row sum."""
+    cfg = SprintConfig(rule=rule, **kw)
+    ref, ref_log, ref_st = _run(False, cfg, mask, theta)
+    got, log, st = _run(True, cfg, mask, theta)
+    assert len(log) == len(ref_log)
+    flips = 0
+    flipped = np.zeros(ref.shape[:2], bool)  # (head, query) rows with a flipped decision
+    g = H // KV
+    for a, b in zip(ref_log, log):
+        assert a[:2] == b[:2] and np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3])
+        diff = a[4] != b[4]
+        flips += int(diff.sum())
+        flipped[a[1] * g:(a[1] + 1) * g, a[2]] |= diff.any(axis=2)
+    # a decision may flip only where the comparator input is within rounding of the threshold:
+    # of these 2-4 x 10^5 decisions at most one does (measured: one, in the noiseless case)
+    assert flips <= 1
+    kept = np.concatenate([a[4].ravel() for a in ref_log])
+    assert 0.05 < kept.mean() < 0.95  # the comparators decide (neither all kept nor all pruned)
+    ok = ~flipped
+    assert np.abs(got - ref)[ok].max() <= 1e-5 * np.abs(ref).max()
+    for f in dataclasses.fields(ref_st):
+        a, b = getattr(ref_st, f.name), getattr(st, f.name)
+        if f.name == "mass":  # a sum of per-row float32 ratios (a flip moves one row's share)
+            np.testing.assert_allclose(b, a, rtol=1e-6 if flips == 0 else 1e-4)
+        else:  # counts: equal, or off by the flipped decisions
+            assert np.abs(a - b).max() <= flips, f.name
+
+
+def test_two_lanes_equal_one_lane(monkeypatch):
+    """Which lane runs a task does not change it: bit-identical to every task on this thread."""
+    cfg = SprintConfig(rule="anchor")
+    two = _run(True, cfg, Mask(), 1.5)
+
+    class Inline:
+        def submit(self, f, *a):
+            class Done:
+                def result(self):
+                    return None
+            return Done()  # the helper takes nothing: this thread runs every task
+    monkeypatch.setattr(sprint_kernel, "helper_thread", lambda name: Inline())
+    one = _run(True, cfg, Mask(), 1.5)
+    assert np.array_equal(two[0], one[0])
+    assert all(np.array_equal(a[4], b[4]) for a, b in zip(two[1], one[1]))
+    assert np.array_equal(two[2].mass, one[2].mass)
+
+
+@pytest.mark.parametrize("anchor", [True, False])
+def test_decide_chunk_equals_decide_softmax(anchor):
+    """decide_chunk on key range [lk, lk + L) of rows i0.. (the keys outside not allowed for these
+    rows) against decide_softmax on whole rows with the NumPy row constants: same decisions and
+    kept/new counts (element-wise the same float32 formula), kept sums and mass to float32
+    rounding (sums over L instead of S terms, reordered: 1e-6 relative)."""
+    rng = np.random.default_rng(3)
+    g, T, S, lk, L = 2, 24, 80, 10, 50
+    n = g * T
+    e = rng.standard_normal((n, S)).astype(np.float32)
+    iw = rng.standard_normal((n, S)).astype(np.float32)
+    sab = (np.abs(rng.standard_normal((n, S))) + np.abs(iw)).astype(np.float32)
+    allowed = np.zeros((T, S), bool)
+    allowed[:, lk:lk + L] = rng.random((T, L)) < 0.8
+    forced = np.zeros((T, S), bool)
+    forced[np.arange(T), lk + rng.integers(0, L, T)] = True
+    allowed |= forced
+    bias = np.where(allowed, np.float32(0), np.float32(-np.inf))
+    off = (0.1 * rng.standard_normal(S)).astype(np.float32)
+    pool = rng.standard_normal(n * S + 100).astype(np.float32)
+    base = rng.standard_normal(n).astype(np.float32)
+    vpl = (0.5 + rng.random(n)).astype(np.float32)
+    theta = rng.random(g) * 2
+    mu = np.float32(0.01)
+    r, c2, k2, cn2, start = 0.8, 0.05, 0.3, 0.01, 37
+    f_rows, f_cols = np.nonzero(forced)
+    ptr = np.searchsorted(f_rows, np.arange(T + 1))
+    if anchor:  # the kernel's NumPy row constants
+        thr = (_fused.anchor_max(e, ptr, f_cols, T) - np.repeat(theta, T)).astype(np.float32)
+    else:
+        thr = np.repeat(theta, T).astype(np.float32)
+    row = (base - thr * vpl - mu).astype(np.float32)
+    e1, k1 = e.copy(), np.empty((n, S), bool)
+    want = _fused.decide_softmax(e1, iw, sab, row, off, r, c2, k2, cn2, pool, start, bias, allowed, forced, T, k1)
+    k2_ = np.ones((n, S), bool)  # decide_chunk must clear the keys outside its range
+    tot, mass = np.empty(n, np.float32), np.empty(n)
+    kept, new = np.empty(n, np.int64), np.empty(n, np.int64)
+    e2 = e.copy()
+    for i0 in range(0, n, 8):  # chunks of 8 rows (T = 24: three per head)
+        ch = np.ascontiguousarray(e2[i0:i0 + 8, lk:lk + L])
+        decide_chunk(ch, np.ascontiguousarray(iw[i0:i0 + 8, lk:lk + L]),
+                     np.ascontiguousarray(sab[i0:i0 + 8, lk:lk + L]), i0, T, S, lk, anchor, ptr, f_cols, theta,
+                     base, vpl, mu, off, r, c2, k2, cn2, pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
+        e2[i0:i0 + 8, lk:lk + L] = ch
+    assert np.array_equal(k1, k2_) and 0.2 < k1[:, lk:lk + L].mean() < 0.8
+    assert np.array_equal(kept, want[2]) and np.array_equal(new, want[3])
+    np.testing.assert_allclose(tot, want[0], rtol=1e-6)
+    np.testing.assert_allclose(mass, want[1], rtol=1e-6)
+    np.testing.assert_allclose(e2[:, lk:lk + L], e1[:, lk:lk + L], rtol=1e-6, atol=1e-30)
+
+
+def test_dac_lhs_of_a_row_range_equals_the_whole_rows():
+    """Rows r0..r1 of the drive (a key spanning several columns) are the same values as those
+    columns of the whole drive (element-wise, no reduction except the max: bit-identical)."""
+    rng = np.random.default_rng(4)
+    n, D, M = 7, 100, 15
+    qe = rng.standard_normal((n, D)).astype(np.float32)
+    b_dac = (np.linspace(0, 1, M + 1) ** 1.3).astype(np.float32)
+    w = (1 + 0.01 * rng.standard_normal(D)).astype(np.float32)
+    whole = np.empty((2 * n, D), np.float32)
+    u = _fused.dac_lhs(qe, M, b_dac, w, 0, D, whole)
+    part = np.empty((2 * n, 36), np.float32)
+    u2 = _fused.dac_lhs(qe, M, b_dac, w[:36], 64, 100, part)
+    assert np.array_equal(u, u2)
+    b = whole[n:, 64:]  # the factors b of those rows
+    assert np.array_equal(part[n:], b)
+    # the signed operand with the tile's own row weights (its first 36)
+    assert np.array_equal(part[:n], np.where(qe[:, 64:] >= 0, b, -b) * w[:36])
