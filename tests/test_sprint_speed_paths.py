@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention import _fused
-from analogattn.attention._fused.sprint import decide_chunk
+from analogattn.attention._fused.sprint import dac_pairs, decide_chunk
 from analogattn.attention.base import Mask
 from analogattn.attention.recorders import KeepLog
 from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, SprintScales
@@ -142,9 +142,10 @@ def test_decide_chunk_equals_decide_softmax(anchor):
     e2 = e.copy()
     for i0 in range(0, n, 8):  # chunks of 8 rows (T = 24: three per head)
         ch = np.ascontiguousarray(e2[i0:i0 + 8, lk:lk + L])
-        decide_chunk(ch, np.ascontiguousarray(iw[i0:i0 + 8, lk:lk + L]),
-                     np.ascontiguousarray(sab[i0:i0 + 8, lk:lk + L]), i0, T, S, lk, anchor, ptr, f_cols, theta,
-                     base, vpl, mu, off, r, c2, k2, cn2, pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
+        both = np.stack([iw[i0:i0 + 8, lk:lk + L], sab[i0:i0 + 8, lk:lk + L]], axis=1).reshape(16, L)
+        n_bad = decide_chunk(ch, both, i0, T, S, lk, anchor, ptr, f_cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
+                             pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
+        assert n_bad == np.count_nonzero(want[0][i0:i0 + 8] < 1e-30)
         e2[i0:i0 + 8, lk:lk + L] = ch
     assert np.array_equal(k1, k2_) and 0.2 < k1[:, lk:lk + L].mean() < 0.8
     assert np.array_equal(kept, want[2]) and np.array_equal(new, want[3])
@@ -170,3 +171,19 @@ def test_dac_lhs_of_a_row_range_equals_the_whole_rows():
     assert np.array_equal(part[n:], b)
     # the signed operand with the tile's own row weights (its first 36)
     assert np.array_equal(part[:n], np.where(qe[:, 64:] >= 0, b, -b) * w[:36])
+
+
+def test_dac_pairs_equal_dac_lhs():
+    """The side-by-side drive is the same values as dac_lhs's stacked one (bit-identical)."""
+    rng = np.random.default_rng(6)
+    n, D, M = 9, 64, 15
+    qe = rng.standard_normal((n, D)).astype(np.float32)
+    qe[3] = 0  # a query of zeros: full scale 1
+    b_dac = (np.linspace(0, 1, M + 1) ** 1.3).astype(np.float32)
+    w = (1 + 0.01 * rng.standard_normal(D)).astype(np.float32)
+    stacked = np.empty((2 * n, D), np.float32)
+    u = _fused.dac_lhs(qe, M, b_dac, w, 0, D, stacked)
+    pairs = np.empty((n, 2, D), np.float32)
+    u2 = dac_pairs(qe, M, b_dac, w, pairs)
+    assert np.array_equal(u, u2)
+    assert np.array_equal(pairs[:, 0], stacked[:n]) and np.array_equal(pairs[:, 1], stacked[n:])

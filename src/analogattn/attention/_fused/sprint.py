@@ -31,6 +31,28 @@ def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
     return u_max
 
 
+@nb.jit(**_fast)
+def dac_pairs(qe, M, b_dac, w, lhs):
+    """``dac_lhs`` of a whole key (one tile) with each query's two operands side by side: lhs (n, 2, d),
+    lhs[i, 0] = sign(q) b w, lhs[i, 1] = b (so a chunk of queries' rows are one matrix)."""
+    n, d = qe.shape
+    u_max = np.empty(n, np.float32)
+    for i in range(n):
+        qi, ls, lb = qe[i], lhs[i, 0], lhs[i, 1]
+        m = np.float32(0.0)
+        for c in range(d):
+            m = max(m, abs(qi[c]))
+        m = m if m > 0 else np.float32(1.0)
+        u_max[i] = m
+        sc = np.float32(M) / m
+        for c in range(d):
+            x = qi[c]
+            b = b_dac[np.int64(np.rint(abs(x) * sc))]
+            lb[c] = b
+            ls[c] = (b if x >= 0 else -b) * w[c]
+    return u_max
+
+
 @nb.jit(**_opts)
 def anchor_max(exact, ptr, cols, T):
     """Largest exact score of each row among its query's anchor keys, given as a CSR list
@@ -135,17 +157,20 @@ def _threshold_row(m, theta, base, vpl, mu, anchor):
 
 
 @nb.jit(**_fast)
-def decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
+def decide_chunk(e, both, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
                  pool, start, bias, allowed, forced, keep, tot, mass, kept, new):
     """``decide_softmax`` (with the anchor maximum and the row constants of the NumPy kernel) on
     a chunk of rows i0 .. i0 + R of one head that sees only keys lk .. lk + L of the block's S
-    (e, iw, sab: (R, L), the other keys are not allowed for any of its rows). Row i (query
+    (e: (R, L), the other keys are not allowed for any of its rows; both: (2R, L), row 2q the
+    chunk row q's iw, row 2q + 1 its sab). Row i (query
     t = i % tb of head h = i // tb): m = max of e over the query's anchors cols[ptr[t]:ptr[t+1]]
     (block key indices); row constant ``_threshold_row(m, theta[h], base[i], vpl[i], mu)``; the
     comparator noise sample of key s is pool[start + i S + s] as in ``decide_softmax``; keep[i]
     (the full block row) written, False outside the chunk's keys; tot/mass/kept/new[i] as
-    ``kept_softmax`` (the previous row's keep must be written already). Loops over slices from 0."""
+    ``kept_softmax`` (the previous row's keep must be written already). Loops over slices from 0.
+    Returns the number of rows whose kept weights all underflowed (tot < 1e-30)."""
     R, L = e.shape
+    bad = 0
     r, c2, k2, cn2 = np.float32(r), np.float32(c2), np.float32(k2), np.float32(cn2)
     one, zero = np.float32(1.0), np.float32(0.0)
     for q in range(R):
@@ -160,7 +185,7 @@ def decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl,
                 m = max(m, er[cl[c] - lk])
         ri = _threshold_row(m, theta[h], base[i], vpl[i], mu, anchor)
         z = pool[start + i * S + lk:start + i * S + lk + L]
-        a_, b_, o_ = iw[q], sab[q], off[lk:lk + L]
+        a_, b_, o_ = both[2 * q], both[2 * q + 1], off[lk:lk + L]
         al, fo, bi = allowed[t, lk:lk + L], forced[t, lk:lk + L], bias[t, lk:lk + L]
         kfull = keep[i]
         ke = kfull[lk:lk + L]
@@ -177,3 +202,5 @@ def decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl,
         mass[i] = ms
         kept[i] = c
         new[i] = nw
+        bad += k_ < 1e-30
+    return bad

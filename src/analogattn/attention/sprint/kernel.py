@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import functools
 import math
+import queue
 
 import numpy as np
 
 from .. import _fused
+from .._fused import sprint as _fused_sprint
 from .._fused.sprint import decide_chunk
 from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, visible
 from ..peripherals import signed_code
@@ -200,9 +202,8 @@ class SprintAttention(AttentionKernel):
         g = H // n_kv
         nr = x.noise_rel if cfg.noise.circuit_noise else 0.0
         out = np.empty_like(q)
-        tasks = []
+        draws = []
         for b0, b1, lo, hi in blocks:
-            blk = self._block_arrays(positions[b0:b1], mask, cache.positions[lo:hi])
             n, S = g * (b1 - b0), hi - lo
             for j in range(n_kv):
                 ref = self._ref(layer, j, d)
@@ -211,24 +212,42 @@ class SprintAttention(AttentionKernel):
                 start = int(self.rng.integers(0, max(1, pool.size - n * S)))
                 if n * S > pool.size:
                     pool, start = self.rng.standard_normal(n * S, dtype=np.float32), 0
-                tasks.append((b0, b1, lo, hi, j, blk, ref, zr, pool, start))
+                draws.append((ref, zr, pool, start))
         fresh = self.recorder is not self.stats  # another recorder may keep the keep arrays
-        results = [None] * len(tasks)
-        # largest first, each lane taking the next (a list iterator's next is atomic under the GIL)
-        order = iter(sorted(range(len(tasks)), key=lambda k: -(tasks[k][1] - tasks[k][0]) * (tasks[k][3] - tasks[k][2])))
+        tasks = [None] * len(draws)
+        results = [None] * len(draws)
+        # blocks largest first; their tasks queued as each block's masks are made, so the helper
+        # starts on the first block's while this thread makes the others' masks
+        order = sorted(range(len(blocks)), key=lambda b: -(blocks[b][1] - blocks[b][0]) * (blocks[b][3] - blocks[b][2]))
+        todo = queue.SimpleQueue()
 
-        def run(lane):
-            for k in order:
+        def work(lane, wait):
+            while True:
+                try:
+                    k = todo.get() if wait else todo.get_nowait()
+                except queue.Empty:
+                    return
+                if k is None:  # the end: left for the helper if this thread found it first
+                    todo.put(None)
+                    return
                 results[k] = self._task(q, cache, layer, out, tasks[k], lane, fresh)
 
-        if len(tasks) >= 2 and T * cache.keys.shape[1] >= 1 << 16:
-            fut = helper_thread("lane").submit(run, 1)
-            try:
-                run(0)
-            finally:
+        two = len(draws) >= 2 and T * cache.keys.shape[1] >= 1 << 16
+        fut = helper_thread("lane").submit(work, 1, True) if two else None
+        try:
+            for bi in order:
+                b0, b1, lo, hi = blocks[bi]
+                blk = self._block_arrays(positions[b0:b1], mask, cache.positions[lo:hi])
+                for j in range(n_kv):
+                    k = bi * n_kv + j
+                    tasks[k] = (b0, b1, lo, hi, j, blk) + draws[k]
+                    todo.put(k)
+            todo.put(None)  # after every task: a lane stops when it reaches it
+            work(0, False)
+        finally:
+            if fut is not None:
+                todo.put(None)
                 fut.result()
-        else:
-            run(0)
         rec = self.recorder
         for (b0, b1, lo, hi, j, blk, *_), (keep, tot_kept, tot_mass, tot_new) in zip(tasks, results):
             allowed_n, n_allowed, n_free = blk["n_allowed_sum"], blk["n_allowed"], blk["n_free"]
@@ -256,8 +275,16 @@ class SprintAttention(AttentionKernel):
         first = np.where(any_, allowed.argmax(axis=1), S)
         last = np.where(any_, S - allowed[:, ::-1].argmax(axis=1), 0)
         n_allowed = allowed.sum(axis=1)
-        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=np.searchsorted(f_rows, np.arange(len(positions) + 1)),
-                    f_cols=f_cols, first=first, last=last, n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(),
+        T, C = len(positions), self.chunk
+        starts = np.arange(0, T, C)
+        lks, hks = np.minimum.reduceat(first, starts), np.maximum.reduceat(last, starts)
+        chunks = []
+        for t0, lk, hk in zip(starts.tolist(), lks.tolist(), hks.tolist()):
+            if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
+                lk, hk = 0, S
+            chunks.append((t0, min(T, t0 + C), lk, hk))
+        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=np.searchsorted(f_rows, np.arange(T + 1)),
+                    f_cols=f_cols, chunks=chunks, n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(),
                     n_free=float(np.count_nonzero(free)))
 
     def _scratch(self, lane, n):
@@ -283,14 +310,13 @@ class SprintAttention(AttentionKernel):
         qe = qg * sc.k_chan[layer, j] if sc.k_chan is not None else qg
         r = float(sc.r_diff[layer, j] if sc.r_diff is not None else x.r_f)
         vpl_unit = self.kappa * math.sqrt(d) / sc.k_step[layer, j]
-        # column_currents' drive and reference column (one tile)
+        # column_currents' drive and reference column (one tile); each query's two operands side by side
         c2 = np.float32(x.c2)
         qe = np.ascontiguousarray(qe, np.float32)
         w = x.weights[:d].astype(np.float32)
-        lhs = np.empty((2 * n, d), np.float32)
-        u_max = _fused.dac_lhs(qe, self._m, self._b_dac, w, 0, d, lhs)[:, None]
-        rb = lhs @ ref[:d]
-        riw, rsab = rb[:n], rb[n:]
+        lhs = np.empty((n, 2, d), np.float32)
+        u_max = _fused_sprint.dac_pairs(qe, self._m, self._b_dac, w, lhs)[:, None]
+        riw, rsab = lhs[:, 0] @ ref[:d], lhs[:, 1] @ ref[:d]
         ref_lin = np.zeros(n, np.float32)
         ref_var = np.zeros(n, np.float32)
         ref_lin += riw + c2 * riw * rsab
@@ -307,37 +333,30 @@ class SprintAttention(AttentionKernel):
         theta = sc.theta[layer, j * g:(j + 1) * g]
         anchor = cfg.pruning.rule == "anchor"
         off = cache.offsets[j, lo:hi]
+        mu = np.float32(x.cmp_mu)
         keep = np.empty((n, S), np.bool_) if fresh else self._keep_scratch(lane, n * S).reshape(n, S)
         tot = np.empty(n, np.float32)
         mass = np.empty(n, np.float64)
         kept = np.empty(n, np.int64)
         new = np.empty(n, np.int64)
-        first, last = blk["first"], blk["last"]
-        C = self.chunk
-        for h in range(g):
-            for t0 in range(0, tb, C):
-                t1 = min(tb, t0 + C)
-                lk, hk = int(first[t0:t1].min()), int(last[t0:t1].max())
-                if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
-                    lk, hk = 0, S
-                R, L = t1 - t0, hk - lk
+        for t0, t1, lk, hk in blk["chunks"]:
+            R, L = t1 - t0, hk - lk
+            buf = self._scratch(lane, 3 * R * L + R * d)
+            e = buf[:R * L].reshape(R, L)
+            both = buf[R * L:3 * R * L].reshape(2 * R, L)
+            o = buf[3 * R * L:].reshape(R, d)
+            kT, cT, vk = keys[lk:hk].T, cells[lk:hk].T, values[lk:hk]
+            for h in range(g):
                 i0 = h * tb + t0
-                buf = self._scratch(lane, 3 * R * L + R * d)
-                e = buf[:R * L].reshape(R, L)
-                iw = buf[R * L:2 * R * L].reshape(R, L)
-                sab = buf[2 * R * L:3 * R * L].reshape(R, L)
-                o = buf[3 * R * L:].reshape(R, d)
-                np.matmul(qs[i0:i0 + R], keys[lk:hk].T, out=e)
-                np.matmul(lhs[i0:i0 + R], cells[lk:hk].T, out=iw)
-                np.matmul(lhs[n + i0:n + i0 + R], cells[lk:hk].T, out=sab)
-                decide_chunk(e, iw, sab, i0, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl,
-                             np.float32(x.cmp_mu), off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"],
-                             blk["forced"], keep, tot, mass, kept, new)
-                np.matmul(e, values[lk:hk], out=o)
+                np.matmul(qs[i0:i0 + R], kT, out=e)
+                np.matmul(lhs[i0:i0 + R].reshape(2 * R, d), cT, out=both)
+                n_bad = decide_chunk(e, both, i0, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl, mu,
+                                     off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
+                                     keep, tot, mass, kept, new)
+                np.matmul(e, vk, out=o)
                 tc = tot[i0:i0 + R]
-                bad = tc < 1e-30  # every kept weight underflowed against a pruned maximum
-                if bad.any():
-                    for q_ in np.flatnonzero(bad):
+                if n_bad:  # every kept weight of a row underflowed against a pruned maximum
+                    for q_ in np.flatnonzero(tc < 1e-30):
                         i = i0 + q_
                         z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
                         z = np.exp(z - z.max())
