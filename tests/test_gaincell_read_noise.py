@@ -87,9 +87,10 @@ def test_refresh_blocks_and_token_by_token_agree():
 
 
 @pytest.mark.parametrize("extra", [0.0, 0.02])
-def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra):
+def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra, monkeypatch):
     """Read noise on (the cells' own and the extra relative one): the compiled noisy value-tile
-    epilogue with the normal deviates drawn ahead in a helper thread gives bit for bit what the
+    epilogue with the normal deviates drawn ahead in a helper thread and the blocks split over two
+    lanes (each taking its deviates by key, out of the drawing order) gives bit for bit what the
     NumPy path gives with each deviate drawn when needed (same generator, same order), over several
     layers' calls (the generator's state carries from call to call) and blocks of queries."""
     from analogattn.attention.base import Mask
@@ -103,9 +104,12 @@ def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra):
     sc = Scalers.identity(2, 6, 2, cell)
     sc.out_scale[:] *= 0.3  # tiles clip: the ADC's ends matter
     outs = {}
+    from analogattn.attention.gaincell import kernel as kmod
+    monkeypatch.setattr(kmod, "LANES", 2)
     for fast in (False, True):
         ker = GainCellAttention(cell, cfg, sc, block=32)
-        ker.draw_ahead = ker.fused_noise = fast
+        ker.draw_ahead = ker.fused_noise = ker.lanes = fast  # fast: blocks on two lanes, taking drawn-ahead deviates
+        ker.LANE_MIN_WORK = 0
         assert ker.circuit_noise_var() > 0
         caches = [ker.new_cache(i, 2, 16) for i in range(2)]
         outs[fast] = [ker(q[:, a:b], k[:, a:b], v[:, a:b], np.arange(a, b), Mask(), caches[layer], layer)

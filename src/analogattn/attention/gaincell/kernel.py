@@ -8,13 +8,14 @@ they may see; the per-element work after each matrix product is compiled (:mod:`
 """
 from __future__ import annotations
 
-import collections
+import concurrent.futures
 import math
+import threading
 
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, blas_single_thread, helper_thread, visible
+from ..base import LANES, AttentionKernel, blas_single_thread, helper_thread, visible
 from ..cache import KVCache
 from .._fused.gaincell import pcg64_normals_f32
 from ..peripherals import adc, pulse
@@ -57,6 +58,8 @@ class GainCellAttention(AttentionKernel):
     name = "gaincell"
     draw_ahead = True  # draw the read noise's normal deviates in a helper thread, in order (see _Draws)
     fused_noise = True  # noisy value tiles: noise, ADC and sum in one compiled pass (False: the NumPy path)
+    lanes = True  # a call's blocks on two lanes when LANES >= 2 (see attend)
+    LANE_MIN_WORK = 1 << 17  # score elements of a call below which it stays on one lane
 
     def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
                  recorder: Recorder | None = None, rng: np.random.Generator | None = None, block: int = 256,
@@ -149,7 +152,14 @@ class GainCellAttention(AttentionKernel):
         var_q = self.circuit_noise_var()
         out = np.empty((H, T, d), np.float32)
         plan = self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None)
-        draws = _Draws(self.rng, plan, self.draw_ahead and not (rec.wants_tiles or rec.wants_score_tiles))
+        serial = rec.wants_tiles or rec.wants_score_tiles  # recorders see the tiles in order
+        draws = _Draws(self.rng, plan, self.draw_ahead and not serial)
+        # two lanes (this thread and helper_thread("lane")): each KV head's blocks in two halves of
+        # about equal area (blocks are independent but for the head's largest score, taken between)
+        halves = None
+        if LANES >= 2 and self.lanes and not serial and len(blocks) >= 2 and \
+                g * sum((b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks) >= self.LANE_MIN_WORK:
+            halves = _halves(blocks)
         try:
             factors = {}
             for (b0, b1, lo, hi) in blocks:
@@ -180,50 +190,65 @@ class GainCellAttention(AttentionKernel):
                 Fk = ro.terms(keys[j], kind, cache.mismatch_k[j] if nz.mismatch else None)
                 Fv = ro.terms(values[j], kind, cache.mismatch_v[j] if nz.mismatch else None)
                 zs = {}  # each block's (g, tb, s) scores, then weights
-                hmax = np.zeros(g, np.float32)
-                for (b0, b1, lo, hi) in blocks:  # scores
-                    rw, kw, _, _, bb = factors[b0]
-                    tb = b1 - b0
-                    zs[b0] = np.empty((g, tb, hi - lo), np.float32)
-                    lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
-                    rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
-                    for k0 in range(0, d, ar.rows):  # tiles over head dims, each clamped on its own
-                        cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
-                        x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
-                        if nz.read_noise > 0 and cv.output_levels:
-                            x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
-                                  * draws.normal(x.shape, np.float64)).astype(np.float32)
-                        if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
-                            ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
-                            _fused.add_row_scaled(x, np.sqrt(var_q * ps).astype(np.float32),
-                                                  draws.normal(x.shape, np.float32))
-                        if rec.wants_score_tiles:
-                            rec.score_tile(layer, j, b0, k0, x)
-                        last = k0 + ar.rows >= d
-                        m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zs[b0], k0 > 0,
-                                              bb, last and soft and half > 0)
-                        np.maximum(hmax, m, out=hmax)
+
+                def scores(part):
+                    """The score tiles of the blocks ``part``; returns each head's largest |logit|."""
+                    hmax = np.zeros(g, np.float32)
+                    for (b0, b1, lo, hi) in part:
+                        rw, kw, _, _, bb = factors[b0]
+                        tb = b1 - b0
+                        zb = np.empty((g, tb, hi - lo), np.float32)
+                        lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
+                        rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
+                        for k0 in range(0, d, ar.rows):  # tiles over head dims, each clamped on its own
+                            cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
+                            x = (lhs @ rhs.T) if cols.size == n * d else (lhs[:, cols] @ rhs[:, cols].T)
+                            if nz.read_noise > 0 and cv.output_levels:
+                                x += (nz.read_noise * np.repeat(s_full, tb)[:, None]
+                                      * draws.normal(x.shape, np.float64, ("s", j, b0, k0, 0))).astype(np.float32)
+                            if var_q > 0:  # the cells' read noise: var = var_q x the pulses on the tile's rows
+                                ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
+                                _fused.add_row_scaled(x, np.sqrt(var_q * ps).astype(np.float32),
+                                                      draws.normal(x.shape, np.float32, ("s", j, b0, k0, 1)))
+                            if rec.wants_score_tiles:
+                                rec.score_tile(layer, j, b0, k0, x)
+                            last = k0 + ar.rows >= d
+                            m = _fused.score_tile(x, s_full, np.ascontiguousarray(row_scale[:, b0:b1]), zb, k0 > 0,
+                                                  bb, last and soft and half > 0)
+                            np.maximum(hmax, m, out=hmax)
+                        zs[b0] = zb
+                    return hmax
+
+                hmax = (np.maximum(*_on_two_lanes(scores, halves)) if halves else scores(blocks))
                 acc = np.zeros((g, T, d), np.float32)
                 v_full = sc.out_scale[layer, hs].astype(np.float32)
                 probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
                 weights = np.zeros((T, S), np.float32) if probe is not None else None
                 inv_sat = (1.0 / sc.s_sat[layer, hs]).astype(np.float32)
-                for (b0, b1, lo, hi) in blocks:  # activation and values
-                    rw, kw, inv_r, inv_k, bb = factors[b0]
-                    zb = zs.pop(b0)
-                    if soft:
-                        # the score ADC (reference: the head's largest |logit| in this call), the decay
-                        # undone digitally, softmax over the visible keys, older keys' pulses lengthened
-                        _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
-                                             use_comp, bb)
-                    if weights is not None:
-                        w = zb[probe]
-                        if not soft:
-                            w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
-                        weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
-                    VT = Fv[lo:hi] * kw[:, :, None]
-                    acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
-                                                       (layer, hs), draws).reshape(g, b1 - b0, d)
+
+                def values_(part):
+                    """The activation and the value arrays of the blocks ``part`` (rows b0..b1 of acc)."""
+                    for (b0, b1, lo, hi) in part:
+                        rw, kw, inv_r, inv_k, bb = factors[b0]
+                        zb = zs.pop(b0)
+                        if soft:
+                            # the score ADC (reference: the head's largest |logit| in this call), the decay
+                            # undone digitally, softmax over the visible keys, older keys' pulses lengthened
+                            _fused.softmax_block(zb, hmax if half else np.ones(g, np.float32), half, inv_r, inv_k,
+                                                 use_comp, bb)
+                        if weights is not None:
+                            w = zb[probe]
+                            if not soft:
+                                w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
+                            weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
+                        VT = Fv[lo:hi] * kw[:, :, None]
+                        acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
+                                                           (layer, hs), draws, ("v", j, b0)).reshape(g, b1 - b0, d)
+
+                if halves:
+                    _on_two_lanes(values_, halves)
+                else:
+                    values_(blocks)
                 if weights is not None:  # the head's attention weights
                     rec.weights(layer, int(hs[probe]), positions, kpos, weights)
                 if sc.v_chan is not None:
@@ -237,27 +262,26 @@ class GainCellAttention(AttentionKernel):
         return out.astype(q.dtype)
 
     def _noise_plan(self, blocks, n_kv, g, d, var_q, out_scale):
-        """The shapes and dtypes of the normal deviates ``attend`` draws, in its order (per KV
-        head: each block's score tiles, then each block's value tiles)."""
+        """The keys, shapes and dtypes of the normal deviates ``attend`` draws, in the order they
+        are drawn (per KV head: each block's score tiles, then each block's value tiles)."""
         cv, nz, rows = self.cfg.converters, self.cfg.noise, self.cfg.array.rows
         for j in range(n_kv):
             for (b0, b1, lo, hi) in blocks:
-                for _ in range(0, d, rows):
+                for k0 in range(0, d, rows):
                     if nz.read_noise > 0 and cv.output_levels:
-                        yield (g * (b1 - b0), hi - lo), np.float64
+                        yield ("s", j, b0, k0, 0), (g * (b1 - b0), hi - lo), np.float64
                     if var_q > 0:
-                        yield (g * (b1 - b0), hi - lo), np.float32
+                        yield ("s", j, b0, k0, 1), (g * (b1 - b0), hi - lo), np.float32
             if out_scale is None or np.all(np.isinf(out_scale[j * g:(j + 1) * g])):
                 continue  # the value tiles are not digitised: no noise drawn
             for (b0, b1, lo, hi) in blocks:
                 shape = (-(-(hi - lo) // rows), g * (b1 - b0), d)
                 if nz.read_noise > 0:
-                    yield shape, np.float64
+                    yield ("v", j, b0, 0), shape, np.float64
                 if var_q > 0:
-                    yield shape, np.float32
+                    yield ("v", j, b0, 1), shape, np.float32
 
-
-    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None):
+    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None, key=()):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
         value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
         each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
@@ -302,12 +326,12 @@ class GainCellAttention(AttentionKernel):
         z1 = s1 = z2 = s2 = None
         if digitise:
             if nz.read_noise > 0:
-                z1 = draws.normal(parts.shape, np.float64).astype(np.float32)
+                z1 = draws.normal(parts.shape, np.float64, key + (0,)).astype(np.float32)
                 s1 = np.float32(nz.read_noise) * full_r
             if var_q > 0:  # the cells' read noise on the tile's charge, var = var_q x pulse sum
                 pt = psum.T[:, :, None]
                 s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
-                z2 = draws.normal(parts.shape, np.float32)
+                z2 = draws.normal(parts.shape, np.float32, key + (1,))
             if not record and self.fused_noise:  # the same arithmetic in one compiled pass
                 _fused.noisy_tile_adc(parts, empty if z1 is None else z1, s1 if s1 is not None else full_r,
                                       empty if z2 is None else z2,
@@ -342,49 +366,89 @@ class GainCellAttention(AttentionKernel):
 
 
 class _Draws:
-    """The standard normal deviates of one ``attend`` call, taken in the order of ``plan`` (an
-    iterable of (shape, dtype)). With ``ahead``, a helper thread draws them from the kernel's
-    generator a few arrays in advance (NumPy releases the GIL while it fills an array, so the
-    drawing overlaps the products and compiled passes); the generator is used by that thread
-    alone, in the plan's order, so every array equals the one a direct draw at the same point
-    would give. Without, each is drawn when taken."""
+    """The standard normal deviates of one ``attend`` call, drawn in the order of ``plan`` (an
+    iterable of (key, shape, dtype)) and taken by key. With ``ahead``, a helper thread draws them
+    from the kernel's generator a few arrays ahead of the furthest one taken (NumPy's and the
+    compiled draws release the GIL, so the drawing overlaps the products and compiled passes), and
+    two lanes may take them in any order; the generator is used by that thread alone, in the
+    plan's order, so every array equals the one a direct draw at the same point would give.
+    Without, each is drawn when taken, and must be taken in the plan's order. Without a plan
+    (``plan`` None): drawn when taken, keys ignored."""
 
-    DEPTH = 3
+    DEPTH = 4
 
     def __init__(self, rng, plan, ahead):
         self.rng = rng
-        self.plan = iter(plan) if (ahead and plan is not None) else None
-        self.pending = collections.deque()
-        if self.plan is not None:
-            for _ in range(self.DEPTH):
-                self._submit()
+        self.plan = list(plan) if plan is not None else None
+        self.index = {item[0]: i for i, item in enumerate(self.plan)} if self.plan is not None else {}
+        self.ahead = ahead and self.plan is not None
+        self.futures = {}
+        self.next = 0  # the next plan item drawn (ahead: submitted)
+        self.taken = 0
+        self.lock = threading.Lock()
+        if self.ahead:
+            self._submit(self.DEPTH - 1)
 
     def _draw(self, shape, dtype):
         if dtype == np.float32:
             return standard_normal_f32(self.rng, shape)
         return self.rng.standard_normal(shape)
 
-    def _submit(self):
-        item = next(self.plan, None)
-        if item is not None:
-            self.pending.append((item, helper_thread("gaincell-noise").submit(self._draw, *item)))
+    def _submit(self, upto):
+        while self.next <= min(upto, len(self.plan) - 1):
+            _, shape, dtype = self.plan[self.next]
+            self.futures[self.next] = helper_thread("gaincell-noise").submit(self._draw, shape, dtype)
+            self.next += 1
 
-    def normal(self, shape, dtype):
+    def normal(self, shape, dtype, key=None):
         if self.plan is None:
             return self._draw(shape, dtype)
-        (want, wdt), fut = self.pending.popleft()
-        if tuple(want) != tuple(shape) or wdt is not dtype:  # pragma: no cover - a plan out of step
-            raise RuntimeError(f"gain-cell noise plan out of step: planned {want} {wdt}, drawn {shape} {dtype}")
-        self._submit()
+        i = self.index.get(key)
+        want, wdt = (self.plan[i][1], self.plan[i][2]) if i is not None else (None, None)
+        if want is None or tuple(want) != tuple(shape) or wdt is not dtype or (not self.ahead and i != self.next):
+            nxt = self.plan[self.next] if self.next < len(self.plan) else "nothing"  # pragma: no cover
+            raise RuntimeError(f"gain-cell noise plan out of step: {key} {shape} {dtype} drawn, {nxt} planned next")
+        if not self.ahead:
+            self.next += 1
+            self.taken += 1
+            return self._draw(shape, dtype)
+        with self.lock:
+            self._submit(i + self.DEPTH)
+            fut = self.futures.pop(i)
+            self.taken += 1
         return fut.result()
 
     def close(self):
         """Wait for draws still in flight (an exception left them), so the generator is idle;
         returns whether any planned draw was left untaken."""
-        left = bool(self.pending) or (self.plan is not None and next(self.plan, None) is not None)
-        while self.pending:
-            self.pending.popleft()[1].result()
-        return left
+        with self.lock:
+            pending = list(self.futures.values())
+            self.futures.clear()
+        concurrent.futures.wait(pending)
+        return self.plan is not None and self.taken < len(self.plan)
+
+
+def _halves(blocks):
+    """``blocks`` in two lists of about equal area (tb x keys; largest first, each to the smaller
+    list), each in the original order."""
+    area = [(b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks]
+    sums, parts = [0, 0], [[], []]
+    for i in sorted(range(len(blocks)), key=lambda i: -area[i]):
+        k = 0 if sums[0] <= sums[1] else 1
+        sums[k] += area[i]
+        parts[k].append(i)
+    return [[blocks[i] for i in sorted(p)] for p in parts]
+
+
+def _on_two_lanes(fn, halves):
+    """(fn(halves[0]) in this thread, fn(halves[1]) in helper_thread("lane")), both finished."""
+    fut = helper_thread("lane").submit(fn, halves[1])
+    try:
+        first = fn(halves[0])
+    except BaseException:
+        concurrent.futures.wait([fut])
+        raise
+    return first, fut.result()
 
 
 _M64 = (1 << 64) - 1
