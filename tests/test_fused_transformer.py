@@ -235,3 +235,19 @@ def test_decode_gemv_split_over_lanes_is_bit_identical(monkeypatch):
     decode_store.q4_1_gemv(x, qs, sc, whole)
     monkeypatch.setattr(decode_store, "LANE_ROWS", 100)  # 301 rows: split 151 / 150 over the lanes
     assert np.array_equal(m.gemv(x, np.empty(n_out, np.float32)), whole)
+
+
+def test_single_lane_is_per_thread_and_restored():
+    import threading
+    from analogattn.transformer import lanes
+    where = []
+    with base.single_lane():
+        assert base.lanes() == 1
+        lanes.split(lambda r0, r1: where.append((r0, r1, threading.current_thread().name)), 1000)
+        other = []
+        t = threading.Thread(target=lambda: other.append(base.lanes()))
+        t.start()
+        t.join()
+        assert other == [base.LANES]  # another thread keeps the process's count
+    assert where == [(0, 1000, threading.current_thread().name)]
+    assert base.lanes() == base.LANES

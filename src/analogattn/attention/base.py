@@ -14,8 +14,10 @@ attention); query head h reads key/value head h // (n_heads / n_kv_heads), witho
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
@@ -126,7 +128,6 @@ def blas_single_thread():
             _controller = ThreadpoolController()
         return _controller.limit(limits=1, user_api="blas")
     except Exception:  # pragma: no cover - threadpoolctl missing or unusable: run as is
-        import contextlib
         return contextlib.nullcontext()
 
 
@@ -170,7 +171,7 @@ class IdealAttention(AttentionKernel):
         tasks = [(b0, j) for b0 in range(0, t, self.block) for j in range(n_kv)]
         n_work = g * tb_max * (S + d)
         with blas_single_thread():
-            if LANES >= 2 and len(tasks) >= 4 and t * S >= 1 << 16:
+            if lanes() >= 2 and len(tasks) >= 4 and t * S >= 1 << 16:
                 # two workers (this thread and one helper), each with one-thread BLAS and its
                 # own scratch: the tasks' products and compiled passes release the GIL
                 work = self._scratch(2 * n_work)
@@ -222,6 +223,26 @@ def _default_lanes() -> int:
 
 LANES = _default_lanes()  # threads a forward pass works on (this one and helper_thread("lane"))
 _pools: dict = {}
+_local = threading.local()
+
+
+def lanes() -> int:
+    """The lanes a forward pass started on this thread works on: :data:`LANES`, or 1 inside
+    :func:`single_lane`."""
+    return getattr(_local, "lanes", None) or LANES
+
+
+@contextlib.contextmanager
+def single_lane():
+    """Forward passes started on this thread inside the block work on one lane (a sweep point:
+    its numbers must not depend on the cores of the machine that evaluated it, and a row split
+    changes float32 rounding)."""
+    keep = getattr(_local, "lanes", None)
+    _local.lanes = 1
+    try:
+        yield
+    finally:
+        _local.lanes = keep
 
 
 def helper_thread(name: str):

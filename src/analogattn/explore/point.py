@@ -125,10 +125,11 @@ def _perplexity(m, text: Path, ev: dict, kernel):
 
 def ideal_remote(ev: dict) -> dict:
     """The ideal kernel's perplexity on the sweep's text (the ratio's denominator)."""
-    from ..attention.base import IdealAttention
+    from ..attention.base import IdealAttention, single_lane
     m = model(ev["model"])
     text, _ = _texts(ev)
-    r = _perplexity(m, text, ev, IdealAttention())
+    with single_lane():  # as every point (see evaluate_chip)
+        r = _perplexity(m, text, ev, IdealAttention())
     return {"perplexity": r.perplexity, "scored": r.scored}
 
 
@@ -138,31 +139,33 @@ def evaluate_chip(ev: dict, design_map: dict, leaves: dict, bundle_bytes: bytes 
     A failure is a row with status "failed" and a one-line message, never an exception."""
     t0 = time.perf_counter()
     try:
-        from .. import cli
-        from ..attention import registry
-        from ..characterize.design import Design
-        from ..evaluate.area import area_for
-        from ..evaluate.cost import cost_for
-        spec = registry.get(ev["attention"])
-        cfg = spec.config(**leaves)
-        m = model(ev["model"])
-        b = bundle_from(bundle_bytes) if bundle_bytes is not None else None
-        text, cal = _texts(ev)
-        files = cli.CalibrationFiles(calibration_text=str(cal) if cal else None)
-        with contextlib.redirect_stderr(io.StringIO()):  # its notes about short texts: not per chip
-            wins = cli._calibration_windows(spec, cfg, files, m, text, ev["window"])
-        kernel = spec.build(m, b, cfg, wins, None, log=lambda *_: None)
-        r = _perplexity(m, text, ev, kernel)
-        cost = cost_for(spec.name, m.config, ev["window"], b, getattr(kernel, "stats", None), kernel)
-        area = area_for(spec.name, Design.from_mapping(design_map), cfg, m.config.head_dim)
-        row = {"status": "ok", "message": "", "perplexity": r.perplexity, "ppl_ratio": r.perplexity / ideal,
-               "scored_tokens": r.scored, "energy_per_token_J": cost["energy_per_token_J"],
-               "latency_per_token_s": cost["latency_per_token_s"], **area}
-        sm = spec.summary(kernel)
-        if sm and "kept_fraction" in sm:
-            row["kept_fraction"] = float(sm["kept_fraction"])
-        if not math.isfinite(r.perplexity):
-            row.update(status="failed", message=f"non-finite perplexity ({r.perplexity})")
+        from ..attention.base import single_lane
+        with single_lane():  # one core a point: its numbers do not depend on where it ran
+            from .. import cli
+            from ..attention import registry
+            from ..characterize.design import Design
+            from ..evaluate.area import area_for
+            from ..evaluate.cost import cost_for
+            spec = registry.get(ev["attention"])
+            cfg = spec.config(**leaves)
+            m = model(ev["model"])
+            b = bundle_from(bundle_bytes) if bundle_bytes is not None else None
+            text, cal = _texts(ev)
+            files = cli.CalibrationFiles(calibration_text=str(cal) if cal else None)
+            with contextlib.redirect_stderr(io.StringIO()):  # its notes about short texts: not per chip
+                wins = cli._calibration_windows(spec, cfg, files, m, text, ev["window"])
+            kernel = spec.build(m, b, cfg, wins, None, log=lambda *_: None)
+            r = _perplexity(m, text, ev, kernel)
+            cost = cost_for(spec.name, m.config, ev["window"], b, getattr(kernel, "stats", None), kernel)
+            area = area_for(spec.name, Design.from_mapping(design_map), cfg, m.config.head_dim)
+            row = {"status": "ok", "message": "", "perplexity": r.perplexity, "ppl_ratio": r.perplexity / ideal,
+                   "scored_tokens": r.scored, "energy_per_token_J": cost["energy_per_token_J"],
+                   "latency_per_token_s": cost["latency_per_token_s"], **area}
+            sm = spec.summary(kernel)
+            if sm and "kept_fraction" in sm:
+                row["kept_fraction"] = float(sm["kept_fraction"])
+            if not math.isfinite(r.perplexity):
+                row.update(status="failed", message=f"non-finite perplexity ({r.perplexity})")
     except Exception as e:  # recorded, the sweep goes on
         last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""

@@ -23,9 +23,9 @@ MIN_ROWS = 32  # below this many rows a step runs in one piece on the calling th
 
 def split(fn, n: int, min_rows: int = MIN_ROWS):
     """fn(0, h) here and fn(h, n) on the helper lane, h = ceil(n / 2); fn(0, n) alone below
-    ``min_rows`` or with one lane (``attention.base.LANES``). Waits for the helper (also when
+    ``min_rows`` or with one lane (``attention.base.lanes()``). Waits for the helper (also when
     this lane raises) and re-raises its error."""
-    if n < min_rows or base.LANES < 2:
+    if n < min_rows or base.lanes() < 2:
         fn(0, n)
         return
     h = (n + 1) // 2
@@ -39,4 +39,4 @@ def split(fn, n: int, min_rows: int = MIN_ROWS):
 def context(n: int, min_rows: int = MIN_ROWS):
     """The BLAS setting of a forward pass of ``n`` rows: one thread per lane when it is split (or
     there is one lane), BLAS's own threads otherwise (a single decode row, a short prompt)."""
-    return blas_single_thread() if (n >= min_rows or base.LANES < 2) else contextlib.nullcontext()
+    return blas_single_thread() if (n >= min_rows or base.lanes() < 2) else contextlib.nullcontext()
