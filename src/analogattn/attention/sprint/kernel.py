@@ -10,7 +10,8 @@ import numpy as np
 from .. import _fused
 from .._fused import sprint as _fused_sprint
 from .._fused.sprint import decide_chunk
-from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, visible
+from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, lanes, visible
+from ..gaincell.kernel import standard_normal_f32  # NumPy's float32 normals, compiled
 from ..peripherals import signed_code
 from ..recorders import Recorder, Recorders
 from .config import SprintConfig
@@ -163,8 +164,10 @@ class SprintAttention(AttentionKernel):
     def noise_pool(self):
         """Standard normals for fresh per-decision noise: 2^23 drawn once from the kernel's
         seeded generator, read from a random start for each block (every decision of a block has
-        its own sample; drawing 10^8 fresh normals per window would cost more than the model)."""
-        return self.rng.standard_normal(1 << 23, dtype=np.float32)
+        its own sample; drawing 10^8 fresh normals per window would cost more than the model).
+        Drawn by the gain cell's compiled copy of NumPy's float32 draw (the same deviates and
+        generator state, 3-4x faster: 80 -> 25 ms)."""
+        return standard_normal_f32(self.rng, 1 << 23)
 
     chunk = 64  # queries per chunk of the fast path (a chunk's scores stay in the core's L2 cache)
     trim = True
@@ -207,7 +210,7 @@ class SprintAttention(AttentionKernel):
             n, S = g * (b1 - b0), hi - lo
             for j in range(n_kv):
                 ref = self._ref(layer, j, d)
-                zr = self.rng.standard_normal(n, np.float32) if nr > 0 else None
+                zr = standard_normal_f32(self.rng, n) if nr > 0 else None
                 pool = self.noise_pool
                 start = int(self.rng.integers(0, max(1, pool.size - n * S)))
                 if n * S > pool.size:
@@ -232,7 +235,8 @@ class SprintAttention(AttentionKernel):
                     return
                 results[k] = self._task(q, cache, layer, out, tasks[k], lane, fresh)
 
-        two = len(draws) >= 2 and T * cache.keys.shape[1] >= 1 << 16
+        # (one lane or two: the same numbers, each task is computed whole by one lane)
+        two = lanes() >= 2 and len(draws) >= 2 and T * cache.keys.shape[1] >= 1 << 16
         fut = helper_thread("lane").submit(work, 1, True) if two else None
         try:
             for bi in order:
