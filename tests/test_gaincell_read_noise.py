@@ -164,3 +164,39 @@ def test_cache_growth_leaves_unwritten_mismatch_at_zero():
     ker = GainCellAttention(cell, cfg, Scalers.identity(1, 2, 2, cell))
     out = ker(q, k, v, np.arange(300), Mask(), ker.new_cache(0, 2, 16), 0)
     assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("ratio", [False, True])
+def test_noisy_tile_acc_equals_tile_parts_then_noisy_tile_adc(ratio):
+    """The per-tile pass (terms combined, noise, ADC, sum) called tile by tile in order gives bit for
+    bit what tile_parts over all tiles and then noisy_tile_adc give, with tiles not read (pulse sum
+    0), a zero full scale, and each noise term on or off (bit-identical: the same operations on the
+    same values in the same order; the row function is shared)."""
+    from analogattn.attention import _fused
+    from analogattn.attention._fused.gaincell import noisy_tile_acc
+    rng = np.random.default_rng(11)
+    ntl, R, n, dd = 4, 30, 3, 16
+    M = rng.standard_normal((ntl, R, n * dd)).astype(np.float32)
+    rw = rng.uniform(0.5, 1.5, (n, R)).astype(np.float32)
+    psum = rng.uniform(1, 20, (R, ntl)).astype(np.float32)
+    psum[::4, 1] = 0
+    z1, z2 = (rng.standard_normal((ntl, R, dd)).astype(np.float32) for _ in range(2))
+    s1 = rng.uniform(0, 0.1, R).astype(np.float32)
+    s2 = rng.uniform(0, 0.2, (ntl, R)).astype(np.float32)
+    full = rng.uniform(0.5, 2.0, R).astype(np.float32)
+    full[3] = 0
+    back = np.ascontiguousarray((psum * rng.uniform(0.5, 2, (R, ntl)).astype(np.float32)).T)
+    empty = np.empty((0, 0), np.float32)
+    for use1, use2 in ((True, True), (False, True), (True, False)):
+        parts = np.empty((ntl, R, dd), np.float32)
+        _fused.tile_parts(M, rw, psum, ratio, parts)
+        ref = np.empty((R, dd), np.float32)
+        _fused.noisy_tile_adc(parts, z1 if use1 else np.empty((0, 0, 0), np.float32), s1, z2 if use2 else
+                              np.empty((0, 0, 0), np.float32), s2, full, 16, back, ref)
+        acc = np.zeros((R, dd), np.float32)
+        w = np.ascontiguousarray(psum.T)
+        for k in range(ntl):
+            noisy_tile_acc(M[k], rw, w[k], ratio, z1[k] if use1 else empty, s1, z2[k] if use2 else empty, s2[k],
+                           full, 16, back[k], acc, np.empty(dd, np.float32))
+        assert np.array_equal(acc, ref)
+        assert np.abs(ref).max() > 0

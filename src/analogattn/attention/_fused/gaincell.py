@@ -201,6 +201,15 @@ def interp_terms(y, y0, inv_h, table, out):
 
 
 @nb.jit(**_fast)
+def _part_row(mk, rw, r, w, ratio, o):
+    """o[c] = sum_i mk[i dd + c] rw[i, r] (/ w if ratio): one row of one tile of :func:`tile_parts`
+    (a function of its own, so strict callers keep these loops' fast-math flags and results)."""
+    _tile_mean(mk, rw, r, np.float32(1.0), o)
+    if ratio:
+        o /= w
+
+
+@nb.jit(**_fast)
 def tile_parts(M, rw, psum, ratio, out):
     """out[k, r, c] = sum_i M[k, r, i dd + c] rw[i, r] / w (w = psum[r, k] if ratio else 1; 0
     where the tile is not read): each tile's output before its ADC (calibration and read noise)."""
@@ -215,6 +224,41 @@ def tile_parts(M, rw, psum, ratio, out):
             _tile_mean(M[k, r], rw, r, np.float32(1.0), o)
             if ratio:  # divided after the sum, as the recorded calibrations always were (the fused
                 o /= w  # path divides the factors: equal to rounding, not bit for bit)
+
+
+@nb.jit(**_opts)
+def noisy_tile_acc(Mk, rw, w, ratio, z1, s1, z2, s2, full, half, back, acc, buf):
+    """acc (R, dd) += ADC(part[r] + s1[r] z1[r] + s2[r] z2[r]) back[r] for one value tile: part[r]
+    = sum_i Mk[r, i dd + c] rw[i, r] (/ w[r] if ratio), as :func:`tile_parts` computes it (same
+    compiled row function), then :func:`noisy_tile_adc`'s arithmetic for this tile (back 0: row not
+    read, skipped; full <= 0 reads 0; an empty z skips its term). Called tile by tile in order, the
+    sums equal noisy_tile_adc's bit for bit, without the (tiles, rows, dd) array of parts: each
+    tile's charge terms are used while they are in cache. buf: (dd,) scratch."""
+    R, dd = acc.shape
+    has1 = z1.size > 0
+    has2 = z2.size > 0
+    lo, hi = np.float32(-half), np.float32(half - 1)
+    zero = np.float32(0.0)
+    for r in range(R):
+        bk = back[r]
+        if bk == 0:
+            continue
+        a = acc[r]
+        f = full[r]
+        if f > 0:
+            step = f / np.float32(half)
+            _part_row(Mk[r], rw, r, w[r], ratio, buf)
+            for c in range(dd):
+                v = buf[c]
+                if has1:
+                    v = v + s1[r] * z1[r, c]
+                if has2:
+                    v = v + s2[r] * z2[r, c]
+                v = min(max(np.rint(v / step), lo), hi) * step
+                a[c] = a[c] + v * bk
+        else:
+            for c in range(dd):
+                a[c] = a[c] + zero * bk
 
 
 @nb.jit(**_opts)

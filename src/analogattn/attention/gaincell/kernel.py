@@ -17,7 +17,7 @@ import numpy as np
 from .. import _fused
 from ..base import LANES, AttentionKernel, blas_single_thread, helper_thread, visible
 from ..cache import KVCache
-from .._fused.gaincell import pcg64_normals_f32
+from .._fused.gaincell import noisy_tile_acc, pcg64_normals_f32
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
 from .config import GainCellConfig
@@ -299,7 +299,7 @@ class GainCellAttention(AttentionKernel):
         _fused.tile_pulses(p, bias, mode, inv_sat, cv.input_levels, rows, pq, m, psum)
         vt = np.zeros((ntl * rows, n * dd), np.float32)
         vt[:s] = VT.reshape(s, n * dd)
-        M = np.matmul(pq, vt.reshape(ntl, rows, n * dd))  # (ntl, R, n dd): every tile's raw charge terms
+        vt = vt.reshape(ntl, rows, n * dd)
         rwr = np.tile(rw, (1, g))  # (n, R): row factors repeated per stacked head
         ratio = mode == 2 and cv.ratiometric
         full_r = np.repeat(np.asarray(full, np.float32), tb)
@@ -307,12 +307,41 @@ class GainCellAttention(AttentionKernel):
         acc = np.zeros((R, dd), np.float32)
         record = self.recorder.wants_tiles and ctx is not None
         var_q = self.circuit_noise_var() if digitise else 0.0
-        if not record and not (nz.read_noise > 0 and digitise) and not var_q > 0:
+        noisy = digitise and (nz.read_noise > 0 or var_q > 0)
+        if not record and not noisy:
+            M = np.matmul(pq, vt)  # (ntl, R, n dd): every tile's raw charge terms
             _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cv.output_levels // 2, digitise, acc)
             return acc
-        parts = np.empty((ntl, R, dd), np.float32)  # tile outputs before their ADC
-        _fused.tile_parts(M, rwr, psum, ratio, parts)
         read = psum.T > 0  # (ntl, R): rows that drive the tile
+        back = (psum if ratio else 1.0) * m  # (R, ntl)
+        draws = draws if draws is not None else _Draws(self.rng, None, False)
+        shape = (ntl, R, dd)
+        z1 = s1 = z2 = s2 = None
+        if digitise:
+            if nz.read_noise > 0:
+                z1 = draws.normal(shape, np.float64, key + (0,)).astype(np.float32)
+                s1 = np.float32(nz.read_noise) * full_r
+            if var_q > 0:  # the cells' read noise on the tile's charge, var = var_q x pulse sum
+                pt = psum.T[:, :, None]
+                s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
+                z2 = draws.normal(shape, np.float32, key + (1,))
+        if not record and self.fused_noise:
+            # tile by tile: its GEMM (np.matmul of one slice gives the batched product's bits), then
+            # the terms combined, the noise, the ADC and the sum in one compiled pass
+            empty = np.empty((0, 0), np.float32)
+            backr = np.ascontiguousarray(back.T * read)
+            s2r = np.ascontiguousarray(s2[:, :, 0]) if s2 is not None else backr
+            w = np.ascontiguousarray(psum.T)
+            Mk = np.empty((R, n * dd), np.float32)
+            buf = np.empty(dd, np.float32)
+            for k in range(ntl):
+                np.matmul(pq[k], vt[k], out=Mk)
+                noisy_tile_acc(Mk, rwr, w[k], ratio, empty if z1 is None else z1[k], full_r if s1 is None else s1,
+                               empty if z2 is None else z2[k], s2r[k], full_r, cv.output_levels // 2, backr[k], acc, buf)
+            return acc
+        M = np.matmul(pq, vt)
+        parts = np.empty(shape, np.float32)  # tile outputs before their ADC
+        _fused.tile_parts(M, rwr, psum, ratio, parts)
         if record:
             layer, hs = ctx
             for i, h in enumerate(hs):
@@ -320,24 +349,7 @@ class GainCellAttention(AttentionKernel):
                     blk = parts[k, i * tb:(i + 1) * tb][read[k, i * tb:(i + 1) * tb]]
                     if blk.size:
                         self.recorder.tile_outputs(layer, int(h), blk)
-        back = (psum if ratio else 1.0) * m  # (R, ntl)
-        draws = draws if draws is not None else _Draws(self.rng, None, False)
-        empty = np.empty((0, 0, 0), np.float32)
-        z1 = s1 = z2 = s2 = None
         if digitise:
-            if nz.read_noise > 0:
-                z1 = draws.normal(parts.shape, np.float64, key + (0,)).astype(np.float32)
-                s1 = np.float32(nz.read_noise) * full_r
-            if var_q > 0:  # the cells' read noise on the tile's charge, var = var_q x pulse sum
-                pt = psum.T[:, :, None]
-                s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
-                z2 = draws.normal(parts.shape, np.float32, key + (1,))
-            if not record and self.fused_noise:  # the same arithmetic in one compiled pass
-                _fused.noisy_tile_adc(parts, empty if z1 is None else z1, s1 if s1 is not None else full_r,
-                                      empty if z2 is None else z2,
-                                      np.ascontiguousarray(s2[:, :, 0]) if s2 is not None else back.T,
-                                      full_r, cv.output_levels // 2, np.ascontiguousarray(back.T * read), acc)
-                return acc
             if z1 is not None:
                 parts += s1[None, :, None] * z1
             if z2 is not None:
