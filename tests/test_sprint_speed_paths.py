@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention import _fused
+from analogattn.attention._fused import sprint as _fused_sprint
 from analogattn.attention._fused.sprint import dac_pairs, decide_chunk
 from analogattn.attention.base import Mask
 from analogattn.attention.recorders import KeepLog
@@ -187,3 +188,47 @@ def test_dac_pairs_equal_dac_lhs():
     u2 = dac_pairs(qe, M, b_dac, w, pairs)
     assert np.array_equal(u, u2)
     assert np.array_equal(pairs[:, 0], stacked[:n]) and np.array_equal(pairs[:, 1], stacked[n:])
+
+
+@pytest.mark.parametrize("chan,key_bits", [(True, 4), (False, 4), (True, 3)])
+def test_key_cells_equal_the_codes_lookup(chan, key_bits):
+    """The compiled key cells are a[level[codes + half]] of the kernel's NumPy codes, bit for bit
+    (true divisions, the same rounding of the codes; keys well past both clip ends included)."""
+    rng = np.random.default_rng(7)
+    k = (3 * rng.standard_normal((KV, 50, d))).astype(np.float32)
+    k[0, 0, :4] = [0.0, 1e9, -1e9, 0.25]
+    sc = SprintScales(np.array([[0.4, 0.7]]), (0.5 + rng.random((1, KV, d))) if chan else None, np.full((1, H), 1.0))
+    ker = SprintAttention(_xbar(), SprintConfig(key_bits=key_bits), sc, 1)
+    half = 2 ** (key_bits - 1)
+    want = ker.x.a[ker._level[ker._codes(k, 0) + half]]
+    got = _fused_sprint.key_cells(k, sc.k_chan[0] if chan else None, sc.k_step[0], half, ker._level, ker.x.a)
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+    assert len(np.unique(want)) > half  # the codes span the levels
+
+
+@pytest.mark.parametrize("mask,window,rule", [(Mask(), 0, "anchor"), (Mask("sliding", 50), 0, "anchor"),
+                                              (Mask(), 64, "fixed"), (Mask("bidirectional"), 0, "anchor"),
+                                              (Mask("sliding", 30), 20, "fixed")])
+def test_block_masks_equal_numpy(mask, window, rule):
+    """The compiled block masks against the NumPy formulas of _attend_block (bit-identical: no
+    arithmetic), the anchors' CSR list, the counts and each chunk's key range."""
+    from analogattn.attention.base import visible
+    qpos = np.arange(137, 237)  # a block of queries after a first prefill
+    kpos = np.arange(40, 237)  # keys from a sliding window's lower edge
+    sink, local, C = 2, 5, 16
+    allowed = visible(mask, qpos, kpos, window)
+    forced = qpos[:, None] == kpos[None, :]
+    if rule == "anchor":
+        forced |= (kpos[None, :] < sink) | (kpos[None, :] > qpos[:, None] - local)
+    forced &= allowed
+    got = _fused_sprint.block_masks(qpos, kpos, ("causal", "sliding", "bidirectional").index(mask.kind), mask.window,
+                                    window, rule == "anchor", sink, local, C)
+    al, fo, bias, ptr, cols, n_allowed, n_free, lk, hk = got
+    assert np.array_equal(al, allowed) and np.array_equal(fo, forced)
+    assert np.array_equal(bias, np.where(allowed, np.float32(0), np.float32(-np.inf))) and bias.dtype == np.float32
+    rows, want_cols = np.nonzero(forced)
+    assert np.array_equal(cols, want_cols) and np.array_equal(ptr, np.searchsorted(rows, np.arange(len(qpos) + 1)))
+    assert np.array_equal(n_allowed, allowed.sum(axis=1)) and n_free == np.count_nonzero(allowed & ~forced)
+    for c, t0 in enumerate(range(0, len(qpos), C)):
+        seen = np.flatnonzero(allowed[t0:t0 + C].any(axis=0))
+        assert (lk[c], hk[c]) == ((seen[0], seen[-1] + 1) if seen.size else (len(kpos), 0))

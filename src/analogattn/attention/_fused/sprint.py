@@ -31,6 +31,26 @@ def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
     return u_max
 
 
+@nb.jit(**_opts)
+def key_cells(k, chan, step, half, level, a):
+    """The cells' key-side factors a[level[code + half]] (float64, k's shape (n_kv, T, d)) of the
+    keys' codes code = clip(rint(k / chan[h, c] / step[h]), -half, half - 1) (``chan`` None: no
+    per-channel scale), in one pass and in the NumPy kernel's precisions (no fastmath: true
+    divisions, so the codes are the same)."""
+    H, T, d = k.shape
+    out = np.empty((H, T, d), np.float64)
+    lo, hi = -half, half - 1
+    for h in range(H):
+        sh = step[h]
+        for t in range(T):
+            kr, orow = k[h, t], out[h, t]
+            for c in range(d):
+                u = kr[c] / chan[h, c] if chan is not None else kr[c]
+                r = min(max(np.rint(u / sh), lo), hi)
+                orow[c] = a[level[np.int64(r) + half]]
+    return out
+
+
 @nb.jit(**_fast)
 def dac_pairs(qe, M, b_dac, w, lhs):
     """``dac_lhs`` of a whole key (one tile) with each query's two operands side by side: lhs (n, 2, d),
@@ -204,3 +224,60 @@ def decide_chunk(e, both, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu
         new[i] = nw
         bad += k_ < 1e-30
     return bad
+
+
+@nb.jit(**_fast)
+def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
+    """A query block's masks as the pruning kernel makes them with NumPy (``Mask.allowed`` of
+    kind 0 causal / 1 sliding over mwin tokens / 2 bidirectional, narrowed to the kernel's own
+    window ``win`` when non-zero; forced: the query's own key, and with the anchor rule the
+    first ``sink`` positions and the last ``local``; forced only where allowed), in one pass:
+    (allowed, forced (T, S) bool; bias (T, S) float32 0 / -inf; the forced keys as a CSR list
+    ptr (T + 1), cols; allowed keys per query; free (allowed, not forced) count; per chunk of C
+    queries the key range [lk, hk) holding every allowed key of its queries (hk <= lk: none)).
+    Branch-free element loop (bitwise & and |, no short-circuit), so LLVM vectorises it."""
+    T, S = qpos.shape[0], kpos.shape[0]
+    allowed = np.empty((T, S), np.bool_)
+    forced = np.empty((T, S), np.bool_)
+    bias = np.empty((T, S), np.float32)
+    n_allowed = np.zeros(T, np.int64)
+    ptr = np.zeros(T + 1, np.int64)
+    cols = np.empty(T * S, np.int64)
+    nc = (T + C - 1) // C
+    lk = np.full(nc, S, np.int64)
+    hk = np.zeros(nc, np.int64)
+    n_free = 0
+    nf = 0
+    every, sliding, narrowed = kind == 2, kind != 1, win == 0
+    for t in range(T):
+        qp = qpos[t]
+        al, fo, bi = allowed[t], forced[t], bias[t]
+        na = 0
+        nfr = 0
+        for s in range(S):
+            kp = kpos[s]
+            ok = (every | (kp <= qp)) & (sliding | (kp > qp - mwin)) & (narrowed | (kp > qp - win))
+            f = ((kp == qp) | (anchor & ((kp < sink) | (kp > qp - local)))) & ok
+            al[s] = ok
+            fo[s] = f
+            bi[s] = np.float32(0.0) if ok else np.float32(-np.inf)
+            na += np.int64(ok)
+            nfr += np.int64(ok & ~f)
+        n_allowed[t] = na
+        n_free += nfr
+        for s in range(S):  # forced keys: a few per row
+            if fo[s]:
+                cols[nf] = s
+                nf += 1
+        ptr[t + 1] = nf
+        if na:
+            a = 0
+            while not al[a]:
+                a += 1
+            b = S
+            while not al[b - 1]:
+                b -= 1
+            ch = t // C
+            lk[ch] = min(lk[ch], a)
+            hk[ch] = max(hk[ch], b)
+    return allowed, forced, bias, ptr, cols[:nf].copy(), n_allowed, n_free, lk, hk

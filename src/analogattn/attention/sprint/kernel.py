@@ -57,11 +57,12 @@ class SprintAttention(AttentionKernel):
         return signed_code(k / sc.k_step[layer][:, None, None], half).astype(np.int64)
 
     def __call__(self, q, k, v, positions, mask, cache, layer):
-        codes = self._codes(k, layer)
-        cells = self.x.a[self._level[codes + 2 ** (self.cfg.converters.key_bits - 1)]]
+        sc = self.sc  # cells = a[level[codes + half]] of self._codes(k, layer), in one compiled pass
+        cells = _fused_sprint.key_cells(k, None if sc.k_chan is None else sc.k_chan[layer], sc.k_step[layer],
+                                        2 ** (self.cfg.converters.key_bits - 1), self._level, self.x.a)
         if self.cfg.noise.variation and self.x.sigma_g > 0:
             cells = cells * np.exp(self.x.sigma_g * self.rng.standard_normal(cells.shape))
-        off = np.zeros(codes.shape[:2])
+        off = np.zeros(cells.shape[:2])
         if self.cfg.noise.variation and self.x.cmp_offset > 0:
             off = self.x.cmp_offset * self.rng.standard_normal(off.shape)
         cache.append_cells(cells.astype(np.float32), off.astype(np.float32))  # before append moves length
@@ -264,32 +265,21 @@ class SprintAttention(AttentionKernel):
         return out
 
     def _block_arrays(self, positions, mask, kpos):
-        """A block's masks as _attend_block makes them, plus each query's first and last allowed key."""
+        """A block's masks as _attend_block makes them (one compiled pass), the anchors as a CSR
+        list, and its chunks of queries (t0, t1) with the key range [lk, hk) they may see."""
         cfg = self.cfg.pruning
-        allowed = visible(mask, positions, kpos, cfg.window)
-        forced = positions[:, None] == kpos[None, :]
-        if cfg.rule == "anchor":
-            forced |= (kpos[None, :] < cfg.sink) | (kpos[None, :] > positions[:, None] - cfg.local)
-        forced &= allowed
-        free = allowed & ~forced
-        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
-        f_rows, f_cols = np.nonzero(forced)
-        any_ = allowed.any(axis=1)
-        S = kpos.shape[0]
-        first = np.where(any_, allowed.argmax(axis=1), S)
-        last = np.where(any_, S - allowed[:, ::-1].argmax(axis=1), 0)
-        n_allowed = allowed.sum(axis=1)
-        T, C = len(positions), self.chunk
-        starts = np.arange(0, T, C)
-        lks, hks = np.minimum.reduceat(first, starts), np.maximum.reduceat(last, starts)
+        kind = ("causal", "sliding", "bidirectional").index(mask.kind)
+        T, S, C = len(positions), len(kpos), self.chunk
+        allowed, forced, bias, f_ptr, f_cols, n_allowed, n_free, lks, hks = _fused_sprint.block_masks(
+            np.asarray(positions, np.int64), np.asarray(kpos, np.int64), kind, mask.window, cfg.window,
+            cfg.rule == "anchor", cfg.sink, cfg.local, C)
         chunks = []
-        for t0, lk, hk in zip(starts.tolist(), lks.tolist(), hks.tolist()):
+        for t0, lk, hk in zip(range(0, T, C), lks.tolist(), hks.tolist()):
             if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
                 lk, hk = 0, S
             chunks.append((t0, min(T, t0 + C), lk, hk))
-        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=np.searchsorted(f_rows, np.arange(T + 1)),
-                    f_cols=f_cols, chunks=chunks, n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(),
-                    n_free=float(np.count_nonzero(free)))
+        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
+                    n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(), n_free=float(n_free))
 
     def _scratch(self, lane, n):
         bufs = self.__dict__.setdefault("_bufs", {})
