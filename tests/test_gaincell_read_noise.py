@@ -105,10 +105,10 @@ def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra, monkeyp
     sc.out_scale[:] *= 0.3  # tiles clip: the ADC's ends matter
     outs = {}
     from analogattn.attention.gaincell import kernel as kmod
-    monkeypatch.setattr(kmod, "LANES", 2)
+    monkeypatch.setattr(kmod, "lanes", lambda: 2)
     for fast in (False, True):
         ker = GainCellAttention(cell, cfg, sc, block=32)
-        ker.draw_ahead = ker.fused_noise = ker.lanes = fast  # fast: blocks on two lanes, taking drawn-ahead deviates
+        ker.draw_ahead = ker.fused_noise = ker.two_lanes = fast  # fast: blocks on two lanes, taking drawn-ahead deviates
         ker.LANE_MIN_WORK = 0
         assert ker.circuit_noise_var() > 0
         caches = [ker.new_cache(i, 2, 16) for i in range(2)]
@@ -168,10 +168,10 @@ def test_cache_growth_leaves_unwritten_mismatch_at_zero():
 
 @pytest.mark.parametrize("ratio", [False, True])
 def test_noisy_tile_acc_equals_tile_parts_then_noisy_tile_adc(ratio):
-    """The per-tile pass (terms combined, noise, ADC, sum) called tile by tile in order gives bit for
-    bit what tile_parts over all tiles and then noisy_tile_adc give, with tiles not read (pulse sum
-    0), a zero full scale, and each noise term on or off (bit-identical: the same operations on the
-    same values in the same order; the row function is shared)."""
+    """tile_parts of one tile and the per-tile pass (noise, ADC, sum), tile by tile in order, give bit
+    for bit what tile_parts over all tiles and then noisy_tile_adc give, with tiles not read (pulse
+    sum 0), a zero full scale, and each noise term on or off (bit-identical: the same operations on
+    the same values in the same order)."""
     from analogattn.attention import _fused
     from analogattn.attention._fused.gaincell import noisy_tile_acc
     rng = np.random.default_rng(11)
@@ -194,9 +194,10 @@ def test_noisy_tile_acc_equals_tile_parts_then_noisy_tile_adc(ratio):
         _fused.noisy_tile_adc(parts, z1 if use1 else np.empty((0, 0, 0), np.float32), s1, z2 if use2 else
                               np.empty((0, 0, 0), np.float32), s2, full, 16, back, ref)
         acc = np.zeros((R, dd), np.float32)
-        w = np.ascontiguousarray(psum.T)
         for k in range(ntl):
-            noisy_tile_acc(M[k], rw, w[k], ratio, z1[k] if use1 else empty, s1, z2[k] if use2 else empty, s2[k],
-                           full, 16, back[k], acc, np.empty(dd, np.float32))
+            part = np.empty((1, R, dd), np.float32)
+            _fused.tile_parts(M[k:k + 1], rw, np.ascontiguousarray(psum[:, k:k + 1]), ratio, part)
+            noisy_tile_acc(part[0], z1[k] if use1 else empty, s1, z2[k] if use2 else empty, s2[k], full, 16, back[k],
+                           acc)
         assert np.array_equal(acc, ref)
         assert np.abs(ref).max() > 0

@@ -201,15 +201,6 @@ def interp_terms(y, y0, inv_h, table, out):
 
 
 @nb.jit(**_fast)
-def _part_row(mk, rw, r, w, ratio, o):
-    """o[c] = sum_i mk[i dd + c] rw[i, r] (/ w if ratio): one row of one tile of :func:`tile_parts`
-    (a function of its own, so strict callers keep these loops' fast-math flags and results)."""
-    _tile_mean(mk, rw, r, np.float32(1.0), o)
-    if ratio:
-        o /= w
-
-
-@nb.jit(**_fast)
 def tile_parts(M, rw, psum, ratio, out):
     """out[k, r, c] = sum_i M[k, r, i dd + c] rw[i, r] / w (w = psum[r, k] if ratio else 1; 0
     where the tile is not read): each tile's output before its ADC (calibration and read noise)."""
@@ -227,13 +218,13 @@ def tile_parts(M, rw, psum, ratio, out):
 
 
 @nb.jit(**_opts)
-def noisy_tile_acc(Mk, rw, w, ratio, z1, s1, z2, s2, full, half, back, acc, buf):
-    """acc (R, dd) += ADC(part[r] + s1[r] z1[r] + s2[r] z2[r]) back[r] for one value tile: part[r]
-    = sum_i Mk[r, i dd + c] rw[i, r] (/ w[r] if ratio), as :func:`tile_parts` computes it (same
-    compiled row function), then :func:`noisy_tile_adc`'s arithmetic for this tile (back 0: row not
-    read, skipped; full <= 0 reads 0; an empty z skips its term). Called tile by tile in order, the
-    sums equal noisy_tile_adc's bit for bit, without the (tiles, rows, dd) array of parts: each
-    tile's charge terms are used while they are in cache. buf: (dd,) scratch."""
+def noisy_tile_acc(part, z1, s1, z2, s2, full, half, back, acc):
+    """acc (R, dd) += ADC(part[r] + s1[r] z1[r] + s2[r] z2[r]) back[r]: one value tile of
+    :func:`noisy_tile_adc` (part: the tile's (R, dd) outputs before their ADC, from
+    :func:`tile_parts`; back 0: row not read, skipped; full <= 0 reads 0; an empty z skips its
+    term), the same operations in the same order, so calling it tile by tile in order gives
+    noisy_tile_adc's sums bit for bit without the (tiles, rows, dd) arrays (each tile's GEMM,
+    parts and noise used while in cache)."""
     R, dd = acc.shape
     has1 = z1.size > 0
     has2 = z2.size > 0
@@ -247,9 +238,9 @@ def noisy_tile_acc(Mk, rw, w, ratio, z1, s1, z2, s2, full, half, back, acc, buf)
         f = full[r]
         if f > 0:
             step = f / np.float32(half)
-            _part_row(Mk[r], rw, r, w[r], ratio, buf)
+            p = part[r]
             for c in range(dd):
-                v = buf[c]
+                v = p[c]
                 if has1:
                     v = v + s1[r] * z1[r, c]
                 if has2:
@@ -377,7 +368,7 @@ def pcg64_normals_f32(st, out):
         idx = np.int64(r & np.uint64(0xFF))
         sign = (r >> np.uint64(8)) & one32
         rabs = (r >> np.uint64(9)) & np.uint64(0x007FFFFF)
-        x = np.float32(rabs) * _WI[idx]
+        x = np.float32(np.int64(rabs)) * _WI[idx]  # rabs < 2^23: exact; a signed conversion is one instruction
         if sign:
             x = -x
         if rabs < _KI[idx]:
@@ -405,7 +396,7 @@ def pcg64_normals_f32(st, out):
                         u = w & m32
                         buf = w >> s32
                         has = one32
-                    f = np.float32(u >> np.uint64(8)) * inv24
+                    f = np.float32(np.int64(u >> np.uint64(8))) * inv24
                     if part == 0:
                         xx = -_ZINV * _log1pf(-f)
                     else:
@@ -430,7 +421,7 @@ def pcg64_normals_f32(st, out):
                 u = w & m32
                 buf = w >> s32
                 has = one32
-            f = np.float32(u >> np.uint64(8)) * inv24
+            f = np.float32(np.int64(u >> np.uint64(8))) * inv24
             if (_FI[idx - 1] - _FI[idx]) * f + _FI[idx] < np.exp(-0.5 * np.float64(x) * np.float64(x)):
                 accepted = True
         if accepted:

@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from .. import _fused
-from ..base import LANES, AttentionKernel, blas_single_thread, helper_thread, visible
+from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, visible
 from ..cache import KVCache
 from .._fused.gaincell import noisy_tile_acc, pcg64_normals_f32
 from ..peripherals import adc, pulse
@@ -58,7 +58,7 @@ class GainCellAttention(AttentionKernel):
     name = "gaincell"
     draw_ahead = True  # draw the read noise's normal deviates in a helper thread, in order (see _Draws)
     fused_noise = True  # noisy value tiles: noise, ADC and sum in one compiled pass (False: the NumPy path)
-    lanes = True  # a call's blocks on two lanes when LANES >= 2 (see attend)
+    two_lanes = True  # a call's blocks on two lanes when base.lanes() >= 2 (see attend)
     LANE_MIN_WORK = 1 << 17  # score elements of a call below which it stays on one lane
 
     def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
@@ -157,7 +157,7 @@ class GainCellAttention(AttentionKernel):
         # two lanes (this thread and helper_thread("lane")): each KV head's blocks in two halves of
         # about equal area (blocks are independent but for the head's largest score, taken between)
         halves = None
-        if LANES >= 2 and self.lanes and not serial and len(blocks) >= 2 and \
+        if lanes() >= 2 and self.two_lanes and not serial and len(blocks) >= 2 and \
                 g * sum((b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks) >= self.LANE_MIN_WORK:
             halves = _halves(blocks)
         try:
@@ -326,18 +326,18 @@ class GainCellAttention(AttentionKernel):
                 s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
                 z2 = draws.normal(shape, np.float32, key + (1,))
         if not record and self.fused_noise:
-            # tile by tile: its GEMM (np.matmul of one slice gives the batched product's bits), then
-            # the terms combined, the noise, the ADC and the sum in one compiled pass
+            # tile by tile: its GEMM (np.matmul of one slice gives the batched product's bits), its
+            # terms combined (tile_parts on the one tile), then noise, ADC and sum in one pass
             empty = np.empty((0, 0), np.float32)
             backr = np.ascontiguousarray(back.T * read)
             s2r = np.ascontiguousarray(s2[:, :, 0]) if s2 is not None else backr
-            w = np.ascontiguousarray(psum.T)
-            Mk = np.empty((R, n * dd), np.float32)
-            buf = np.empty(dd, np.float32)
+            Mk = np.empty((1, R, n * dd), np.float32)
+            part = np.empty((1, R, dd), np.float32)
             for k in range(ntl):
-                np.matmul(pq[k], vt[k], out=Mk)
-                noisy_tile_acc(Mk, rwr, w[k], ratio, empty if z1 is None else z1[k], full_r if s1 is None else s1,
-                               empty if z2 is None else z2[k], s2r[k], full_r, cv.output_levels // 2, backr[k], acc, buf)
+                np.matmul(pq[k], vt[k], out=Mk[0])
+                _fused.tile_parts(Mk, rwr, np.ascontiguousarray(psum[:, k:k + 1]), ratio, part)
+                noisy_tile_acc(part[0], empty if z1 is None else z1[k], full_r if s1 is None else s1,
+                               empty if z2 is None else z2[k], s2r[k], full_r, cv.output_levels // 2, backr[k], acc)
             return acc
         M = np.matmul(pq, vt)
         parts = np.empty(shape, np.float32)  # tile outputs before their ADC
