@@ -359,3 +359,45 @@ def test_zero_code_stays_inside_the_range_when_v_eq_is_at_a_rail():
         assert abs(float(r.read_current(np.array([r.v_zero]))[0])) < 1e-15
         i = r.read_current(np.array([0.0, 0.9]))
         assert i[0] < 0 < i[1]
+
+
+@pytest.mark.parametrize("case", ["taylor", "poly_mismatch", "off_grid"])
+def test_decode_keeps_each_tokens_terms_with_the_same_outputs(case, monkeypatch):
+    """Decode token by token (after a prefill) with each stored token's expansion terms kept in the
+    cache gives bit for bit what recomputing every token's terms on every call gives: decay on (the
+    expansion kind changes with the oldest key's age), per-cell mismatch and read noise on, and a
+    write transfer that puts late tokens' voltages off the term tables' grid (every token then
+    evaluated directly: the keeping turns off)."""
+    from analogattn.attention.gaincell import kernel as kmod
+    rng = np.random.default_rng(3)
+    H, KV, T, d = 4, 2, 40, 16
+    q = rng.uniform(-1, 1, (H, T, d)).astype(np.float32)
+    k, v = (rng.uniform(-0.4, 0.4, (KV, T, d)).astype(np.float32) for _ in range(2))
+    cell = dataclasses.replace(_curved_cell(tau=3e-6 if case == "taylor" else 2e-7),  # oldest D 0.88 / 0.14
+                               noise_q=lambda x: np.full(np.shape(x), 3e-16),
+                               sigma=lambda x: np.full(np.shape(x), 0.2e-6))
+    if case == "off_grid":  # a transfer that writes above 1.05 VDD once a value is large
+        k[:, 30:] *= 2.5
+        cell = dataclasses.replace(cell, write=lambda x: np.asarray(x, float) * 1.2)
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, predistort=False, rows=8,
+                         mismatch=case == "poly_mismatch", seed=2)
+    sc = Scalers.identity(1, H, KV, cell)
+    pos = np.arange(T)
+    kept = {}
+    for keep in (True, False):
+        if not keep:
+            monkeypatch.setattr(kmod.GainCellCache, "terms", lambda self, ro, kind, which, j, mismatch, new: ro.terms(
+                (self.keys if which == "k" else self.values)[j], kind,
+                (self.mismatch_k if which == "k" else self.mismatch_v)[j] if mismatch else None))
+        ker = GainCellAttention(cell, cfg, sc, block=16)
+        c = ker.new_cache(0, KV, d)
+        out = [ker(q[:, :10], k[:, :10], v[:, :10], pos[:10], Mask(), c, 0)]
+        out += [ker(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], pos[t:t + 1], Mask(), c, 0) for t in range(10, T)]
+        kept[keep] = (np.concatenate(out, axis=1), c)
+    assert np.array_equal(kept[True][0], kept[False][0])
+    c = kept[True][1]
+    if case == "off_grid":
+        assert c.keys.max() > 1.05 * 0.9 and c._terms["k"]["direct"]
+    else:
+        assert c._terms["k"]["arr"] is not None and np.all(c._terms["k"]["filled"] == T)
+        assert kept[True][0].std() > 0

@@ -227,6 +227,12 @@ class CellReadout:
             self._tables[kind] = np.stack([np.asarray(f(grid - c.v_eq), float) for f in fs]).astype(np.float32)
         return self._tables[kind]
 
+    def on_table_grid(self, v) -> bool:
+        """Whether every voltage of v lies on the term tables' grid (:meth:`terms` then reads all of
+        them from the tables, each row on its own; otherwise it evaluates every one directly)."""
+        v = np.asarray(v)
+        return not v.size or (v.min() >= -0.05 * self.cell.vdd and v.max() <= 1.05 * self.cell.vdd)
+
     def terms(self, v, kind, dev=None):
         """(S, n, d) float32: f_i(V - V_eq) of stored voltages v (S, d) for each term f_i of the
         expansion ``kind``, read from tables of each f_i on a uniform grid of TABLE_POINTS over
@@ -239,7 +245,7 @@ class CellReadout:
         lo, hi = -0.05 * c.vdd, 1.05 * c.vdd
         v = np.asarray(v, np.float64)
         out = np.empty((v.shape[0], len(fs), v.shape[1]), np.float32)
-        if v.size and (v.min() < lo or v.max() > hi):
+        if not self.on_table_grid(v):
             y = v - c.v_eq
             for i, f in enumerate(fs):
                 out[:, i] = f(y)

@@ -35,10 +35,49 @@ class GainCellCache(KVCache):
         super().__init__(n_kv_heads, head_dim, capacity, dtype=np.float64)
         self._dk = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
         self._dv = np.zeros((n_kv_heads, capacity, head_dim), np.float32)
+        self._terms = {}  # "k" / "v": expansion terms kept per stored token (see terms())
 
     def append_mismatch(self, dk, dv):
         """The current deviations of the cells the next append() writes (call it first)."""
         self._write_ahead(_dk=dk, _dv=dv)
+
+    def terms(self, ro, kind, which, j, mismatch, new):
+        """``ro.terms`` of KV head j's stored keys (which "k") or values ("v") with their mismatch
+        deviations when ``mismatch``, as the kernel reads them; ``new``: tokens the latest append
+        added. A call that follows earlier ones (decode) keeps each token's terms, so later calls
+        compute only their new tokens' (the same numbers: the tables' interpolation is per
+        element); a first call (prefill) keeps nothing. Any voltage off the tables' grid (the
+        terms of every token are then evaluated directly) turns the keeping off until reset."""
+        v = (self.keys if which == "k" else self.values)[j]
+        dev = (self.mismatch_k if which == "k" else self.mismatch_v)[j] if mismatch else None
+        S = v.shape[0]
+        ent = self._terms.get(which)
+        if S == new or (ent is not None and ent["direct"]):
+            if S == new:
+                self._terms.pop(which, None)
+            return ro.terms(v, kind, dev)
+        if ent is None or ent["ro"] is not ro or ent["kind"] != kind or ent["mismatch"] != mismatch \
+                or np.any(ent["filled"] > S):
+            ent = self._terms[which] = dict(ro=ro, kind=kind, mismatch=mismatch, arr=None, direct=False,
+                                           filled=np.zeros(self._k.shape[0], np.int64))
+        f = int(ent["filled"][j])
+        if not ro.on_table_grid(v[f:]):
+            ent["direct"] = True
+            return ro.terms(v, kind, dev)
+        part = ro.terms(v[f:], kind, None if dev is None else dev[f:])
+        arr = ent["arr"]
+        if arr is None or arr.shape[1] < S:
+            grown = np.zeros((self._k.shape[0], self._pos.shape[0], part.shape[1], part.shape[2]), np.float32)
+            if arr is not None:
+                grown[:, :arr.shape[1]] = arr
+            arr = ent["arr"] = grown
+        arr[j, f:S] = part
+        ent["filled"][j] = S
+        return arr[j, :S]
+
+    def reset(self) -> None:
+        super().reset()
+        self._terms = {}
 
     @property
     def mismatch_k(self):
@@ -60,6 +99,7 @@ class GainCellAttention(AttentionKernel):
     fused_noise = True  # noisy value tiles: noise, ADC and sum in one compiled pass (False: the NumPy path)
     two_lanes = True  # a call's blocks on two lanes when base.lanes() >= 2 (see attend)
     LANE_MIN_WORK = 1 << 17  # score elements of a call below which it stays on one lane
+    DRAW_AHEAD_MIN = 1 << 16  # normal deviates of a call below which they are drawn when taken
 
     def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
                  recorder: Recorder | None = None, rng: np.random.Generator | None = None, block: int = 256,
@@ -151,9 +191,12 @@ class GainCellAttention(AttentionKernel):
         tmax = self.cell.t_max
         var_q = self.circuit_noise_var()
         out = np.empty((H, T, d), np.float32)
-        plan = self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None)
+        plan = list(self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None))
         serial = rec.wants_tiles or rec.wants_score_tiles  # recorders see the tiles in order
-        draws = _Draws(self.rng, plan, self.draw_ahead and not serial)
+        # drawn ahead in the noise thread when there is enough to draw: a decode step's few small
+        # arrays cost more in thread hand-offs (the GIL's switch interval) than they take to draw
+        big = sum(math.prod(shape) for _, shape, _ in plan) >= self.DRAW_AHEAD_MIN
+        draws = _Draws(self.rng, plan, self.draw_ahead and big and not serial)
         # two lanes (this thread and helper_thread("lane")): each KV head's blocks in two halves of
         # about equal area (blocks are independent but for the head's largest score, taken between)
         halves = None
@@ -187,8 +230,8 @@ class GainCellAttention(AttentionKernel):
                     row_scale = row_scale / (gain * sc.a_q[layer, hs] * sc.a_k[layer, j] * np.sqrt(d)
                                              ).astype(np.float32)[:, None]
                 s_full = (sc.score_scale[layer, hs] if cv.output_levels else np.full(g, np.inf)).astype(np.float32)
-                Fk = ro.terms(keys[j], kind, cache.mismatch_k[j] if nz.mismatch else None)
-                Fv = ro.terms(values[j], kind, cache.mismatch_v[j] if nz.mismatch else None)
+                Fk = cache.terms(ro, kind, "k", j, nz.mismatch, T)
+                Fv = cache.terms(ro, kind, "v", j, nz.mismatch, T)
                 zs = {}  # each block's (g, tb, s) scores, then weights
 
                 def scores(part):
