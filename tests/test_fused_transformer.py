@@ -113,7 +113,29 @@ def test_lanes_split_covers_every_row_once_and_reraises():
         done.append(r0)
     with pytest.raises(KeyError):
         lanes.split(fail_here, 100)
-    assert done == [50]  # split() waited for the helper before raising
+    after = list(done)  # [50] if the helper had started (split waited for it), [] if taken back
+    import time
+    time.sleep(0.1)
+    assert done == after and after in ([], [50])  # nothing of split's still running after it raised
+
+
+def test_lanes_take_back_work_the_busy_helper_has_not_started():
+    import threading
+    from analogattn.attention.base import helper_thread
+    from analogattn.transformer import lanes
+    if base.lanes() < 2:
+        pytest.skip("one lane in this process")
+    gate = threading.Event()
+    blocker = helper_thread("lane").submit(gate.wait, 10)  # the helper lane is busy (another process)
+    try:
+        who = []
+        lanes.split(lambda r0, r1: who.append((r0, r1, threading.current_thread().name)), 1000)
+        me = threading.current_thread().name
+        assert sorted(who) == [(0, 500, me), (500, 1000, me)]  # both halves here, without waiting
+        assert not blocker.done()
+    finally:
+        gate.set()
+        blocker.result()
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -251,3 +273,22 @@ def test_single_lane_is_per_thread_and_restored():
         assert other == [base.LANES]  # another thread keeps the process's count
     assert where == [(0, 1000, threading.current_thread().name)]
     assert base.lanes() == base.LANES
+
+
+@pytest.mark.parametrize("mask", [base.Mask("causal"), base.Mask("sliding", 5), base.Mask("bidirectional")])
+def test_decode_pass_equals_blocked_path(mask):
+    H, n_kv, d, past = 6, 2, 16, 37
+    k0 = rng.standard_normal((n_kv, past, d)).astype(np.float32)
+    v0 = rng.standard_normal((n_kv, past, d)).astype(np.float32)
+    q = (rng.standard_normal((H, 1, d)) * 3).astype(np.float32)
+    k = rng.standard_normal((n_kv, 1, d)).astype(np.float32)
+    v = rng.standard_normal((n_kv, 1, d)).astype(np.float32)
+    outs = []
+    for decode_max in (10 ** 6, 0):  # the one-pass decode, then the blocked path (BLAS products)
+        cache = KVCache(n_kv, d)
+        cache.append(k0, v0, np.arange(past))
+        ker = base.IdealAttention()
+        ker.decode_max = decode_max
+        outs.append(ker(q, k, v, np.array([past]), mask, cache, 0))
+    assert outs[0].shape == outs[1].shape == (H, 1, d)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)  # summation order only

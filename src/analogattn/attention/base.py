@@ -147,6 +147,20 @@ class IdealAttention(AttentionKernel):
     def __init__(self):
         self._buf = np.empty(0, np.float32)
 
+    decode_max = 1024  # keys a single query reads in one compiled pass (decode_attention)
+
+    def __call__(self, q, k, v, positions, mask: Mask, cache, layer: int):
+        cache.append(k, v, positions)
+        if q.shape[1] == 1 and cache.length <= self.decode_max:  # decoding: one pass, no BLAS
+            from ._fused.ideal import decode_attention
+            lo, hi = key_range(mask, np.asarray(positions), cache.positions)
+            out = np.empty((q.shape[0], q.shape[2]), np.float32)
+            decode_attention(np.ascontiguousarray(q[:, 0], np.float32), cache.keys, cache.values, lo, hi,
+                             np.float32(1.0 / math.sqrt(q.shape[2])), out)
+            return out[:, None, :]
+        with blas_single_thread():  # attention's products are small: see blas_single_thread
+            return self.attend(q, positions, mask, cache, layer)
+
     def _scratch(self, n):
         if self._buf.size < n:
             self._buf = np.empty(n, np.float32)
@@ -175,10 +189,8 @@ class IdealAttention(AttentionKernel):
                 # two workers (this thread and one helper), each with one-thread BLAS and its
                 # own scratch: the tasks' products and compiled passes release the GIL
                 work = self._scratch(2 * n_work)
-                fut = helper_thread("lane").submit(self._blocks, q, keys, values, a, b, out,
-                                                              work[n_work:], scale, g, tasks[1::2])
-                self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2])
-                fut.result()
+                two_way(lambda: self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2]),
+                        lambda: self._blocks(q, keys, values, a, b, out, work[n_work:], scale, g, tasks[1::2]))
             else:
                 self._blocks(q, keys, values, a, b, out, self._scratch(n_work), scale, g, tasks)
         return out.transpose(1, 0, 2)
@@ -243,6 +255,29 @@ def single_lane():
         yield
     finally:
         _local.lanes = keep
+
+
+def two_way(here, there):
+    """Run ``there()`` on the lane helper (:func:`helper_thread` "lane") and ``here()`` on this
+    thread; if the helper has not started ``there`` by the time ``here`` is done (another process
+    holds the other core: a hand-off then waits for a time slice, measured 10-100 ms a hand-off on
+    this loaded VM), this thread takes it back and runs it itself, so a busy machine costs at most
+    the serial time. The same work runs either way (results do not depend on who ran it). Waits
+    for the helper before returning or raising; ``here``'s error wins over ``there``'s."""
+    fut = helper_thread("lane").submit(there)
+    try:
+        here()
+    except BaseException:
+        if not fut.cancel():
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+        raise
+    if fut.cancel():
+        there()
+    else:
+        fut.result()
 
 
 def helper_thread(name: str):

@@ -55,3 +55,45 @@ def scatter_normalised(o, tot, out, t0, h0, g, tb):
             src, dst = o[r], out[t0 + t, h0 + j]
             for i in range(d):
                 dst[i] = src[i] * inv
+
+
+@nb.jit(**_fast)
+def decode_attention(q, keys, values, lo, hi, scale, out):
+    """One query per head (decoding): out[h] = softmax(scale q[h] . keys[j, lo:hi]) values[j, lo:hi]
+    with j = h // (H / n_kv), in one pass (no BLAS call, no threads: at a short context the
+    products are a few microseconds and the calls around them cost more). q, out (H, d); keys,
+    values (n_kv, S, d). NumPy reference: :func:`..base.reference_attention` with one query."""
+    H, d = q.shape
+    n_kv = keys.shape[0]
+    g = H // n_kv
+    L = hi - lo
+    sc = np.empty(max(L, 1), np.float32)
+    for h in range(H):
+        o = out[h]
+        o[:] = np.float32(0.0)
+        if L <= 0:
+            continue
+        K = keys[h // g, lo:hi]
+        V = values[h // g, lo:hi]
+        qh = q[h]
+        for s in range(L):
+            kr = K[s]
+            acc = np.float32(0.0)
+            for i in range(d):
+                acc += qh[i] * kr[i]
+            sc[s] = acc
+        m = _lane_max(sc[:L])
+        ms = m * scale
+        tot = np.float32(0.0)
+        for s in range(L):
+            e = exp32(sc[s] * scale - ms)
+            sc[s] = e
+            tot += e
+        for s in range(L):
+            w = sc[s]
+            vr = V[s]
+            for i in range(d):
+                o[i] += w * vr[i]
+        inv = np.float32(1.0) / tot
+        for i in range(d):
+            o[i] *= inv
