@@ -108,7 +108,8 @@ def test_fused_noisy_tiles_and_drawing_ahead_equal_the_numpy_path(extra, monkeyp
     monkeypatch.setattr(kmod, "lanes", lambda: 2)
     for fast in (False, True):
         ker = GainCellAttention(cell, cfg, sc, block=32)
-        ker.draw_ahead = ker.fused_noise = ker.two_lanes = fast  # fast: blocks on two lanes, taking drawn-ahead deviates
+        # fast: blocks on two lanes, taking drawn-ahead deviates
+        ker.draw_ahead = ker.fused_noise = ker.two_lanes = fast
         ker.LANE_MIN_WORK = 0
         assert ker.circuit_noise_var() > 0
         caches = [ker.new_cache(i, 2, 16) for i in range(2)]

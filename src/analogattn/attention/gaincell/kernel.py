@@ -156,10 +156,10 @@ class GainCellAttention(AttentionKernel):
     def attend(self, q, positions, mask, cache, layer):
         """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM
         per head-dim tile, every expansion term folded into the operands), the activation, then the
-        value tiles (one batched GEMM per block and a fused epilogue of ADCs). The decay of key s
-        at query t, D = exp(-lam (t - s)) = r_t k_s with r_t = exp(-lam (t - c)), k_s =
-        exp(-lam (c - s)) about the block's first query c, is separable, and so is each term
-        D^i f_i(y) of the cell current."""
+        value tiles (one batched GEMM per block, or per tile with read noise, and compiled ADC
+        epilogues). The decay of key s at query t, D = exp(-lam (t - s)) = r_t k_s with
+        r_t = exp(-lam (t - c)), k_s = exp(-lam (c - s)) about the block's first query c, is
+        separable, and so is each term D^i f_i(y) of the cell current."""
         sc, ro, rec = self.sc, self.readout, self.recorder
         cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
         keys, values, kpos = cache.keys, cache.values, cache.positions
@@ -197,12 +197,12 @@ class GainCellAttention(AttentionKernel):
         # arrays cost more in thread hand-offs (the GIL's switch interval) than they take to draw
         big = sum(math.prod(shape) for _, shape, _ in plan) >= self.DRAW_AHEAD_MIN
         draws = _Draws(self.rng, plan, self.draw_ahead and big and not serial)
-        # two lanes (this thread and helper_thread("lane")): each KV head's blocks in two halves of
-        # about equal area (blocks are independent but for the head's largest score, taken between)
-        halves = None
-        if lanes() >= 2 and self.two_lanes and not serial and len(blocks) >= 2 and \
-                g * sum((b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks) >= self.LANE_MIN_WORK:
-            halves = _halves(blocks)
+        # two lanes (this thread and helper_thread("lane")) take each KV head's blocks one by one,
+        # largest first, until none is left (blocks are independent but for the head's largest
+        # score, taken between the scores and the values); a lane the machine slows takes fewer
+        two = (lanes() >= 2 and self.two_lanes and not serial and len(blocks) >= 2
+               and g * sum((b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks) >= self.LANE_MIN_WORK)
+        largest_first = sorted(blocks, key=lambda b: -(b[1] - b[0]) * (b[3] - b[2]))
         try:
             factors = {}
             for (b0, b1, lo, hi) in blocks:
@@ -262,7 +262,7 @@ class GainCellAttention(AttentionKernel):
                         zs[b0] = zb
                     return hmax
 
-                hmax = (np.maximum(*_on_two_lanes(scores, halves)) if halves else scores(blocks))
+                hmax = (np.maximum.reduce(_on_two_lanes(scores, largest_first)) if two else scores(blocks))
                 acc = np.zeros((g, T, d), np.float32)
                 v_full = sc.out_scale[layer, hs].astype(np.float32)
                 probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
@@ -288,8 +288,8 @@ class GainCellAttention(AttentionKernel):
                         acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
                                                            (layer, hs), draws, ("v", j, b0)).reshape(g, b1 - b0, d)
 
-                if halves:
-                    _on_two_lanes(values_, halves)
+                if two:
+                    _on_two_lanes(values_, largest_first)
                 else:
                     values_(blocks)
                 if weights is not None:  # the head's attention weights
@@ -483,27 +483,30 @@ class _Draws:
         return self.plan is not None and self.taken < len(self.plan)
 
 
-def _halves(blocks):
-    """``blocks`` in two lists of about equal area (tb x keys; largest first, each to the smaller
-    list), each in the original order."""
-    area = [(b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks]
-    sums, parts = [0, 0], [[], []]
-    for i in sorted(range(len(blocks)), key=lambda i: -area[i]):
-        k = 0 if sums[0] <= sums[1] else 1
-        sums[k] += area[i]
-        parts[k].append(i)
-    return [[blocks[i] for i in sorted(p)] for p in parts]
+def _on_two_lanes(fn, blocks):
+    """[fn([b]) for b in blocks], in any order, on this thread and helper_thread("lane"): each
+    takes the next block when it is done with one, until none is left; both finished."""
+    it, lock, out = iter(blocks), threading.Lock(), []
 
+    def take():
+        while True:
+            with lock:
+                b = next(it, None)
+            if b is None:
+                return
+            out.append(fn([b]))
 
-def _on_two_lanes(fn, halves):
-    """(fn(halves[0]) in this thread, fn(halves[1]) in helper_thread("lane")), both finished."""
-    fut = helper_thread("lane").submit(fn, halves[1])
+    fut = helper_thread("lane").submit(take)
     try:
-        first = fn(halves[0])
+        take()
     except BaseException:
+        with lock:  # the helper takes nothing more
+            for _ in it:
+                pass
         concurrent.futures.wait([fut])
         raise
-    return first, fut.result()
+    fut.result()
+    return out
 
 
 _M64 = (1 << 64) - 1
