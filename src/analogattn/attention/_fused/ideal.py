@@ -9,6 +9,19 @@ import numpy as np
 from .common import _fast, _lane_max, exp32
 
 
+@nb.jit(inline="always", **_fast)
+def _exp_shifted_(row, scale):
+    """In place: row <- exp(scale (row - max(row))); returns the sum. ``row`` is a slice indexed
+    from 0 (see :func:`softmax_ranges`)."""
+    ms = _lane_max(row) * scale
+    acc = np.float32(0.0)
+    for s in range(row.shape[0]):
+        e = exp32(row[s] * scale - ms)
+        row[s] = e
+        acc += e
+    return acc
+
+
 @nb.jit(**_fast)
 def softmax_ranges(sc, a, b, tb, scale):
     """In place on raw scores ``sc`` (rows x S), row r = query r % tb of a head group:
@@ -29,15 +42,7 @@ def softmax_ranges(sc, a, b, tb, scale):
             full[:] = np.float32(0.0)
             tot[r] = np.float32(1.0)
             continue
-        row = full[lo:hi]
-        L = row.shape[0]
-        m = _lane_max(row)
-        ms = m * scale
-        acc = np.float32(0.0)
-        for s in range(L):
-            e = exp32(row[s] * scale - ms)
-            row[s] = e
-            acc += e
+        acc = _exp_shifted_(full[lo:hi], scale)
         full[:lo] = np.float32(0.0)
         full[hi:] = np.float32(0.0)
         tot[r] = acc if acc > 0 else np.float32(1.0)
@@ -82,13 +87,7 @@ def decode_attention(q, keys, values, lo, hi, scale, out):
             for i in range(d):
                 acc += qh[i] * kr[i]
             sc[s] = acc
-        m = _lane_max(sc[:L])
-        ms = m * scale
-        tot = np.float32(0.0)
-        for s in range(L):
-            e = exp32(sc[s] * scale - ms)
-            sc[s] = e
-            tot += e
+        tot = _exp_shifted_(sc[:L], scale)
         for s in range(L):
             w = sc[s]
             vr = V[s]
