@@ -60,8 +60,11 @@ class SprintAttention(AttentionKernel):
         sc = self.sc  # cells = a[level[codes + half]] of self._codes(k, layer), in one compiled pass
         cells = _fused_sprint.key_cells(k, None if sc.k_chan is None else sc.k_chan[layer], sc.k_step[layer],
                                         2 ** (self.cfg.converters.key_bits - 1), self._level, self.x.a)
-        if self.cfg.noise.variation and self.x.sigma_g > 0:
-            cells = cells * np.exp(self.x.sigma_g * self.rng.standard_normal(cells.shape))
+        if self.cfg.noise.variation and self.x.sigma_g > 0:  # cells x exp(sigma_g z), in place (no temporaries)
+            z = self.rng.standard_normal(cells.shape)
+            z *= self.x.sigma_g
+            np.exp(z, out=z)
+            cells *= z
         off = np.zeros(cells.shape[:2])
         if self.cfg.noise.variation and self.x.cmp_offset > 0:
             off = self.x.cmp_offset * self.rng.standard_normal(off.shape)
