@@ -305,3 +305,89 @@ def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
             lk[ch] = min(lk[ch], a)
             hk[ch] = max(hk[ch], b)
     return allowed, forced, bias, ptr, cols[:nf].copy(), n_allowed, n_free, lk, hk
+
+
+# -- NumPy's float64 standard normals, in a compiled loop -----------------------------------------
+# The same deviates as ``np.random.default_rng(...).standard_normal(shape)`` (float64), bit for bit,
+# leaving the generator in the same state: PCG64's 64-bit output (as the gain cell's float32 copy,
+# :func:`.gaincell.pcg64_normals_f32`; a 64-bit draw does not touch the kept 32-bit half) and
+# NumPy's ``random_standard_normal``: the float64 ziggurat (tables as numba's port of NumPy's),
+# C's log1p and exp on the rare paths.
+from numba.np.random._constants import fi_double as _FI64, ki_double as _KI64, wi_double as _WI64  # noqa: E402
+from numba.np.random._constants import ziggurat_nor_inv_r as _ZINV64, ziggurat_nor_r as _ZR64  # noqa: E402
+
+from .gaincell import _PCG_MUL_HI, _PCG_MUL_LO, _mulhi64  # noqa: E402
+
+
+@nb.jit(inline="always", **_opts)
+def _pcg64_next(shi, slo, ihi, ilo):
+    """One PCG64 step: (new state hi, lo, the 64-bit output)."""
+    nlo = slo * _PCG_MUL_LO
+    nhi = _mulhi64(slo, _PCG_MUL_LO) + slo * _PCG_MUL_HI + shi * _PCG_MUL_LO + ihi
+    lo2 = nlo + ilo
+    nhi = nhi + (np.uint64(1) if lo2 < nlo else np.uint64(0))
+    v = nhi ^ lo2
+    rot = nhi >> np.uint64(58)
+    w = (v >> rot) | (v << ((np.uint64(64) - rot) & np.uint64(63)))
+    return nhi, lo2, w
+
+
+@nb.jit(**_opts)
+def pcg64_normals_f64(st, out):
+    """Fill ``out`` (float64, any shape, C order) with standard normals from the PCG64 state
+    st = [state hi, state lo, inc hi, inc lo] (uint64), updated in place."""
+    flat = out.reshape(-1)
+    shi, slo, ihi, ilo = st[0], st[1], st[2], st[3]
+    one = np.uint64(1)
+    inv53 = 1.0 / 9007199254740992.0
+    n = flat.shape[0]
+    i = 0
+    while i < n:
+        shi, slo, r = _pcg64_next(shi, slo, ihi, ilo)
+        idx = np.int64(r & np.uint64(0xFF))
+        r = r >> np.uint64(8)
+        sign = r & one
+        rabs = (r >> one) & np.uint64(0x000FFFFFFFFFFFFF)
+        x = np.float64(np.int64(rabs)) * _WI64[idx]  # rabs < 2^52: exact
+        if sign:
+            x = -x
+        if rabs < _KI64[idx]:
+            flat[i] = x
+            i += 1
+            continue
+        if idx == 0:
+            while True:
+                shi, slo, u = _pcg64_next(shi, slo, ihi, ilo)
+                xx = -_ZINV64 * np.log1p(-(np.float64(np.int64(u >> np.uint64(11))) * inv53))
+                shi, slo, u = _pcg64_next(shi, slo, ihi, ilo)
+                yy = -np.log1p(-(np.float64(np.int64(u >> np.uint64(11))) * inv53))
+                if yy + yy > xx * xx:
+                    flat[i] = -(_ZR64 + xx) if ((rabs >> np.uint64(8)) & one) else _ZR64 + xx
+                    i += 1
+                    break
+        else:
+            shi, slo, u = _pcg64_next(shi, slo, ihi, ilo)
+            f = np.float64(np.int64(u >> np.uint64(11))) * inv53
+            if (_FI64[idx - 1] - _FI64[idx]) * f + _FI64[idx] < np.exp(-0.5 * x * x):
+                flat[i] = x
+                i += 1
+    st[0], st[1] = shi, slo
+
+
+_M64 = (1 << 64) - 1
+
+
+def standard_normal_f64(rng, shape):
+    """``rng.standard_normal(shape)`` (float64), bit for bit and leaving ``rng`` in the same state,
+    compiled for NumPy's default bit generator (PCG64); other bit generators: NumPy's own draw."""
+    bg = rng.bit_generator
+    if type(bg) is not np.random.PCG64:
+        return rng.standard_normal(shape)
+    s = bg.state
+    x, inc = s["state"]["state"], s["state"]["inc"]
+    st = np.array([x >> 64, x & _M64, inc >> 64, inc & _M64], np.uint64)
+    out = np.empty(shape, np.float64)
+    pcg64_normals_f64(st, out)
+    s["state"]["state"] = (int(st[0]) << 64) | int(st[1])
+    bg.state = s
+    return out

@@ -61,7 +61,7 @@ class SprintAttention(AttentionKernel):
         cells = _fused_sprint.key_cells(k, None if sc.k_chan is None else sc.k_chan[layer], sc.k_step[layer],
                                         2 ** (self.cfg.converters.key_bits - 1), self._level, self.x.a)
         if self.cfg.noise.variation and self.x.sigma_g > 0:  # cells x exp(sigma_g z), in place (no temporaries)
-            z = self.rng.standard_normal(cells.shape)
+            z = _fused_sprint.standard_normal_f64(self.rng, cells.shape)  # = rng.standard_normal, compiled
             z *= self.x.sigma_g
             np.exp(z, out=z)
             cells *= z
