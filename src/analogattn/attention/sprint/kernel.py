@@ -174,7 +174,7 @@ class SprintAttention(AttentionKernel):
         return standard_normal_f32(self.rng, 1 << 23)
 
     chunk = 64  # queries per chunk of the fast path (a chunk's scores stay in the core's L2 cache)
-    trim = True
+    trim = True  # False: every chunk over the block's whole key range (a check of the trimming)
     fast = True  # False: every block through _attend_block (the reference the tests compare with)
 
     def attend(self, q, positions, mask, cache, layer):
