@@ -251,3 +251,21 @@ def test_compiled_float64_normals_equal_numpy():
     other = np.random.Generator(np.random.MT19937(1))  # another bit generator: NumPy's own draw
     assert np.array_equal(_fused_sprint.standard_normal_f64(other, 4),
                           np.random.Generator(np.random.MT19937(1)).standard_normal(4))
+
+
+def test_a_busy_helper_is_not_waited_for():
+    """When the lane helper has not started (busy, as on a loaded machine) this thread runs every
+    task and returns without waiting for it: the same numbers, in far less than the helper's 5 s."""
+    import time
+
+    from analogattn.attention.base import helper_thread
+    cfg = SprintConfig(rule="anchor")
+    want = _run(True, cfg, Mask(), 1.5)
+    busy = helper_thread("lane").submit(time.sleep, 5.0)
+    try:
+        t0 = time.perf_counter()
+        got = _run(True, cfg, Mask(), 1.5)
+        took = time.perf_counter() - t0
+    finally:
+        busy.result()
+    assert np.array_equal(got[0], want[0]) and took < 4.0

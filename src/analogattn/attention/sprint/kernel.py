@@ -253,7 +253,8 @@ class SprintAttention(AttentionKernel):
             todo.put(None)  # after every task: a lane stops when it reaches it
             work(0, False)
         finally:
-            if fut is not None:
+            # a helper that has not started by now (a busy machine) is not waited for
+            if fut is not None and not fut.cancel():
                 todo.put(None)
                 fut.result()
         rec = self.recorder
