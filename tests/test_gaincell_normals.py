@@ -3,7 +3,7 @@ and the generator left in the same state (the kernel's read noise must not chang
 import numpy as np
 import pytest
 
-from analogattn.attention.gaincell.kernel import standard_normal_f32
+from analogattn.attention._fused.normals import standard_normal_f32
 
 
 @pytest.mark.parametrize("seed", [0, 7, 12345])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention import _fused
+from analogattn.attention._fused import normals
 from analogattn.attention._fused import sprint as _fused_sprint
 from analogattn.attention._fused.sprint import dac_pairs, decide_chunk
 from analogattn.attention.base import Mask
@@ -243,13 +244,13 @@ def test_compiled_float64_normals_equal_numpy():
         r1.standard_normal(3, np.float32)  # odd float32 count: half a 64-bit output kept
         r2.standard_normal(3, np.float32)
         a = r1.standard_normal((3, 1000, 1000))
-        b = _fused_sprint.standard_normal_f64(r2, (3, 1000, 1000))
+        b = normals.standard_normal_f64(r2, (3, 1000, 1000))
         assert np.array_equal(a, b) and (np.abs(a) > 3.6541528853610088).sum() > 100
         assert r1.bit_generator.state == r2.bit_generator.state
         assert np.array_equal(r1.standard_normal(7, np.float32), r2.standard_normal(7, np.float32))
-        assert np.array_equal(r1.standard_normal(5), _fused_sprint.standard_normal_f64(r2, 5))
+        assert np.array_equal(r1.standard_normal(5), normals.standard_normal_f64(r2, 5))
     other = np.random.Generator(np.random.MT19937(1))  # another bit generator: NumPy's own draw
-    assert np.array_equal(_fused_sprint.standard_normal_f64(other, 4),
+    assert np.array_equal(normals.standard_normal_f64(other, 4),
                           np.random.Generator(np.random.MT19937(1)).standard_normal(4))
 
 

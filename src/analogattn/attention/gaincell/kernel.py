@@ -17,7 +17,8 @@ import numpy as np
 from .. import _fused
 from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, visible
 from ..cache import KVCache
-from .._fused.gaincell import noisy_tile_acc, pcg64_normals_f32
+from .._fused.gaincell import noisy_tile_acc
+from .._fused.normals import standard_normal_f32
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
 from .config import GainCellConfig
@@ -506,28 +507,6 @@ def _on_two_lanes(fn, blocks):
         concurrent.futures.wait([fut])
         raise
     fut.result()
-    return out
-
-
-_M64 = (1 << 64) - 1
-
-
-def standard_normal_f32(rng, shape):
-    """``rng.standard_normal(shape, dtype=np.float32)``, bit for bit and leaving ``rng`` in the same
-    state, 3-4x faster for NumPy's default bit generator (PCG64): the generator's state is taken
-    out, the deviates drawn by a compiled copy of NumPy's loop (:func:`.._fused.gaincell.
-    pcg64_normals_f32`), and the state put back. Other bit generators: NumPy's own draw."""
-    bg = rng.bit_generator
-    if type(bg) is not np.random.PCG64:
-        return rng.standard_normal(shape, dtype=np.float32)
-    s = bg.state
-    x, inc = s["state"]["state"], s["state"]["inc"]
-    st = np.array([x >> 64, x & _M64, inc >> 64, inc & _M64, s["has_uint32"], s["uinteger"]], np.uint64)
-    out = np.empty(shape, np.float32)
-    pcg64_normals_f32(st, out)
-    s["state"]["state"] = (int(st[0]) << 64) | int(st[1])
-    s["has_uint32"], s["uinteger"] = int(st[4]), int(st[5])
-    bg.state = s
     return out
 
 

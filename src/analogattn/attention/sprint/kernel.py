@@ -9,9 +9,9 @@ import numpy as np
 
 from .. import _fused
 from .._fused import sprint as _fused_sprint
+from .._fused.normals import standard_normal_f32, standard_normal_f64  # NumPy's normals, compiled
 from .._fused.sprint import decide_chunk
 from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, lanes, visible
-from ..gaincell.kernel import standard_normal_f32  # NumPy's float32 normals, compiled
 from ..peripherals import signed_code
 from ..recorders import Recorder, Recorders
 from .config import SprintConfig
@@ -61,7 +61,7 @@ class SprintAttention(AttentionKernel):
         cells = _fused_sprint.key_cells(k, None if sc.k_chan is None else sc.k_chan[layer], sc.k_step[layer],
                                         2 ** (self.cfg.converters.key_bits - 1), self._level, self.x.a)
         if self.cfg.noise.variation and self.x.sigma_g > 0:  # cells x exp(sigma_g z), in place (no temporaries)
-            z = _fused_sprint.standard_normal_f64(self.rng, cells.shape)  # = rng.standard_normal, compiled
+            z = standard_normal_f64(self.rng, cells.shape)  # = rng.standard_normal, compiled
             z *= self.x.sigma_g
             np.exp(z, out=z)
             cells *= z
