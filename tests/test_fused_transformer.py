@@ -292,3 +292,31 @@ def test_decode_pass_equals_blocked_path(mask):
         outs.append(ker(q, k, v, np.array([past]), mask, cache, 0))
     assert outs[0].shape == outs[1].shape == (H, 1, d)
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)  # summation order only
+
+
+def test_forward_never_overwrites_an_array_the_caller_holds(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import write_tiny_gguf
+
+    from analogattn.transformer.loaders import load
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    m = load(str(tmp_path / "tiny.gguf"))
+    ids = (np.arange(50) * 3) % m.config.vocab
+    a = m.forward(ids)
+    keep = a.copy()
+    h = m.forward(ids, logits="none")
+    hk = h.copy()
+    b = m.forward(ids[::-1].copy())  # other logits while a and h are held
+    assert b is not a and np.array_equal(a, keep) and np.array_equal(h, hk)
+    row = b[-1]  # a view keeps b's buffer held too
+    addr = b.__array_interface__["data"][0]
+    del b
+    c = m.forward(ids)
+    assert c.__array_interface__["data"][0] != addr and row.base is not None
+    addr = c.__array_interface__["data"][0]
+    del c
+    d = m.forward(ids)  # released: the same buffer again, the values of this call
+    assert d.__array_interface__["data"][0] == addr
+    np.testing.assert_array_equal(d, keep)

@@ -4,6 +4,8 @@ linear layer is ``x @ W``."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+import threading
 
 import numpy as np
 
@@ -75,6 +77,21 @@ class Model:
             lanes.split(part, n)
         return out
 
+    def _reusable(self, name: str, shape):
+        """A float32 array of ``shape`` for this thread: the one this call made last time when
+        nothing else holds it any more (the caller has let go of the logits it returned; a
+        forward pass's own scratch), else a new one, kept for next time. Freshly mapped memory
+        costs a page fault per 4 KiB on first touch: on these VMs 0.3-0.8 s for the 200 MB of a
+        window-1024 logits array and 0.2-0.4 s for a forward pass's buffers, every call."""
+        store = self.__dict__.setdefault("_reuse", threading.local())
+        have = getattr(store, name, None)
+        # references: the store's, this local's and getrefcount's argument = nobody else's
+        if have is not None and have.shape == tuple(shape) and sys.getrefcount(have) <= 3:
+            return have
+        a = np.empty(shape, np.float32)
+        setattr(store, name, a)
+        return a
+
     # -- caches -------------------------------------------------------------------------------
     def new_caches(self, kernel: AttentionKernel):
         c = self.config
@@ -108,7 +125,7 @@ class Model:
             h = h[-1:]
         if h.shape[0] == 1 and self.decode_active and self.decode_store:
             return self.decode_store.mats["lm_head"].gemv(h[0], np.empty((1, self.config.vocab), np.float32)[0])[None]
-        out = np.empty((h.shape[0], self.config.vocab), np.float32)
+        out = self._reusable("logits", (h.shape[0], self.config.vocab))
         w = self.w["lm_head"]
         with lanes.context(h.shape[0]):
             lanes.split(lambda i, j: np.matmul(h[i:j], w, out=out[i:j]), h.shape[0])
@@ -156,11 +173,12 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
     nq, nk = c.n_heads * d, c.n_kv_heads * d
     x = w["embed"][tokens].astype(np.float32, copy=False)
     cos, sin = ops.rope_tables(positions, d, c.rope_base)
-    h = np.empty((T, c.d_model), np.float32)
-    y = np.empty((T, c.d_model), np.float32)
-    qkv = np.empty((T, nq + 2 * nk), np.float32)
-    gu = np.empty((T, 2 * c.d_ff), np.float32)
-    act = np.empty((T, c.d_ff), np.float32)
+    h = m._reusable("h", (T, c.d_model))  # scratch of this forward pass (the result is hout)
+    y = m._reusable("y", (T, c.d_model))
+    qkv = m._reusable("qkv", (T, nq + 2 * nk))
+    gu = m._reusable("gu", (T, 2 * c.d_ff))
+    act = m._reusable("act", (T, c.d_ff))
+    hout = np.empty((T, c.d_model), np.float32)
     eps = np.float32(c.norm_eps)
     store = m.decode_store.mats if (T == 1 and m.decode_active and m.decode_store) else None
 
@@ -185,7 +203,7 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
             mm(act[R], p + "w_down", y[R])
             x[R] += y[R]
         if i == c.n_layers:
-            fused.rms_norm_into(x[R], w["final_norm"], eps, h[R])
+            fused.rms_norm_into(x[R], w["final_norm"], eps, hout[R])
             return
         p = f"l{i}."
         fused.rms_norm_into(x[R], w[p + "attn_norm"], eps, h[R])
@@ -203,7 +221,7 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
             lanes.split(lambda r0, r1: rows(r0, r1, i, a, qkv_out), T)
             if i < c.n_layers:  # heads merged once (free for the ideal kernel's (T, H, d) buffer)
                 a = _merge_heads(kernel(*qkv_out, positions, mask, caches[i], i))
-    return h
+    return hout
 
 
 def _llama_reference(m: Model, tokens, positions, caches, kernel, mask):
