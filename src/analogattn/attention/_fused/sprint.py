@@ -27,27 +27,35 @@ def _prefetch(typingctx, arr, idx):
     return types.void(arr, types.intp), codegen
 
 
+@nb.jit(inline="always", **_fast)
+def _dac_row(q, part, M, b_dac, w, ls, lb):
+    """One query's DAC: full scale u = max |q| (1 for a zero query, returned), codes
+    rint(|x| M / u) of the elements ``part`` of q, factor b = b_dac[code]; lb = b,
+    ls = sign(x) b w."""
+    m = np.float32(0.0)
+    for c in range(q.shape[0]):
+        m = max(m, abs(q[c]))
+    m = m if m > 0 else np.float32(1.0)
+    sc = np.float32(M) / m
+    for c in range(part.shape[0]):
+        x = part[c]
+        b = b_dac[np.int64(np.rint(abs(x) * sc))]
+        lb[c] = b
+        ls[c] = (b if x >= 0 else -b) * w[c]
+    return m
+
+
 @nb.jit(**_fast)
 def dac_lhs(qe, M, b_dac, w, r0, r1, lhs):
     """The word-line drive of rows r0..r1 of a column for queries qe (n, d): per query the DAC
     full scale u_max = max |qe| (returned, (n,)), codes m = rint(|q| M / u_max), factor
     b = b_dac[m]; lhs[:n] = sign(q) b w (the weighted signed sum's operand), lhs[n:] = b (the
     unsigned sum's)."""
-    n, d = qe.shape
+    n = qe.shape[0]
     u_max = np.empty(n, np.float32)
     for i in range(n):
-        m = np.float32(0.0)
-        for c in range(d):
-            m = max(m, abs(qe[i, c]))
-        m = m if m > 0 else np.float32(1.0)
-        u_max[i] = m
-        sc = np.float32(M) / m
-        qi, ls, lb = qe[i, r0:r1], lhs[i], lhs[n + i]  # slices indexed from 0 (see softmax_ranges)
-        for c in range(qi.shape[0]):
-            x = qi[c]
-            b = b_dac[np.int64(np.rint(abs(x) * sc))]
-            lb[c] = b
-            ls[c] = (b if x >= 0 else -b) * w[c]
+        # slices indexed from 0 (see softmax_ranges)
+        u_max[i] = _dac_row(qe[i], qe[i, r0:r1], M, b_dac, w, lhs[i], lhs[n + i])
     return u_max
 
 
@@ -75,21 +83,10 @@ def key_cells(k, chan, step, half, level, a):
 def dac_pairs(qe, M, b_dac, w, lhs):
     """``dac_lhs`` of a whole key (one tile) with each query's two operands side by side: lhs (n, 2, d),
     lhs[i, 0] = sign(q) b w, lhs[i, 1] = b (so a chunk of queries' rows are one matrix)."""
-    n, d = qe.shape
+    n = qe.shape[0]
     u_max = np.empty(n, np.float32)
     for i in range(n):
-        qi, ls, lb = qe[i], lhs[i, 0], lhs[i, 1]
-        m = np.float32(0.0)
-        for c in range(d):
-            m = max(m, abs(qi[c]))
-        m = m if m > 0 else np.float32(1.0)
-        u_max[i] = m
-        sc = np.float32(M) / m
-        for c in range(d):
-            x = qi[c]
-            b = b_dac[np.int64(np.rint(abs(x) * sc))]
-            lb[c] = b
-            ls[c] = (b if x >= 0 else -b) * w[c]
+        u_max[i] = _dac_row(qe[i], qe[i], M, b_dac, w, lhs[i, 0], lhs[i, 1])
     return u_max
 
 

@@ -285,11 +285,13 @@ class SprintAttention(AttentionKernel):
         return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
                     n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(), n_free=float(n_free))
 
-    def _scratch(self, lane, n):
+    def _scratch(self, lane, n, dtype=np.float32):
+        """A buffer of n ``dtype`` kept per lane and dtype between calls."""
         bufs = self.__dict__.setdefault("_bufs", {})
-        b = bufs.get(lane)
+        key = (lane, np.dtype(dtype).char)
+        b = bufs.get(key)
         if b is None or b.size < n:
-            b = bufs[lane] = np.empty(n, np.float32)
+            b = bufs[key] = np.empty(n, dtype)
         return b[:n]
 
     def _task(self, q, cache, layer, out, task, lane, fresh):
@@ -332,7 +334,7 @@ class SprintAttention(AttentionKernel):
         anchor = cfg.pruning.rule == "anchor"
         off = cache.offsets[j, lo:hi]
         mu = np.float32(x.cmp_mu)
-        keep = np.empty((n, S), np.bool_) if fresh else self._keep_scratch(lane, n * S).reshape(n, S)
+        keep = np.empty((n, S), np.bool_) if fresh else self._scratch(lane, n * S, np.bool_).reshape(n, S)
         tot = np.empty(n, np.float32)
         mass = np.empty(n, np.float64)
         kept = np.empty(n, np.int64)
@@ -362,13 +364,6 @@ class SprintAttention(AttentionKernel):
                         o[q_] = z.astype(np.float32) @ values
                 np.divide(o, tc[:, None], out=out[j * g + h, b0 + t0:b0 + t1])
         return keep, float(kept.sum()), float(mass.sum()), float(new.sum())
-
-    def _keep_scratch(self, lane, n):
-        bufs = self.__dict__.setdefault("_kbufs", {})
-        b = bufs.get(lane)
-        if b is None or b.size < n:
-            b = bufs[lane] = np.empty(n, np.bool_)
-        return b[:n]
 
     def _attend_block(self, q, positions, mask, cache, layer, lo, hi):
         cfg, x, sc, rec = self.cfg.pruning, self.x, self.sc, self.recorder
