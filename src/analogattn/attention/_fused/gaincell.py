@@ -267,32 +267,10 @@ def noisy_tile_adc(parts, z1, s1, z2, s2, full, half, back, acc):
     (codes -half .. half-1, mid-tread; full <= 0 reads 0), weighted back digitally (back 0: a tile
     not read, skipped). Strict IEEE float32, every operation in the order of the NumPy path in
     ``GainCellAttention._value_block`` (noise added, :func:`..peripherals.adc`, product, sum over
-    the tiles), so the two agree bit for bit (``x / step`` as NumPy divides, not a reciprocal)."""
-    ntl, R, dd = parts.shape
-    has1 = z1.size > 0
-    has2 = z2.size > 0
-    lo, hi = np.float32(-half), np.float32(half - 1)
-    zero = np.float32(0.0)
-    for r in range(R):
-        a = acc[r]
-        for c in range(dd):
-            a[c] = zero
-        f = full[r]
-        step = f / np.float32(half) if f > 0 else np.float32(1.0)
-        for k in range(ntl):
-            bk = back[k, r]
-            if bk == 0:
-                continue
-            p = parts[k, r]
-            if f > 0:
-                for c in range(dd):
-                    v = p[c]
-                    if has1:
-                        v = v + s1[r] * z1[k, r, c]
-                    if has2:
-                        v = v + s2[k, r] * z2[k, r, c]
-                    v = min(max(np.rint(v / step), lo), hi) * step
-                    a[c] = a[c] + v * bk
-            else:
-                for c in range(dd):
-                    a[c] = a[c] + zero * bk
+    the tiles), so the two agree bit for bit (``x / step`` as NumPy divides, not a reciprocal).
+    :func:`noisy_tile_acc` tile by tile (the kernel calls that one as each tile's product is made)."""
+    acc[:] = np.float32(0.0)
+    none = np.empty((0, 0), np.float32)
+    for k in range(parts.shape[0]):
+        noisy_tile_acc(parts[k], z1[k] if z1.size > 0 else none, s1, z2[k] if z2.size > 0 else none, s2[k],
+                       full, half, back[k], acc)
