@@ -14,7 +14,7 @@ differ from OpenBLAS's threaded ones by float32 rounding (its threads partition 
 from __future__ import annotations
 
 from ..attention import base
-from ..attention.base import blas_single_thread, two_way
+from ..attention.base import two_way
 
 MIN_ROWS = 32  # below this many rows a step runs in one piece on the calling thread
 
@@ -30,10 +30,3 @@ def split(fn, n: int, min_rows: int = MIN_ROWS):
     h = (n + 1) // 2
     two_way(lambda: fn(0, h), lambda: fn(h, n))
 
-
-def context(n: int = 0):
-    """The BLAS setting of a forward pass: one thread, always (``n`` is not used). Split passes
-    run one product per lane; a short prompt's products (fewer than MIN_ROWS rows) run whole on
-    one thread: a 27-token prompt's 120 layer products took 3.4 s on OpenBLAS's own two threads
-    with other processes on the machine (load 3.5) and 0.09 s on one thread."""
-    return blas_single_thread()

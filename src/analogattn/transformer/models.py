@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from ..attention.base import AttentionKernel, IdealAttention, Mask
+from ..attention.base import AttentionKernel, IdealAttention, Mask, blas_single_thread
 from . import lanes, ops
 
 
@@ -61,19 +61,16 @@ class Model:
         targets = np.asarray(targets, np.int64)
         out = np.empty(n, np.float64)
         w = self.w["lm_head"]
-        bufs = self.__dict__.setdefault("_nll_rows", {})
 
         def part(r0, r1):
             from . import fused
-            lane = int(r0 > 0)
-            if lane not in bufs or bufs[lane].shape[0] < chunk:
-                bufs[lane] = np.empty((chunk, self.config.vocab), np.float32)
+            buf = self._reusable("nll_logits", (chunk, self.config.vocab))  # this lane's (thread's)
             for c0 in range(r0, r1, chunk):
                 c1 = min(r1, c0 + chunk)
-                z = bufs[lane][:c1 - c0]
+                z = buf[:c1 - c0]
                 np.matmul(h[c0:c1], w, out=z)
                 fused.nll_rows(z, targets[c0:c1], out[c0:c1])
-        with lanes.context(n):
+        with blas_single_thread():
             lanes.split(part, n)
         return out
 
@@ -127,7 +124,7 @@ class Model:
             return self.decode_store.mats["lm_head"].gemv(h[0], np.empty((1, self.config.vocab), np.float32)[0])[None]
         out = self._reusable("logits", (h.shape[0], self.config.vocab))
         w = self.w["lm_head"]
-        with lanes.context(h.shape[0]):
+        with blas_single_thread():
             lanes.split(lambda i, j: np.matmul(h[i:j], w, out=out[i:j]), h.shape[0])
         return out
 
@@ -211,7 +208,11 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
         q, k, v = qkv_out
         fused.rope_split(qkv[R], cos[R], sin[R], c.n_heads, c.n_kv_heads, d, q[:, R], k[:, R], v[:, R])
 
-    with lanes.context(T):  # rows shared by this thread and a helper, BLAS on one thread each
+    # rows shared by this thread and a helper, BLAS on one thread each, always: a short prompt's
+    # products (fewer than lanes.MIN_ROWS rows, not split) too, since OpenBLAS's own two threads
+    # took 3.4 s for a 27-token prompt's 120 layer products with other processes on the machine
+    # (load 3.5), one thread 0.09 s
+    with blas_single_thread():
         a = None
         for i in range(c.n_layers + 1):
             qkv_out = None
