@@ -486,7 +486,9 @@ class _Draws:
 
 def _on_two_lanes(fn, blocks):
     """[fn([b]) for b in blocks], in any order, on this thread and helper_thread("lane"): each
-    takes the next block when it is done with one, until none is left; both finished."""
+    takes the next block when it is done with one, until none is left; both finished (a helper
+    that has not started by the time this thread found none left is cancelled, not waited for,
+    as :func:`..base.two_way` does)."""
     it, lock, out = iter(blocks), threading.Lock(), []
 
     def take():
@@ -504,9 +506,11 @@ def _on_two_lanes(fn, blocks):
         with lock:  # the helper takes nothing more
             for _ in it:
                 pass
-        concurrent.futures.wait([fut])
+        if not fut.cancel():
+            concurrent.futures.wait([fut])
         raise
-    fut.result()
+    if not fut.cancel():
+        fut.result()
     return out
 
 
