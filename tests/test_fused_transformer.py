@@ -246,17 +246,27 @@ def test_lane_count_follows_the_process_core_budget(monkeypatch):
     assert where == [(0, 1000, threading.current_thread().name)]  # one lane: all rows here, no helper
 
 
-def test_decode_gemv_split_over_lanes_is_bit_identical(monkeypatch):
+@pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])
+def test_decode_gemv_split_over_lanes_is_bit_identical(monkeypatch, kind):
     from analogattn.transformer import decode_store
-    n_out, n_in = 301, 64
-    qs = rng.integers(0, 256, (n_out, n_in // 32, 16), dtype=np.uint8)
-    sc = (rng.standard_normal((n_out, n_in // 32, 2)) * 0.05).astype(np.float32)
-    m = decode_store.QuantMatrix("Q4_1", qs, sc, n_in)
+    n_out, n_in = 301, 64  # not a whole number of row groups: the last group padded
+    if kind == "Q4_1":
+        qs = rng.integers(0, 256, (n_out, n_in // 32, 16), dtype=np.uint8)
+        sc = (rng.standard_normal((n_out, n_in // 32, 2)) * 0.05).astype(np.float32)
+    else:
+        qs = rng.integers(-128, 128, (n_out, n_in // 32, 32)).astype(np.int8)
+        sc = (rng.random((n_out, n_in // 32)) * 0.01).astype(np.float32)
+    m = decode_store.QuantMatrix(kind, qs, sc, n_in)
     x = rng.standard_normal(n_in).astype(np.float32)
-    whole = np.empty(n_out, np.float32)
-    decode_store.q4_1_gemv(x, qs, sc, whole)
-    monkeypatch.setattr(decode_store, "LANE_ROWS", 100)  # 301 rows: split 151 / 150 over the lanes
-    assert np.array_equal(m.gemv(x, np.empty(n_out, np.float32)), whole)
+    monkeypatch.setattr(base, "LANES", 1)
+    whole = m.gemv(x, np.full(n_out, np.nan, np.float32))
+    monkeypatch.setattr(base, "LANES", 2)
+    monkeypatch.setattr(decode_store, "LANE_ROWS", 100)  # 5 groups of 64 rows: split 3 / 2 over the lanes
+    split = m.gemv(x, np.full(n_out, np.nan, np.float32))
+    assert np.array_equal(split, whole) and np.isfinite(whole).all()
+    # each row against its own float64 sum (rows of the padded last group included)
+    want = x.astype(np.float64) @ m.dequantized().astype(np.float64)
+    np.testing.assert_allclose(whole, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_single_lane_is_per_thread_and_restored():

@@ -62,6 +62,33 @@ def test_smollm2_prefill_equals_decoding(smollm2):
 
 @need_smollm
 @pytest.mark.slow
+@pytest.mark.ci
+def test_smollm2_quantised_decode_equals_float32_decode(smollm2):
+    """The decode store's packed Q4_1 / Q8_0 products against the float32 weights they dequantise
+    to: the same greedy tokens, and each step's logits equal to float32 rounding."""
+    from analogattn.transformer.generate import generate
+    ids = smollm2.tokenizer.encode("The gain cell stores a voltage on a small capacitor, and")
+    a = generate(smollm2, ids, 12, stop_at_eos=False, quantised_decode=True)
+    b = generate(smollm2, ids, 12, stop_at_eos=False, quantised_decode=False)
+    assert a == b
+    assert smollm2.enable_decode_store()
+    k = IdealAttention()
+    logits = {}
+    for quant in (True, False):
+        caches = smollm2.new_caches(k)
+        smollm2.forward(ids, caches=caches, kernel=k, logits="last")
+        smollm2.decode_active = quant
+        try:
+            logits[quant] = np.concatenate([smollm2.forward([t], positions=np.array([len(ids) + i]), caches=caches,
+                                                            kernel=k, logits="last") for i, t in enumerate(a[:6])])
+        finally:
+            smollm2.decode_active = False
+    # float32 sums in another order through 30 layers: ~1e-4 of the logits' range
+    assert np.abs(logits[True] - logits[False]).max() < 2e-3 * np.abs(logits[False]).max()
+
+
+@need_smollm
+@pytest.mark.slow
 def test_smollm2_greedy_generation_is_sensible(smollm2):
     from analogattn.transformer.generate import generate
     ids = smollm2.tokenizer.encode("The capital of France is")
