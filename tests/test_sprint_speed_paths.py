@@ -106,8 +106,8 @@ def test_two_lanes_equal_one_lane(monkeypatch):
 
 @pytest.mark.parametrize("anchor", [True, False])
 def test_decide_chunk_equals_decide_softmax(anchor):
-    """decide_chunk on key range [lk, lk + L) of rows i0.. (the keys outside not allowed for these
-    rows) against decide_softmax on whole rows with the NumPy row constants: same decisions and
+    """decide_chunk on key range [lk, lk + L) of chunks of queries of both heads (the keys outside
+    not allowed for these rows) against decide_softmax on whole rows with the NumPy row constants: same decisions and
     kept/new counts (element-wise the same float32 formula), kept sums and mass to float32
     rounding (sums over L instead of S terms, reordered: 1e-6 relative)."""
     rng = np.random.default_rng(3)
@@ -142,13 +142,14 @@ def test_decide_chunk_equals_decide_softmax(anchor):
     tot, mass = np.empty(n, np.float32), np.empty(n)
     kept, new = np.empty(n, np.int64), np.empty(n, np.int64)
     e2 = e.copy()
-    for i0 in range(0, n, 8):  # chunks of 8 rows (T = 24: three per head)
-        ch = np.ascontiguousarray(e2[i0:i0 + 8, lk:lk + L])
-        both = np.stack([iw[i0:i0 + 8, lk:lk + L], sab[i0:i0 + 8, lk:lk + L]], axis=1).reshape(16, L)
-        n_bad = decide_chunk(ch, both, i0, T, S, lk, anchor, ptr, f_cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
+    for t0 in range(0, T, 8):  # chunks of 8 queries of both heads, interleaved (row q: query t0 + q // g, head q % g)
+        rows = [h * T + t for t in range(t0, t0 + 8) for h in range(g)]
+        ch = np.ascontiguousarray(e2[rows, lk:lk + L])
+        both = np.stack([iw[rows, lk:lk + L], sab[rows, lk:lk + L]], axis=1).reshape(2 * len(rows), L)
+        n_bad = decide_chunk(ch, both, t0, g, T, S, lk, anchor, ptr, f_cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
                              pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
-        assert n_bad == np.count_nonzero(want[0][i0:i0 + 8] < 1e-30)
-        e2[i0:i0 + 8, lk:lk + L] = ch
+        assert n_bad == np.count_nonzero(want[0][rows] < 1e-30)
+        e2[rows, lk:lk + L] = ch
     assert np.array_equal(k1, k2_) and 0.2 < k1[:, lk:lk + L].mean() < 0.8
     assert np.array_equal(kept, want[2]) and np.array_equal(new, want[3])
     np.testing.assert_allclose(tot, want[0], rtol=1e-6)

@@ -194,26 +194,28 @@ def _threshold_row(m, theta, base, vpl, mu, anchor):
 
 
 @nb.jit(**_fast)
-def decide_chunk(e, both, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
+def decide_chunk(e, both, t0, g, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
                  pool, start, bias, allowed, forced, keep, tot, mass, kept, new):
     """``decide_softmax`` (with the anchor maximum and the row constants of the NumPy kernel) on
-    a chunk of rows i0 .. i0 + R of one head that sees only keys lk .. lk + L of the block's S
-    (e: (R, L), the other keys are not allowed for any of its rows; both: (2R, L), row 2q the
-    chunk row q's iw, row 2q + 1 its sab). Row i (query
-    t = i % tb of head h = i // tb): m = max of e over the query's anchors cols[ptr[t]:ptr[t+1]]
-    (block key indices); row constant ``_threshold_row(m, theta[h], base[i], vpl[i], mu)``; the
-    comparator noise sample of key s is pool[start + i S + s] as in ``decide_softmax``; keep[i]
-    (the full block row) written, False outside the chunk's keys; tot/mass/kept/new[i] as
-    ``kept_softmax`` (the previous row's keep must be written already). Loops over slices from 0.
-    Returns the number of rows whose kept weights all underflowed (tot < 1e-30)."""
-    R, L = e.shape
+    a chunk of queries t0 .. t0 + R of the g heads of one KV head, the heads interleaved: chunk
+    row q is query t = t0 + q // g of head h = q % g, block row i = h tb + t (the rows of g heads
+    in one matrix product each: the keys are packed once for all of them). The chunk sees only
+    keys lk .. lk + L of the block's S (e: (g R, L), the other keys are not allowed for any of its
+    rows; both: (2 g R, L), row 2q the chunk row q's iw, row 2q + 1 its sab). Row i: m = max of e
+    over the query's anchors cols[ptr[t]:ptr[t+1]] (block key indices); row constant
+    ``_threshold_row(m, theta[h], base[i], vpl[i], mu)``; the comparator noise sample of key s is
+    pool[start + i S + s] as in ``decide_softmax``; keep[i] (the full block row) written, False
+    outside the chunk's keys; tot/mass/kept/new[i] as ``kept_softmax`` (row i - 1's keep, the
+    previous query of the head, is written by an earlier chunk row or chunk). Loops over slices
+    from 0. Returns the number of rows whose kept weights all underflowed (tot < 1e-30)."""
+    M, L = e.shape
     bad = 0
     r, c2, k2, cn2 = np.float32(r), np.float32(c2), np.float32(k2), np.float32(cn2)
     one, zero = np.float32(1.0), np.float32(0.0)
-    for q in range(R):
-        i = i0 + q
-        t = i % tb
-        h = i // tb
+    for q in range(M):
+        t = t0 + q // g
+        h = q % g
+        i = h * tb + t
         er = e[q]
         m = np.float32(-np.inf)
         if anchor:
@@ -222,10 +224,12 @@ def decide_chunk(e, both, i0, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu
                 m = max(m, er[cl[c] - lk])
         ri = _threshold_row(m, theta[h], base[i], vpl[i], mu, anchor)
         z = pool[start + i * S + lk:start + i * S + lk + L]
-        nxt = start + (i + 1) * S + lk  # the next row's noise samples: a stream from memory (the pool is
-        if q + 1 < R and nxt + L <= pool.shape[0]:  # 32 MB), fetched while this row runs (1.55 -> 1.10 ns/key)
-            for u in range(0, L, 16):
-                _prefetch(pool, nxt + u)
+        if q + 1 < M:  # the next row's noise samples: a stream from memory (the pool is 32 MB),
+            q1 = q + 1  # fetched while this row runs (1.55 -> 1.10 ns/key)
+            nxt = start + ((q1 % g) * tb + t0 + q1 // g) * S + lk
+            if nxt + L <= pool.shape[0]:
+                for u in range(0, L, 16):
+                    _prefetch(pool, nxt + u)
         a_, b_, o_ = both[2 * q], both[2 * q + 1], off[lk:lk + L]
         al, fo, bi = allowed[t, lk:lk + L], forced[t, lk:lk + L], bias[t, lk:lk + L]
         kfull = keep[i]

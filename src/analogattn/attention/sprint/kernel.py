@@ -208,7 +208,7 @@ class SprintAttention(AttentionKernel):
         n_kv = cache.keys.shape[0]
         g = H // n_kv
         nr = x.noise_rel if cfg.noise.circuit_noise else 0.0
-        out = np.empty_like(q)
+        out = np.empty((T, H, d), q.dtype)  # (T, H, d), returned as an (H, T, d) view: merging the heads is free
         draws = []
         for b0, b1, lo, hi in blocks:
             n, S = g * (b1 - b0), hi - lo
@@ -266,7 +266,7 @@ class SprintAttention(AttentionKernel):
                        new=tot_new if tb > 1 else 0.0,
                        new_base=float(n_allowed[1:].sum()) * g if tb > 1 else 0.0, decisions=n_free * g,
                        queries=g * tb)
-        return out
+        return out.transpose(1, 0, 2)
 
     def _block_arrays(self, positions, mask, kpos):
         """A block's masks as _attend_block makes them (one compiled pass), the anchors as a CSR
@@ -339,30 +339,34 @@ class SprintAttention(AttentionKernel):
         mass = np.empty(n, np.float64)
         kept = np.empty(n, np.int64)
         new = np.empty(n, np.int64)
+        # the chunks' operands with the g heads interleaved (row t g + h: query t of head h), so a
+        # chunk of queries of every head is one contiguous block of rows and each product packs
+        # the chunk's keys (cells, values) once for the g heads
+        qs_t = np.ascontiguousarray(qs.reshape(g, tb, d).transpose(1, 0, 2))
+        lhs_t = np.ascontiguousarray(lhs.reshape(g, tb, 2, d).transpose(1, 0, 2, 3))
+        tot_t = tot.reshape(g, tb).T  # (tb, g) views of the per-row sums
         for t0, t1, lk, hk in blk["chunks"]:
             R, L = t1 - t0, hk - lk
-            buf = self._scratch(lane, 3 * R * L + R * d)
-            e = buf[:R * L].reshape(R, L)
-            both = buf[R * L:3 * R * L].reshape(2 * R, L)
-            o = buf[3 * R * L:].reshape(R, d)
-            kT, cT, vk = keys[lk:hk].T, cells[lk:hk].T, values[lk:hk]
-            for h in range(g):
-                i0 = h * tb + t0
-                np.matmul(qs[i0:i0 + R], kT, out=e)
-                np.matmul(lhs[i0:i0 + R].reshape(2 * R, d), cT, out=both)
-                n_bad = decide_chunk(e, both, i0, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl, mu,
-                                     off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
-                                     keep, tot, mass, kept, new)
-                np.matmul(e, vk, out=o)
-                tc = tot[i0:i0 + R]
-                if n_bad:  # every kept weight of a row underflowed against a pruned maximum
-                    for q_ in np.flatnonzero(tc < 1e-30):
-                        i = i0 + q_
-                        z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
-                        z = np.exp(z - z.max())
-                        tc[q_] = z.sum()
-                        o[q_] = z.astype(np.float32) @ values
-                np.divide(o, tc[:, None], out=out[j * g + h, b0 + t0:b0 + t1])
+            M = g * R
+            buf = self._scratch(lane, 3 * M * L + M * d)
+            e = buf[:M * L].reshape(M, L)
+            both = buf[M * L:3 * M * L].reshape(2 * M, L)
+            o = buf[3 * M * L:].reshape(M, d)
+            np.matmul(qs_t[t0:t1].reshape(M, d), keys[lk:hk].T, out=e)
+            np.matmul(lhs_t[t0:t1].reshape(2 * M, d), cells[lk:hk].T, out=both)
+            n_bad = decide_chunk(e, both, t0, g, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl, mu,
+                                 off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
+                                 keep, tot, mass, kept, new)
+            np.matmul(e, values[lk:hk], out=o)
+            tc = tot_t[t0:t1]
+            if n_bad:  # every kept weight of a row underflowed against a pruned maximum
+                for q_ in np.flatnonzero(tc.ravel() < 1e-30):
+                    i = (q_ % g) * tb + t0 + q_ // g
+                    z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
+                    z = np.exp(z - z.max())
+                    tot[i] = z.sum()
+                    o[q_] = z.astype(np.float32) @ values
+            np.divide(o.reshape(R, g, d), tc[:, :, None], out=out[b0 + t0:b0 + t1, j * g:(j + 1) * g])
         return keep, float(kept.sum()), float(mass.sum()), float(new.sum())
 
     def _attend_block(self, q, positions, mask, cache, layer, lo, hi):
