@@ -202,3 +202,109 @@ def test_noisy_tile_acc_equals_tile_parts_then_noisy_tile_adc(ratio):
                            acc)
         assert np.array_equal(acc, ref)
         assert np.abs(ref).max() > 0
+
+
+@pytest.mark.parametrize("mask,window,block", [("causal", 0, 32), ("sliding", 0, 24), ("bidirectional", 0, 40),
+                                               ("causal", 23, 256)])
+def test_strips_and_tiles_read_equal_the_whole_block_path(mask, window, block, monkeypatch):
+    """The fast path (scores in strips of queries over the keys they see, value tiles' products
+    over the rows that read them, rows t-major) against the whole-block NumPy path with the same
+    deviates: bit for bit, for causal, sliding and bidirectional masks, the kernel's own window,
+    both noise terms on, head dims over two score tiles (accumulated) and strips shorter than a
+    block (STRIP 8) or a block shorter than a strip; a prefill, then decoding token by token."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    from analogattn.attention.gaincell import kernel as kmod
+    rng = np.random.default_rng(9)
+    T = 100
+    q, k, v = (rng.uniform(-0.4, 0.4, (n, T, 16)).astype(np.float32) for n in (6, 2, 2))
+    cell = dataclasses.replace(CellModel.ideal(), tau=2e-6, v_eq=0.3,
+                               noise_q=lambda v: np.full(np.shape(v), 4e-16))
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, rows=8, predistort=False,
+                         read_noise=0.01, window=window)
+    sc = Scalers.identity(1, 6, 2, cell)
+    sc.out_scale[:] *= 0.3
+    sc.score_scale[:] *= 0.5
+    m = Mask(mask, 30) if mask == "sliding" else Mask(mask)
+    monkeypatch.setattr(kmod, "lanes", lambda: 2)
+    outs = {}
+    for fast in (False, True):
+        ker = GainCellAttention(cell, cfg, sc, block=block)
+        ker.STRIP = 8
+        ker.fused_noise = ker.draw_ahead = ker.two_lanes = fast
+        ker.LANE_MIN_WORK = 0
+        cache = ker.new_cache(0, 2, 16)
+        y = [ker(q[:, :90], k[:, :90], v[:, :90], np.arange(90), m, cache, 0)]
+        y += [ker(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], np.arange(t, t + 1), m, cache, 0) for t in range(90, T)]
+        outs[fast] = np.concatenate(y, axis=1), ker.rng.standard_normal(3)
+    assert np.array_equal(outs[False][0], outs[True][0]) and np.array_equal(outs[False][1], outs[True][1])
+    assert np.isfinite(outs[True][0]).all()
+
+
+def test_runs_of_visible_keys_hand_computed():
+    """_runs on a small causal block with a window: each row's first and one-past-last key, the
+    strips' key spans, and the rows meeting each tile."""
+    from analogattn.attention.gaincell.kernel import _runs
+    t = np.arange(6)[:, None] + 4  # queries 4..9 over keys 0..9, window 3
+    s = np.arange(10)[None, :]
+    al = (s <= t) & (s > t - 3)
+    al[1] = False  # a row that sees nothing
+    big = 1 << 20  # K: every strip's product counts as large
+    first, last, strips, tiles = _runs(al, 4, 4, 16, big)
+    assert first.tolist() == [2, 0, 4, 5, 6, 7] and last.tolist() == [5, 0, 7, 8, 9, 10]
+    assert strips == [(0, 4, 2, 8), (4, 6, 6, 10)]
+    assert tiles == [(0, 1), (0, 6), (4, 6)]  # keys 0-3: row 0; 4-7: rows 0, 2..5; 8-9: rows 4, 5
+    # small products: tiles widened to 16 stacked rows (g 3: 6 queries); strips of 2 rows with K
+    # 5242: the first (rows 0-1, keys 2-4: 16 x 2 x 3 x K <= 2^19) merged with the next
+    assert _runs(al, 4, 4, 3, big)[3] == [(0, 6), (0, 6), (0, 6)]
+    assert _runs(al, 2, 4, 16, 5242)[2] == [(0, 4, 2, 8), (4, 6, 6, 10)]
+    assert _runs(al, 4, 4, 16, 1)[2] == [(0, 6, 0, 10)]  # the whole block's product is small: one strip
+
+
+def test_strip_passes_equal_the_block_passes():
+    """score_noise_strip + score_strip over strips (the product's t-major rows, keys ks..ke) against
+    add_row_scaled + score_tile on the whole block (h-major), noise of both kinds: the strip's
+    elements bit for bit, the rest 0, the heads' largest |logit| the same; tile_pulses_t against
+    tile_pulses (pq rows permuted, tiles outside a row's keys zero)."""
+    from analogattn.attention import _fused
+    from analogattn.attention._fused.gaincell import score_noise_strip, score_strip, tile_pulses_t
+    from analogattn.attention.gaincell.kernel import _runs
+    rng = np.random.default_rng(2)
+    g, tb, S, K = 3, 20, 45, 24
+    al = np.arange(S)[None, :] <= np.arange(tb)[:, None] + 25
+    bias = np.where(al, 0, -np.inf).astype(np.float32)
+    lhs = rng.standard_normal((g, tb, K)).astype(np.float32)
+    rhs = rng.standard_normal((S, K)).astype(np.float32)
+    full = np.array([3.0, 2.0, 0.0], np.float32)
+    scale = rng.uniform(0.5, 2, (g, tb)).astype(np.float32)
+    z64 = rng.standard_normal((g * tb, S))
+    z32 = rng.standard_normal((g * tb, S)).astype(np.float32)
+    s64 = (0.3 * rng.uniform(0.5, 1, g * tb)).astype(np.float32)
+    sig = rng.uniform(0.1, 0.5, g * tb).astype(np.float32)
+    x = lhs.reshape(g * tb, K) @ rhs.T
+    xt = x.reshape(g, tb, S).transpose(1, 0, 2).reshape(tb * g, S)  # the product's rows t-major
+    x += (s64[:, None] * z64).astype(np.float32)
+    _fused.add_row_scaled(x, sig, z32)
+    ref = np.empty((g, tb, S), np.float32)
+    rmax = _fused.score_tile(x, full, scale, ref, False, bias, True)
+    first, last, strips, _ = _runs(al, 6, 8, g, 1 << 20)
+    assert len(strips) == 4
+    got = np.full((g, tb, S), np.nan, np.float32)
+    hmax = np.zeros(g, np.float32)
+    for t0, t1, ks, ke in strips:
+        xs = xt[t0 * g:t1 * g, ks:ke].copy()
+        score_noise_strip(xs, t0, g, tb, ks, s64, z64, sig, z32)
+        score_strip(xs, t0, ks, full, scale, got, False, bias, True, hmax)
+    assert np.array_equal(np.where(al[None], got, 0), np.where(al[None], ref, 0))
+    assert not np.isnan(got).any() and np.array_equal(hmax, rmax)
+    p = np.where(al[None], rng.uniform(0, 1, (g, tb, S)) ** 3, 0).astype(np.float32)
+    inv_sat = np.ones(g, np.float32)
+    for mode in (0, 1, 2):
+        ntl = -(-S // 8)
+        pq, m, ps = np.empty((ntl, g * tb, 8), np.float32), np.ones((g * tb, ntl), np.float32), \
+            np.empty((g * tb, ntl), np.float32)
+        _fused.tile_pulses(p, bias, mode, inv_sat, 16, 8, pq, m, ps)
+        pq2, m2, ps2 = np.full_like(pq, np.nan), np.full_like(m, np.nan), np.full_like(ps, np.nan)
+        tile_pulses_t(p, bias, mode, inv_sat, 16, 8, first, last, pq2, m2, ps2)
+        perm = (np.arange(g)[None, :] * tb + np.arange(tb)[:, None]).ravel()  # t-major row -> h-major row
+        assert np.array_equal(pq2, pq[:, perm]) and np.array_equal(m2, m) and np.array_equal(ps2, ps), mode

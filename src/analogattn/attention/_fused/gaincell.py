@@ -274,3 +274,180 @@ def noisy_tile_adc(parts, z1, s1, z2, s2, full, half, back, acc):
     for k in range(parts.shape[0]):
         noisy_tile_acc(parts[k], z1[k] if z1.size > 0 else none, s1, z2[k] if z2.size > 0 else none, s2[k],
                        full, half, back[k], acc)
+
+
+# Row strips and tiles read (the kernel's fast path). A block's visible keys are a run per query
+# row (causal, sliding and bidirectional masks): the score product is made in strips of query rows
+# over the keys the strip's rows may see, and a value tile's product over the rows that read it.
+# The GEMM outputs of these passes are "t-major": row (t - t0) g + h for query t of head h (the
+# strip's or tile's rows contiguous for every head); noise arrays and per-row scales stay h-major
+# (row h tb + t, the order they are drawn in). Every element gets the operations of the
+# whole-block passes above in the same order, so the results are the same bit for bit.
+
+@nb.jit(**_opts)
+def score_noise_strip(x, t0, g, tb, ks, s64, z64, sig, z32):
+    """In place on a strip's score charges x (ts g, S) (t-major from query t0; columns keys ks ..
+    ks + S of the block): x += float32(s64[i] z64[i, ks + c]) (an empty z64: none), then
+    x += sig[i] z32[i, ks + c] (empty: none), i = h tb + t: the block's noise arrays (g tb, s)
+    read at the strip's elements. Strict IEEE float32 as the NumPy expressions of the
+    whole-block path (``x += (s * z).astype(float32)``; :func:`add_row_scaled`)."""
+    R, S = x.shape
+    has64 = z64.size > 0
+    has32 = z32.size > 0
+    for r in range(R):
+        t = t0 + r // g
+        i = (r % g) * tb + t
+        a = x[r]
+        if has64:
+            b = z64[i, ks:ks + S]
+            s = np.float64(s64[i])
+            for c in range(S):
+                a[c] = a[c] + np.float32(s * b[c])
+        if has32:
+            b32 = z32[i, ks:ks + S]
+            sr = sig[i]
+            for c in range(S):
+                a[c] = a[c] + sr * b32[c]
+
+
+@nb.jit(**_fast)
+def score_strip(x, t0, ks, full, scale, out, accumulate, bias, want_max, hmax):
+    """:func:`score_tile` of a strip: x (ts g, S) t-major from query t0 over keys ks .. ks + S of
+    the block; out[h, t, ks + c] (+)= clamp(x[(t - t0) g + h, c], +-full[h]) scale[h, t], the rest
+    of the row (keys the strip's rows do not see) set to 0 when not ``accumulate``; with
+    ``want_max``, hmax[h] = max(hmax[h], largest |out| over the allowed keys)."""
+    g = out.shape[0]
+    R, S = x.shape
+    W = out.shape[2]
+    for r in range(R):
+        t = t0 + r // g
+        h = r % g
+        f = full[h]
+        lo = -f if f > 0 else np.float32(0.0)
+        hi = f if f > 0 else np.float32(0.0)
+        xi, o, c = x[r], out[h, t, ks:ks + S], scale[h, t]
+        if accumulate:
+            for s in range(S):
+                o[s] += min(max(xi[s], lo), hi) * c
+        else:
+            for s in range(S):
+                o[s] = min(max(xi[s], lo), hi) * c
+            row = out[h, t]
+            for s in range(ks):
+                row[s] = np.float32(0.0)
+            for s in range(ks + S, W):
+                row[s] = np.float32(0.0)
+        if want_max:
+            b = bias[t, ks:ks + S]
+            m = hmax[h]
+            for s in range(S):
+                v = abs(o[s]) + b[s]
+                m = v if v > m else m
+            hmax[h] = m
+
+
+@nb.jit(**_fast)
+def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum):
+    """:func:`tile_pulses` with pq t-major (pq[k, t g + h]) and the tiles outside each row's
+    visible keys first[t] .. last[t] (first = last: none) written without reading p (zero pulses,
+    pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1)."""
+    g, tb, S = p.shape
+    ntl = pq.shape[0]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    L = np.float32(levels - 1) if levels > 1 else zero
+    invL = one / L if levels > 1 else zero
+    for h in range(g):
+        for t in range(tb):
+            i = h * tb + t
+            j = t * g + h
+            pi, b = p[h, t], bias[t]
+            rmax = zero
+            if mode == 1:
+                for s in range(S):
+                    v = pi[s] if b[s] == 0 else zero
+                    rmax = v if v > rmax else rmax
+                rmax = rmax if rmax > 0 else one
+            for k in range(ntl):
+                s0 = k * rows
+                s1 = min(S, s0 + rows)
+                if s1 <= first[t] or s0 >= last[t]:
+                    pq[k, j, :] = zero
+                    psum[i, k] = zero
+                    m[i, k] = rmax if mode == 1 else one
+                    continue
+                scale = one
+                if mode == 0:
+                    scale = inv_sat[h]
+                elif mode == 1:
+                    scale = one / rmax
+                    m[i, k] = rmax
+                else:
+                    tmax = zero
+                    for s in range(s0, s1):
+                        v = pi[s] if b[s] == 0 else zero
+                        tmax = v if v > tmax else tmax
+                    tmax = tmax if tmax > 0 else one
+                    scale = one / tmax
+                    m[i, k] = tmax
+                if mode == 0:
+                    m[i, k] = one
+                out = pq[k, j]
+                tot = zero
+                for s in range(s0, s1):
+                    v = _pulse(pi[s] * scale, L, invL)
+                    v = v if b[s] == 0 else zero
+                    out[s - s0] = v
+                    tot += v
+                for s in range(s1 - s0, rows):
+                    out[s] = zero
+                psum[i, k] = tot
+
+
+@nb.jit(**_fast)
+def tile_parts_rows(M, r0, g, tb, rw, psum, k, ratio, out):
+    """:func:`tile_parts` of tile k for the t-major rows r0 .. r0 + len(M) (M: their GEMM output;
+    rw (n, tb) the query factors; psum (g tb, ntiles) h-major) into out (len(M), dd)."""
+    for q in range(M.shape[0]):
+        r = r0 + q
+        t = r // g
+        w = psum[(r % g) * tb + t, k]
+        if w == 0:
+            out[q, :] = 0.0
+            continue
+        o = out[q]
+        _tile_mean(M[q], rw, t, np.float32(1.0), o)
+        if ratio:
+            o /= w
+
+
+@nb.jit(**_opts)
+def noisy_tile_rows(part, r0, g, tb, z1, s1, z2, s2, full, half, back, acc):
+    """:func:`noisy_tile_acc` for the t-major rows r0 .. r0 + len(part) of one tile: part and acc
+    (tb g, dd) t-major; z1, z2 (g tb, dd), s1, s2, full, back (g tb,) h-major."""
+    dd = acc.shape[1]
+    has1 = z1.size > 0
+    has2 = z2.size > 0
+    lo, hi = np.float32(-half), np.float32(half - 1)
+    zero = np.float32(0.0)
+    for q in range(part.shape[0]):
+        r = r0 + q
+        i = (r % g) * tb + r // g
+        bk = back[i]
+        if bk == 0:
+            continue
+        a = acc[r]
+        f = full[i]
+        if f > 0:
+            step = f / np.float32(half)
+            p = part[q]
+            for c in range(dd):
+                v = p[c]
+                if has1:
+                    v = v + s1[i] * z1[i, c]
+                if has2:
+                    v = v + s2[i] * z2[i, c]
+                v = min(max(np.rint(v / step), lo), hi) * step
+                a[c] = a[c] + v * bk
+        else:
+            for c in range(dd):
+                a[c] = a[c] + zero * bk

@@ -17,7 +17,8 @@ import numpy as np
 from .. import _fused
 from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, visible
 from ..cache import KVCache
-from .._fused.gaincell import noisy_tile_acc
+from .._fused.gaincell import noisy_tile_acc, noisy_tile_rows, score_noise_strip, score_strip, tile_parts_rows, \
+    tile_pulses_t
 from .._fused.normals import standard_normal_f32
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
@@ -100,6 +101,7 @@ class GainCellAttention(AttentionKernel):
     fused_noise = True  # noisy value tiles: noise, ADC and sum in one compiled pass (False: the NumPy path)
     two_lanes = True  # a call's blocks on two lanes when base.lanes() >= 2 (see attend)
     LANE_MIN_WORK = 1 << 17  # score elements of a call below which it stays on one lane
+    STRIP = 32  # queries per strip of a block's score product (each strip over the keys its rows see)
     DRAW_AHEAD_MIN = 1 << 16  # normal deviates of a call below which they are drawn when taken
 
     def __init__(self, cell: CellModel, config: GainCellConfig, scalers: Scalers | None, *,
@@ -214,7 +216,8 @@ class GainCellAttention(AttentionKernel):
                 rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
                 kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
                 factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
-                               .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]))
+                               .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]),
+                               _runs(allowed[b0:b1, lo:hi], self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
             for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
                 hs = np.arange(j * g, (j + 1) * g)
                 qh = q[hs].astype(np.float32)
@@ -234,12 +237,18 @@ class GainCellAttention(AttentionKernel):
                 Fk = cache.terms(ro, kind, "k", j, nz.mismatch, T)
                 Fv = cache.terms(ro, kind, "v", j, nz.mismatch, T)
                 zs = {}  # each block's (g, tb, s) scores, then weights
+                strips = self.fused_noise and not rec.wants_score_tiles  # scores in strips of visible keys
 
                 def scores(part):
                     """The score tiles of the blocks ``part``; returns each head's largest |logit|."""
                     hmax = np.zeros(g, np.float32)
+                    if strips:
+                        for blk in part:
+                            zs[blk[0]] = self._score_strips(blk, factors[blk[0]], u, Fk, n, s_full, row_scale, hmax,
+                                                            draws, j, var_q, soft and half > 0)
+                        return hmax
                     for (b0, b1, lo, hi) in part:
-                        rw, kw, _, _, bb = factors[b0]
+                        rw, kw, _, _, bb, _ = factors[b0]
                         tb = b1 - b0
                         zb = np.empty((g, tb, hi - lo), np.float32)
                         lhs = (u[:, b0:b1, None, :] * rw.T[None, :, :, None]).reshape(g * tb, n * d)
@@ -273,7 +282,7 @@ class GainCellAttention(AttentionKernel):
                 def values_(part):
                     """The activation and the value arrays of the blocks ``part`` (rows b0..b1 of acc)."""
                     for (b0, b1, lo, hi) in part:
-                        rw, kw, inv_r, inv_k, bb = factors[b0]
+                        rw, kw, inv_r, inv_k, bb, runs = factors[b0]
                         zb = zs.pop(b0)
                         if soft:
                             # the score ADC (reference: the head's largest |logit| in this call), the decay
@@ -287,7 +296,7 @@ class GainCellAttention(AttentionKernel):
                             weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
                         VT = Fv[lo:hi] * kw[:, :, None]
                         acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
-                                                           (layer, hs), draws, ("v", j, b0)).reshape(g, b1 - b0, d)
+                                                           (layer, hs), draws, ("v", j, b0), runs).reshape(g, b1 - b0, d)
 
                 if two:
                     _on_two_lanes(values_, largest_first)
@@ -304,6 +313,51 @@ class GainCellAttention(AttentionKernel):
         if left:  # pragma: no cover - drawn ahead but never taken: the generator would be out of step
             raise RuntimeError("gain-cell noise plan out of step: draws planned that attend did not take")
         return out.astype(q.dtype)
+
+    def _score_strips(self, blk, fac, u, Fk, n, s_full, row_scale, hmax, draws, j, var_q, want_max):
+        """A block's scores (g, tb, s) as the whole-block path computes them, made in strips of
+        ``STRIP`` queries over the keys the strip's rows may see (:func:`_runs`): the product, its
+        noise (the block's planned deviates, all taken, read at the strip's elements), the clamp
+        and rescale; keys a strip's rows do not see are 0. Updates hmax (each head's largest
+        |logit| over the allowed keys) when ``want_max``."""
+        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
+        b0, b1, lo, hi = blk
+        rw, kw, _, _, bb, (_, _, strips, _) = fac
+        g, _, d = u.shape
+        tb = b1 - b0
+        zb = np.empty((g, tb, hi - lo), np.float32)
+        # rows t-major (t g + h), so a strip's rows are one slice for every head
+        lhs = (u[:, b0:b1].transpose(1, 0, 2)[:, :, None, :] * rw.T[:, None, :, None]).reshape(tb * g, n * d)
+        rhs = (Fk[lo:hi] * kw[:, :, None]).reshape(hi - lo, n * d)
+        scale = np.ascontiguousarray(row_scale[:, b0:b1])
+        none64, none32 = np.empty((0, 0), np.float64), np.empty((0, 0), np.float32)
+        noise = []
+        for k0 in range(0, d, ar.rows):  # every planned deviate taken, in the plan's order
+            z64 = s64 = z32 = sig = None
+            if nz.read_noise > 0 and cv.output_levels:
+                s64 = nz.read_noise * np.repeat(s_full, tb)
+                z64 = draws.normal((g * tb, hi - lo), np.float64, ("s", j, b0, k0, 0))
+            if var_q > 0:
+                ps = np.abs(u[:, b0:b1, k0:min(d, k0 + ar.rows)]).sum(axis=2).reshape(g * tb)
+                sig = np.sqrt(var_q * ps).astype(np.float32)
+                z32 = draws.normal((g * tb, hi - lo), np.float32, ("s", j, b0, k0, 1))
+            noise.append((z64, s64, z32, sig))
+        for k0, (z64, s64, z32, sig) in zip(range(0, d, ar.rows), noise):
+            cols = (np.arange(n)[:, None] * d + np.arange(k0, min(d, k0 + ar.rows))[None, :]).ravel()
+            lc, rc = (lhs, rhs) if cols.size == n * d else (lhs[:, cols], rhs[:, cols])
+            last = k0 + ar.rows >= d
+            for t0, t1, ks, ke in strips:
+                if ke <= ks:
+                    if k0 == 0:
+                        zb[:, t0:t1] = 0.0
+                    continue
+                x = lc[t0 * g:t1 * g] @ rc[ks:ke].T
+                if z64 is not None or z32 is not None:
+                    score_noise_strip(x, t0, g, tb, ks, s64 if z64 is not None else s_full,
+                                      none64 if z64 is None else z64, sig if z32 is not None else s_full,
+                                      none32 if z32 is None else z32)
+                score_strip(x, t0, ks, s_full, scale, zb, k0 > 0, bb, last and want_max, hmax)
+        return zb
 
     def _noise_plan(self, blocks, n_kv, g, d, var_q, out_scale):
         """The keys, shapes and dtypes of the normal deviates ``attend`` draws, in the order they
@@ -325,33 +379,39 @@ class GainCellAttention(AttentionKernel):
                 if var_q > 0:
                     yield ("v", j, b0, 1), shape, np.float32
 
-    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None, key=()):
+    def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None, key=(), runs=None):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
         value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
         each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
         one batched GEMM over the tiles, then each tile's ADC (ratiometric or fixed reference),
-        multiplied back and summed digitally. Returns (g tb, dd)."""
+        multiplied back and summed digitally. ``runs``: the block's visible keys (:func:`_runs`),
+        with which the noisy fused path makes each tile's product for the rows that read it only.
+        Returns (g tb, dd) or (g, tb, dd)."""
         cv, nz = self.cfg.converters, self.cfg.noise
         g, tb, s = p.shape
         n, dd = VT.shape[1], VT.shape[2]
         rows = self.cfg.array.rows
         ntl = -(-s // rows)
         R = g * tb
+        ratio = mode == 2 and cv.ratiometric
+        full_r = np.repeat(np.asarray(full, np.float32), tb)
+        digitise = bool(cv.output_levels) and not np.all(np.isinf(full_r))
+        record = self.recorder.wants_tiles and ctx is not None
+        var_q = self.circuit_noise_var() if digitise else 0.0
+        noisy = digitise and (nz.read_noise > 0 or var_q > 0)
+        by_rows = runs is not None and noisy and not record and self.fused_noise
         pq = np.empty((ntl, R, rows), np.float32)
         m = np.ones((R, ntl), np.float32)
         psum = np.empty((R, ntl), np.float32)
-        _fused.tile_pulses(p, bias, mode, inv_sat, cv.input_levels, rows, pq, m, psum)
+        if by_rows:  # pq t-major (row t g + h), tiles outside a row's visible keys not read
+            tile_pulses_t(p, bias, mode, inv_sat, cv.input_levels, rows, runs[0], runs[1], pq, m, psum)
+        else:
+            _fused.tile_pulses(p, bias, mode, inv_sat, cv.input_levels, rows, pq, m, psum)
         vt = np.zeros((ntl * rows, n * dd), np.float32)
         vt[:s] = VT.reshape(s, n * dd)
         vt = vt.reshape(ntl, rows, n * dd)
         rwr = np.tile(rw, (1, g))  # (n, R): row factors repeated per stacked head
-        ratio = mode == 2 and cv.ratiometric
-        full_r = np.repeat(np.asarray(full, np.float32), tb)
-        digitise = bool(cv.output_levels) and not np.all(np.isinf(full_r))
         acc = np.zeros((R, dd), np.float32)
-        record = self.recorder.wants_tiles and ctx is not None
-        var_q = self.circuit_noise_var() if digitise else 0.0
-        noisy = digitise and (nz.read_noise > 0 or var_q > 0)
         if not record and not noisy:
             M = np.matmul(pq, vt)  # (ntl, R, n dd): every tile's raw charge terms
             _fused.tile_outputs(M, rwr, dd, psum, m, ratio, full_r, cv.output_levels // 2, digitise, acc)
@@ -369,6 +429,24 @@ class GainCellAttention(AttentionKernel):
                 pt = psum.T[:, :, None]
                 s2 = np.sqrt(var_q * pt) / (np.where(pt > 0, pt, 1) if ratio else 1.0)
                 z2 = draws.normal(shape, np.float32, key + (1,))
+        if by_rows:
+            # tile by tile, over the rows that may read the tile (t-major: one slice), each row as
+            # the branch below computes it (its product's row, tile_parts, noise, ADC and sum)
+            empty = np.empty((0, 0), np.float32)
+            backr = np.ascontiguousarray(back.T * read)
+            s2r = np.ascontiguousarray(s2[:, :, 0]) if s2 is not None else backr
+            acc_t = np.zeros((tb * g, dd), np.float32)
+            Mk = np.empty((R, n * dd), np.float32)
+            part = np.empty((R, dd), np.float32)
+            for k, (t0, t1) in enumerate(runs[3]):
+                if t1 <= t0:
+                    continue
+                r0, r1 = t0 * g, t1 * g
+                np.matmul(pq[k, r0:r1], vt[k], out=Mk[:r1 - r0])
+                tile_parts_rows(Mk[:r1 - r0], r0, g, tb, rw, psum, k, ratio, part[:r1 - r0])
+                noisy_tile_rows(part[:r1 - r0], r0, g, tb, empty if z1 is None else z1[k], full_r if s1 is None else s1,
+                                empty if z2 is None else z2[k], s2r[k], full_r, cv.output_levels // 2, backr[k], acc_t)
+            return acc_t.reshape(tb, g, dd).transpose(1, 0, 2)
         if not record and self.fused_noise:
             # tile by tile: its GEMM (np.matmul of one slice gives the batched product's bits), its
             # terms combined (tile_parts on the one tile), then noise, ADC and sum in one pass
@@ -512,6 +590,61 @@ def _on_two_lanes(fn, blocks):
     if not fut.cancel():
         fut.result()
     return out
+
+
+# OpenBLAS computes small products (here: M N K up to between 1.5e5 and 3e5 for A B^T, one row
+# for A B) by other kernels, whose sums round differently: a strip's or tile's product is kept
+# above these sizes (merged with the next, or widened), so that each element is summed as the
+# whole block's product sums it (measured on this machine's OpenBLAS 0.3.31; the tests compare
+# bit for bit).
+_BIG_PRODUCT = 1 << 19  # M N K of a score strip's product at least
+_MIN_ROWS = 16  # rows of a value tile's product at least
+
+
+def _runs(al, strip, rows, g, K):
+    """The visible keys of a block (al: its (tb, s) allowed matrix, one run of keys per row for
+    the masks of :class:`..base.Mask`): first, last (tb,) each row's first allowed key and one
+    past its last (0, 0: none); strips [(t0, t1, ks, ke)]: rows t0 .. t1 (``strip`` at a time,
+    merged until the product of their g (t1 - t0) stacked rows over keys ks .. ke with K terms
+    is large, see _BIG_PRODUCT; one strip of every row and key when the block's own is not) and
+    the keys ks .. ke covering their allowed ones; tiles [(t0, t1)] per value tile of ``rows``
+    keys: the rows whose keys meet the tile, widened to _MIN_ROWS stacked rows (t0 = t1: none).
+    A row whose allowed keys are not one run is covered by its first .. last span (a superset:
+    the passes still mask by the bias)."""
+    tb, s = al.shape
+    anyr = al.any(axis=1)
+    first = np.where(anyr, al.argmax(axis=1), 0).astype(np.int64)
+    last = np.where(anyr, s - al[:, ::-1].argmax(axis=1), 0).astype(np.int64)
+    if g * tb * s * K <= _BIG_PRODUCT:
+        strips = [(0, tb, 0, s)]
+    else:
+        strips, cur = [], None
+        for t0 in range(0, tb, strip):
+            t1 = min(tb, t0 + strip)
+            a = anyr[t0:t1]
+            ks, ke = (int(first[t0:t1][a].min()), int(last[t0:t1][a].max())) if a.any() else (s, 0)
+            cur = (t0, t1, ks, ke) if cur is None else (cur[0], t1, min(cur[2], ks), max(cur[3], ke))
+            if g * (cur[1] - cur[0]) * max(cur[3] - cur[2], 0) * K > _BIG_PRODUCT:
+                strips.append(cur)
+                cur = None
+        if cur is not None:  # a small rest joins the strip before it (or is every row: all keys)
+            c0, c1, ks, ke = strips.pop() if strips else (cur[0], cur[1], 0, s)
+            cur = (min(c0, cur[0]), max(c1, cur[1]), min(ks, cur[2]), max(ke, cur[3]))
+            strips.append(cur)
+        strips = [(t0, t1, ks, ke) if ke > ks else (t0, t1, 0, 0) for t0, t1, ks, ke in strips]
+    tiles = []
+    need = -(-_MIN_ROWS // g)
+    for k0 in range(0, s, rows):
+        rd = np.flatnonzero(anyr & (first < k0 + rows) & (last > k0))
+        if not rd.size:
+            tiles.append((0, 0))
+            continue
+        t0, t1 = int(rd[0]), int(rd[-1]) + 1
+        if t1 - t0 < need:
+            t1 = min(tb, t0 + need)
+            t0 = max(0, t1 - need)
+        tiles.append((t0, t1))
+    return first, last, strips, tiles
 
 
 def _split_at_refresh(blocks, positions, N):
