@@ -295,3 +295,20 @@ def test_allowed_max_equals_numpy():
             assert got == 0
         else:
             assert np.float32(got).tobytes() == np.float32(want).tobytes(), (x, al, got, want)
+
+
+def test_scatter_chunk_equals_numpy_division():
+    """The compiled scatter writes chunk row q (query t0 + q // g of head q % g) to
+    out[b0 + t, h0 + h] as o / tot, bit for bit NumPy's float32 division, and nothing else."""
+    rng = np.random.default_rng(9)
+    g, tb, R, d, T, H = 3, 20, 7, 64, 50, 9
+    t0, b0, h0 = 5, 12, 3
+    o = rng.standard_normal((g * R, d)).astype(np.float32)
+    tot = (0.1 + 3 * rng.random(g * tb)).astype(np.float32)
+    out = np.full((T, H, d), np.nan, np.float32)
+    _fused_sprint.scatter_chunk(o, tot, t0, g, tb, out, b0, h0)
+    want = np.full_like(out, np.nan)
+    for q in range(g * R):
+        t, h = t0 + q // g, q % g
+        want[b0 + t, h0 + h] = o[q] / tot[h * tb + t]
+    assert np.array_equal(out, want, equal_nan=True)

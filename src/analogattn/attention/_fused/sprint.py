@@ -292,6 +292,22 @@ def decide_chunk(e, both, t0, g, tb, S, lk, anchor, ptr, cols, theta, base, vpl,
     return bad
 
 
+@nb.jit(**_opts)
+def scatter_chunk(o, tot, t0, g, tb, out, b0, h0):
+    """A chunk's weighted values normalised into the (T, H, d) output: chunk row q (query
+    t = t0 + q // g of head h = q % g, block row i = h tb + t) goes to out[b0 + t, h0 + h] as
+    o[q] / tot[i] (true float32 divisions, no fast-math reciprocal: NumPy's o / tot bit for bit),
+    without the GIL (on two lanes a NumPy call between the products waits for it)."""
+    M, d = o.shape
+    for q in range(M):
+        t = t0 + q // g
+        h = q % g
+        den = tot[h * tb + t]
+        src, dst = o[q], out[b0 + t, h0 + h]
+        for c in range(d):
+            dst[c] = src[c] / den
+
+
 @nb.jit(**_fast)
 def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
     """A query block's masks as the pruning kernel makes them with NumPy (``Mask.allowed`` of

@@ -358,15 +358,14 @@ class SprintAttention(AttentionKernel):
                                  off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
                                  keep, tot, mass, kept, new)
             np.matmul(e, values[lk:hk], out=o)
-            tc = tot_t[t0:t1]
             if n_bad:  # every kept weight of a row underflowed against a pruned maximum
-                for q_ in np.flatnonzero(tc.ravel() < 1e-30):
+                for q_ in np.flatnonzero(tot_t[t0:t1].ravel() < 1e-30):
                     i = (q_ % g) * tb + t0 + q_ // g
                     z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
                     z = np.exp(z - z.max())
                     tot[i] = z.sum()
                     o[q_] = z.astype(np.float32) @ values
-            np.divide(o.reshape(R, g, d), tc[:, :, None], out=out[b0 + t0:b0 + t1, j * g:(j + 1) * g])
+            _fused_sprint.scatter_chunk(o, tot, t0, g, tb, out, b0, j * g)  # out[b0 + t, j g + h] = o / tot
         return keep, float(kept.sum()), float(mass.sum()), float(new.sum())
 
     def _attend_block(self, q, positions, mask, cache, layer, lo, hi):
