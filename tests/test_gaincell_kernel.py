@@ -401,3 +401,21 @@ def test_decode_keeps_each_tokens_terms_with_the_same_outputs(case, monkeypatch)
     else:
         assert c._terms["k"]["arr"] is not None and np.all(c._terms["k"]["filled"] == T)
         assert kept[True][0].std() > 0
+
+
+@pytest.mark.parametrize("levels", [0, 16, 255])
+def test_query_pulses_equal_the_numpy_dac(levels):
+    """The compiled query DAC against sign(u) pulse(|u| / u_max) in float64 (u = a q + b, some
+    beyond full scale: clipped), then float32: bit for bit."""
+    from analogattn.attention._fused.gaincell import query_pulses
+    from analogattn.attention.peripherals import pulse
+    rng = np.random.default_rng(4)
+    g, T, d = 3, 50, 16
+    qh = rng.uniform(-2, 2, (g, T, d)).astype(np.float32)
+    a, b = rng.uniform(0.3, 1.2, g), rng.uniform(-0.1, 0.1, g)
+    u_max = rng.uniform(0.5, 2, (g, T)).astype(np.float32)
+    u = a[:, None, None] * qh + b[:, None, None]
+    ref = (np.sign(u) * pulse(np.abs(u) / u_max[:, :, None], levels)).astype(np.float32)
+    out = np.empty((g, T, d), np.float32)
+    query_pulses(qh, a, b, u_max, levels, out)
+    assert np.array_equal(out, ref) and (np.abs(ref) == 1).any() and (np.abs(ref) < 1).any()

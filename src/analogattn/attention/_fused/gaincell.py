@@ -350,7 +350,9 @@ def score_strip(x, t0, ks, full, scale, out, accumulate, bias, want_max, hmax):
 def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum):
     """:func:`tile_pulses` with pq t-major (pq[k, t g + h]) and the tiles outside each row's
     visible keys first[t] .. last[t] (first = last: none) written without reading p (zero pulses,
-    pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1)."""
+    pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1). A
+    tile's largest weight in 8 lanes (vectorised; exact), its pulses and their sum by
+    tile_pulses' own loop: the same values bit for bit."""
     g, tb, S = p.shape
     ntl = pq.shape[0]
     zero, one = np.float32(0.0), np.float32(1.0)
@@ -375,6 +377,8 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     psum[i, k] = zero
                     m[i, k] = rmax if mode == 1 else one
                     continue
+                seg, bs = pi[s0:s1], b[s0:s1]
+                nseg = s1 - s0
                 scale = one
                 if mode == 0:
                     scale = inv_sat[h]
@@ -382,10 +386,7 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     scale = one / rmax
                     m[i, k] = rmax
                 else:
-                    tmax = zero
-                    for s in range(s0, s1):
-                        v = pi[s] if b[s] == 0 else zero
-                        tmax = v if v > tmax else tmax
+                    tmax = _lane_max_where(seg, bs)
                     tmax = tmax if tmax > 0 else one
                     scale = one / tmax
                     m[i, k] = tmax
@@ -393,14 +394,35 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     m[i, k] = one
                 out = pq[k, j]
                 tot = zero
-                for s in range(s0, s1):
+                for s in range(s0, s1):  # as tile_pulses (its sum's order is LLVM's: kept as is)
                     v = _pulse(pi[s] * scale, L, invL)
                     v = v if b[s] == 0 else zero
                     out[s - s0] = v
                     tot += v
-                for s in range(s1 - s0, rows):
+                for s in range(nseg, rows):
                     out[s] = zero
                 psum[i, k] = tot
+
+
+@nb.jit(inline="always", **_fast)
+def _lane_max_where(seg, bs):
+    """max(0, the largest seg[s] with bs[s] == 0) in 8 accumulators (vectorises; max is exact)."""
+    n = seg.shape[0]
+    zero = np.float32(0.0)
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = zero
+    for s0 in range(0, n - 7, 8):
+        m0 = max(m0, seg[s0] if bs[s0] == 0 else zero)
+        m1 = max(m1, seg[s0 + 1] if bs[s0 + 1] == 0 else zero)
+        m2 = max(m2, seg[s0 + 2] if bs[s0 + 2] == 0 else zero)
+        m3 = max(m3, seg[s0 + 3] if bs[s0 + 3] == 0 else zero)
+        m4 = max(m4, seg[s0 + 4] if bs[s0 + 4] == 0 else zero)
+        m5 = max(m5, seg[s0 + 5] if bs[s0 + 5] == 0 else zero)
+        m6 = max(m6, seg[s0 + 6] if bs[s0 + 6] == 0 else zero)
+        m7 = max(m7, seg[s0 + 7] if bs[s0 + 7] == 0 else zero)
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for s in range(n - n % 8, n):
+        m = max(m, seg[s] if bs[s] == 0 else zero)
+    return m
 
 
 @nb.jit(**_fast)
@@ -451,3 +473,24 @@ def noisy_tile_rows(part, r0, g, tb, z1, s1, z2, s2, full, half, back, acc):
         else:
             for c in range(dd):
                 a[c] = a[c] + zero * bk
+
+
+@nb.jit(**_opts)
+def query_pulses(qh, a, b, u_max, levels, out):
+    """out[h, t, c] = float32(sign(u) pulse(|u| / u_max[h, t])), u = a[h] qh[h, t, c] + b[h] in
+    float64: the query DAC of the kernel, the NumPy expressions' operations in their order
+    (:func:`..peripherals.pulse`: clip to [0, 1], then 0 + round(x / step) step with step =
+    1 / (levels - 1) when levels > 1), strict IEEE, so the same values bit for bit."""
+    g, T, d = qh.shape
+    q = levels > 1
+    step = 1.0 / (levels - 1) if q else 1.0
+    for h in range(g):
+        ah, bh = a[h], b[h]
+        for t in range(T):
+            um = np.float64(u_max[h, t])
+            for c in range(d):
+                u = ah * np.float64(qh[h, t, c]) + bh
+                x = min(max(abs(u) / um, 0.0), 1.0)
+                if q:
+                    x = 0.0 + np.rint((x - 0.0) / step) * step
+                out[h, t, c] = np.float32(np.sign(u) * x)

@@ -17,8 +17,8 @@ import numpy as np
 from .. import _fused
 from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, visible
 from ..cache import KVCache
-from .._fused.gaincell import noisy_tile_acc, noisy_tile_rows, score_noise_strip, score_strip, tile_parts_rows, \
-    tile_pulses_t
+from .._fused.gaincell import noisy_tile_acc, noisy_tile_rows, query_pulses, score_noise_strip, score_strip, \
+    tile_parts_rows, tile_pulses_t
 from .._fused.normals import standard_normal_f32
 from ..peripherals import adc, pulse
 from ..recorders import Recorder
@@ -223,11 +223,18 @@ class GainCellAttention(AttentionKernel):
                 qh = q[hs].astype(np.float32)
                 if sc.k_chan is not None:
                     qh = qh * sc.k_chan[layer, j].astype(np.float32)
-                u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
-                # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
-                u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cv.query_scale
-                         else np.ones((g, T, 1), np.float32))
-                u = (np.sign(u) * pulse(np.abs(u) / u_max, cv.input_levels)).astype(np.float32)
+                if cv.query_scale or sc.a_q.dtype != np.float64 or sc.b_q.dtype != np.float64:
+                    u = sc.a_q[layer, hs][:, None, None] * qh + sc.b_q[layer, hs][:, None, None]
+                    # per-query DAC full scale = the query's largest |u| (undone digitally on the charge)
+                    u_max = (np.abs(u).max(axis=2, keepdims=True).clip(min=1e-12) if cv.query_scale
+                             else np.ones((g, T, 1), np.float32))
+                    u = (np.sign(u) * pulse(np.abs(u) / u_max, cv.input_levels)).astype(np.float32)
+                else:  # the same in one compiled pass
+                    u_max = np.ones((g, T, 1), np.float32)
+                    u = np.empty((g, T, d), np.float32)
+                    query_pulses(np.ascontiguousarray(qh), np.ascontiguousarray(sc.a_q[layer, hs]),
+                                 np.ascontiguousarray(sc.b_q[layer, hs]), u_max[:, :, 0],
+                                 cv.input_levels, u)
                 # digital rescale of the charge: softmax -> logits (an ideal cell gives q.k / sqrt(d))
                 row_scale = u_max[:, :, 0].astype(np.float32)
                 if soft:
@@ -294,7 +301,9 @@ class GainCellAttention(AttentionKernel):
                             if not soft:
                                 w = np.clip(w / np.float32(sc.s_sat[layer, hs[probe]]), 0, 1)
                             weights[b0:b1, lo:hi] = np.where(allowed[b0:b1, lo:hi], w, 0)
-                        VT = Fv[lo:hi] * kw[:, :, None]
+                        VT = np.empty((-(-(hi - lo) // ar.rows) * ar.rows,) + Fv.shape[1:], np.float32)
+                        np.multiply(Fv[lo:hi], kw[:, :, None], out=VT[:hi - lo])
+                        VT[hi - lo:] = 0.0  # the value tiles' rows past the last key
                         acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
                                                            (layer, hs), draws, ("v", j, b0), runs).reshape(g, b1 - b0, d)
 
@@ -381,7 +390,8 @@ class GainCellAttention(AttentionKernel):
 
     def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None, key=(), runs=None):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
-        value terms of its keys (decay factors applied), rw (n, tb) the query-side factors, full (g,)
+        value terms of its keys (decay factors applied; or (tiles x rows, n, dd) with zero rows past
+        s), rw (n, tb) the query-side factors, full (g,)
         each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
         one batched GEMM over the tiles, then each tile's ADC (ratiometric or fixed reference),
         multiplied back and summed digitally. ``runs``: the block's visible keys (:func:`_runs`),
@@ -407,9 +417,12 @@ class GainCellAttention(AttentionKernel):
             tile_pulses_t(p, bias, mode, inv_sat, cv.input_levels, rows, runs[0], runs[1], pq, m, psum)
         else:
             _fused.tile_pulses(p, bias, mode, inv_sat, cv.input_levels, rows, pq, m, psum)
-        vt = np.zeros((ntl * rows, n * dd), np.float32)
-        vt[:s] = VT.reshape(s, n * dd)
-        vt = vt.reshape(ntl, rows, n * dd)
+        if VT.shape[0] == ntl * rows and VT.flags.c_contiguous:  # zero rows past s (the caller's)
+            vt = VT.reshape(ntl, rows, n * dd)
+        else:
+            vt = np.zeros((ntl * rows, n * dd), np.float32)
+            vt[:s] = VT.reshape(s, n * dd)
+            vt = vt.reshape(ntl, rows, n * dd)
         rwr = np.tile(rw, (1, g))  # (n, R): row factors repeated per stacked head
         acc = np.zeros((R, dd), np.float32)
         if not record and not noisy:
