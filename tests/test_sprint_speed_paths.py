@@ -312,3 +312,28 @@ def test_scatter_chunk_equals_numpy_division():
         t, h = t0 + q // g, q % g
         want[b0 + t, h0 + h] = o[q] / tot[h * tb + t]
     assert np.array_equal(out, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("chan", [False, True])
+def test_task_operands_equal_numpy_and_dac_pairs(chan):
+    """The interleaved operands are the NumPy products q / sqrt(d) and dac_pairs of the
+    equalised queries (float32 x float64 channel scales rounded as NumPy does), bit for bit,
+    row t g + h holding query t of head h."""
+    rng = np.random.default_rng(10)
+    Hq, T, g, b0, tb, M = 9, 40, 3, 8, 25, 15
+    h0 = 3
+    q = rng.standard_normal((Hq, T, d)).astype(np.float32)
+    ch = (0.5 + rng.random(d)) if chan else None  # float64, as the calibration stores them
+    b_dac = (np.linspace(0, 1, M + 1) ** 1.3).astype(np.float32)
+    w = (1 + 0.01 * rng.standard_normal(d)).astype(np.float32)
+    scale = np.float32(1 / np.sqrt(d))
+    qs_t, lhs_t = np.empty((tb, g, d), np.float32), np.empty((tb, g, 2, d), np.float32)
+    u = np.empty(g * tb, np.float32)
+    _fused_sprint.task_operands(q, h0, b0, scale, ch, M, b_dac, w, qs_t, lhs_t, u)
+    qg = q[h0:h0 + g, b0:b0 + tb].reshape(g * tb, d)  # block order i = h tb + t
+    qe = np.ascontiguousarray(qg * ch if chan else qg, np.float32)
+    pairs = np.empty((g * tb, 2, d), np.float32)
+    u_want = dac_pairs(qe, M, b_dac, w, pairs)
+    assert np.array_equal(u, u_want)
+    assert np.array_equal(qs_t, (qg * scale).reshape(g, tb, d).transpose(1, 0, 2))
+    assert np.array_equal(lhs_t, pairs.reshape(g, tb, 2, d).transpose(1, 0, 2, 3))

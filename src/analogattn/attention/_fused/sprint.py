@@ -90,6 +90,31 @@ def dac_pairs(qe, M, b_dac, w, lhs):
     return u_max
 
 
+@nb.jit(**_fast)
+def task_operands(q, h0, b0, scale, chan, M, b_dac, w, qs_t, lhs_t, u_max):
+    """A (block, KV head) task's query operands in the chunks' interleaved row order (query t of
+    head h at row t g + h), from q (H, T, d) directly: qs_t[t, h] = q[h0 + h, b0 + t] x scale
+    (float32), lhs_t[t, h] = ``dac_pairs`` of the equalised query qe = float32(q[h0 + h, b0 + t] x chan)
+    (``chan`` None: qe = q; a float64 chan multiplies in float64 and rounds, as NumPy's
+    float32 x float64), u_max[h tb + t] its DAC full scale. The same values as the NumPy
+    products and dac_pairs on the (g tb, d) rows, without their copies and transposes."""
+    tb, g, d = qs_t.shape
+    qe = np.empty(d, np.float32)
+    for t in range(tb):
+        for h in range(g):
+            qr = q[h0 + h, b0 + t]
+            qo = qs_t[t, h]
+            for c in range(d):
+                qo[c] = qr[c] * scale
+            if chan is None:
+                for c in range(d):
+                    qe[c] = qr[c]
+            else:
+                for c in range(d):
+                    qe[c] = np.float32(qr[c] * chan[c])
+            u_max[h * tb + t] = _dac_row(qe, qe, M, b_dac, w, lhs_t[t, h, 0], lhs_t[t, h, 1])
+
+
 @nb.jit(**_opts)
 def anchor_max(exact, ptr, cols, T):
     """Largest exact score of each row among its query's anchor keys, given as a CSR list

@@ -304,19 +304,24 @@ class SprintAttention(AttentionKernel):
         tb, S = b1 - b0, hi - lo
         n = g * tb
         keys, values, cells = cache.keys[j, lo:hi], cache.values[j, lo:hi], cache.cells[j, lo:hi]
-        qg = q[j * g:(j + 1) * g, b0:b1].reshape(n, d)
         scale = np.float32(1.0 / math.sqrt(d))
-        qs = qg * scale
-        qe = qg * sc.k_chan[layer, j] if sc.k_chan is not None else qg
         r = float(sc.r_diff[layer, j] if sc.r_diff is not None else x.r_f)
         vpl_unit = self.kappa * math.sqrt(d) / sc.k_step[layer, j]
-        # column_currents' drive and reference column (one tile); each query's two operands side by side
+        # the products' query operands with the g heads interleaved (row t g + h: query t of head
+        # h), so a chunk of queries of every head is one contiguous block of rows and each product
+        # packs the chunk's keys (cells, values) once for the g heads: qs = q / sqrt(d) and
+        # column_currents' drive (one tile), each query's two operands side by side
         c2 = np.float32(x.c2)
-        qe = np.ascontiguousarray(qe, np.float32)
         w = x.weights[:d].astype(np.float32)
-        lhs = np.empty((n, 2, d), np.float32)
-        u_max = _fused_sprint.dac_pairs(qe, self._m, self._b_dac, w, lhs)[:, None]
-        riw, rsab = lhs[:, 0] @ ref[:d], lhs[:, 1] @ ref[:d]
+        qs_t = np.empty((tb, g, d), np.float32)
+        lhs_t = np.empty((tb, g, 2, d), np.float32)
+        u_max = np.empty(n, np.float32)
+        _fused_sprint.task_operands(q, j * g, b0, scale, None if sc.k_chan is None else sc.k_chan[layer, j],
+                                    self._m, self._b_dac, w, qs_t, lhs_t, u_max)
+        u_max = u_max[:, None]
+        # the reference column's currents (rows back in block order i = h tb + t)
+        riw = (lhs_t[:, :, 0].reshape(n, d) @ ref[:d]).reshape(tb, g).T.ravel()
+        rsab = (lhs_t[:, :, 1].reshape(n, d) @ ref[:d]).reshape(tb, g).T.ravel()
         ref_lin = np.zeros(n, np.float32)
         ref_var = np.zeros(n, np.float32)
         ref_lin += riw + c2 * riw * rsab
@@ -339,11 +344,6 @@ class SprintAttention(AttentionKernel):
         mass = np.empty(n, np.float64)
         kept = np.empty(n, np.int64)
         new = np.empty(n, np.int64)
-        # the chunks' operands with the g heads interleaved (row t g + h: query t of head h), so a
-        # chunk of queries of every head is one contiguous block of rows and each product packs
-        # the chunk's keys (cells, values) once for the g heads
-        qs_t = np.ascontiguousarray(qs.reshape(g, tb, d).transpose(1, 0, 2))
-        lhs_t = np.ascontiguousarray(lhs.reshape(g, tb, 2, d).transpose(1, 0, 2, 3))
         tot_t = tot.reshape(g, tb).T  # (tb, g) views of the per-row sums
         for t0, t1, lk, hk in blk["chunks"]:
             R, L = t1 - t0, hk - lk
@@ -361,7 +361,7 @@ class SprintAttention(AttentionKernel):
             if n_bad:  # every kept weight of a row underflowed against a pruned maximum
                 for q_ in np.flatnonzero(tot_t[t0:t1].ravel() < 1e-30):
                     i = (q_ % g) * tb + t0 + q_ // g
-                    z = np.where(keep[i], qs[i] @ keys.T, -np.inf)
+                    z = np.where(keep[i], qs_t[t0 + q_ // g, q_ % g] @ keys.T, -np.inf)
                     z = np.exp(z - z.max())
                     tot[i] = z.sum()
                     o[q_] = z.astype(np.float32) @ values
