@@ -170,7 +170,6 @@ class GainCellAttention(AttentionKernel):
         H, T, _ = q.shape
         g = H // n_kv
         allowed = visible(mask, positions, kpos, ar.window)
-        bias = np.where(allowed, np.float32(0.0), np.float32(-np.inf))
         lam = 0.0
         kind, fs = ro.decay_terms(1.0)
         if np.isfinite(self.cell.tau) and ar.token_period > 0:
@@ -215,9 +214,10 @@ class GainCellAttention(AttentionKernel):
                 k = np.exp(-lam * (c0 - kp))
                 rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
                 kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
+                al = allowed[b0:b1, lo:hi]
                 factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
-                               .astype(np.float32), np.ascontiguousarray(bias[b0:b1, lo:hi]),
-                               _runs(allowed[b0:b1, lo:hi], self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
+                               .astype(np.float32), np.where(al, np.float32(0.0), np.float32(-np.inf)),
+                               _runs(al, self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
             for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
                 hs = np.arange(j * g, (j + 1) * g)
                 qh = q[hs].astype(np.float32)
@@ -304,8 +304,8 @@ class GainCellAttention(AttentionKernel):
                         VT = np.empty((-(-(hi - lo) // ar.rows) * ar.rows,) + Fv.shape[1:], np.float32)
                         np.multiply(Fv[lo:hi], kw[:, :, None], out=VT[:hi - lo])
                         VT[hi - lo:] = 0.0  # the value tiles' rows past the last key
-                        acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat,
-                                                           (layer, hs), draws, ("v", j, b0), runs).reshape(g, b1 - b0, d)
+                        acc[:, b0:b1] += self._value_block(zb, bb, VT, rw, v_full, mode, inv_sat, (layer, hs), draws,
+                                                           ("v", j, b0), runs).reshape(g, b1 - b0, d)
 
                 if two:
                     _on_two_lanes(values_, largest_first)
