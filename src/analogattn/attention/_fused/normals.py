@@ -21,7 +21,7 @@ branches), in blocks of up to ``_BLOCK`` 64-bit outputs:
   so that the compiler vectorises the loop (vpmuludq);
 - the ziggurat's fast path (accept when rabs < ki[idx], ~98.5 %) for every word of the block in a
   vectorised loop, a candidate not accepted at once flagged (a byte, read 8 at a time);
-- a sequential pass copies accepted values in order, 16 (8) at a time, and at a flag runs NumPy's
+- a sequential pass copies accepted values in order, 32 at a time, and at a flag runs NumPy's
   rejection step (a wedge or the tail) on that word, whose uniforms are the following words, as
   NumPy's stream gives them; a word so taken is not a candidate, its precomputed value unused;
 - the generator ends where NumPy's does: advanced by the number of 64-bit outputs taken (O(log n)
@@ -319,17 +319,18 @@ def pcg64_normals_f32(st, out):
             nw, nc = _refill(sb, ihi, ilo, ch, cl, nc, w, u, xs, fl, n - i)
             p = 0
         if mode == 0:
-            if p + 16 <= nw and i + 16 <= n:  # 16 copied, then checked
+            if p + 32 <= nw and i + 32 <= n:  # 32 copied, then checked
                 _copy64b(flat, i, xs, p)
+                _copy64b(flat, i + 16, xs, p + 16)
                 g = _load8(fl, p)
                 k = 0
+                while g == _U0 and k < 24:
+                    k += 8
+                    g = _load8(fl, p + k)
                 if g == _U0:
-                    g = _load8(fl, p + 8)
-                    k = 8
-                    if g == _U0:
-                        i += 16
-                        p += 16
-                        continue
+                    i += 32
+                    p += 32
+                    continue
                 k += np.int64(_cttz64(g) >> np.uint64(3))  # the first not accepted at once
                 i += k
                 p += k
@@ -399,14 +400,21 @@ def pcg64_normals_f64(st, out):
             nw, nc = _refill(sb, ihi, ilo, ch, cl, nc, w, u, xs, fl, n - i)
             p = 0
         if mode == 0:
-            if p + 8 <= nw and i + 8 <= n:
+            if p + 32 <= nw and i + 32 <= n:  # 32 copied, then checked
                 _copy64b(flat, i, xs, p)
+                _copy64b(flat, i + 8, xs, p + 8)
+                _copy64b(flat, i + 16, xs, p + 16)
+                _copy64b(flat, i + 24, xs, p + 24)
                 g = _load8(fl, p)
+                k = 0
+                while g == _U0 and k < 24:
+                    k += 8
+                    g = _load8(fl, p + k)
                 if g == _U0:
-                    i += 8
-                    p += 8
+                    i += 32
+                    p += 32
                     continue
-                k = np.int64(_cttz64(g) >> np.uint64(3))
+                k += np.int64(_cttz64(g) >> np.uint64(3))
                 i += k
                 p += k
             elif fl[p] == 0:
