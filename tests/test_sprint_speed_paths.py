@@ -147,7 +147,7 @@ def test_decide_chunk_equals_decide_softmax(anchor):
         ch = np.ascontiguousarray(e2[rows, lk:lk + L])
         both = np.stack([iw[rows, lk:lk + L], sab[rows, lk:lk + L]], axis=1).reshape(2 * len(rows), L)
         n_bad = decide_chunk(ch, both, t0, g, T, S, lk, anchor, ptr, f_cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
-                             pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
+                             pool, start, allowed, forced, k2_, tot, mass, kept, new)
         assert n_bad == np.count_nonzero(want[0][rows] < 1e-30)
         e2[rows, lk:lk + L] = ch
     assert np.array_equal(k1, k2_) and 0.2 < k1[:, lk:lk + L].mean() < 0.8
@@ -225,9 +225,8 @@ def test_block_masks_equal_numpy(mask, window, rule):
     forced &= allowed
     got = _fused_sprint.block_masks(qpos, kpos, ("causal", "sliding", "bidirectional").index(mask.kind), mask.window,
                                     window, rule == "anchor", sink, local, C)
-    al, fo, bias, ptr, cols, n_allowed, n_free, lk, hk = got
+    al, fo, ptr, cols, n_allowed, n_free, lk, hk = got
     assert np.array_equal(al, allowed) and np.array_equal(fo, forced)
-    assert np.array_equal(bias, np.where(allowed, np.float32(0), np.float32(-np.inf))) and bias.dtype == np.float32
     rows, want_cols = np.nonzero(forced)
     assert np.array_equal(cols, want_cols) and np.array_equal(ptr, np.searchsorted(rows, np.arange(len(qpos) + 1)))
     assert np.array_equal(n_allowed, allowed.sum(axis=1)) and n_free == np.count_nonzero(allowed & ~forced)

@@ -274,7 +274,7 @@ class SprintAttention(AttentionKernel):
         cfg = self.cfg.pruning
         kind = ("causal", "sliding", "bidirectional").index(mask.kind)
         T, S, C = len(positions), len(kpos), self.chunk
-        allowed, forced, bias, f_ptr, f_cols, n_allowed, n_free, lks, hks = _fused_sprint.block_masks(
+        allowed, forced, f_ptr, f_cols, n_allowed, n_free, lks, hks = _fused_sprint.block_masks(
             np.asarray(positions, np.int64), np.asarray(kpos, np.int64), kind, mask.window, cfg.window,
             cfg.rule == "anchor", cfg.sink, cfg.local, C)
         chunks = []
@@ -282,7 +282,7 @@ class SprintAttention(AttentionKernel):
             if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
                 lk, hk = 0, S
             chunks.append((t0, min(T, t0 + C), lk, hk))
-        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
+        return dict(allowed=allowed, forced=forced, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
                     n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(), n_free=float(n_free))
 
     def _scratch(self, lane, n, dtype=np.float32):
@@ -355,7 +355,7 @@ class SprintAttention(AttentionKernel):
             np.matmul(qs_t[t0:t1].reshape(M, d), keys[lk:hk].T, out=e)
             np.matmul(lhs_t[t0:t1].reshape(2 * M, d), cells[lk:hk].T, out=both)
             n_bad = decide_chunk(e, both, t0, g, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl, mu,
-                                 off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
+                                 off, r, c2, k2, cn2, pool, start, blk["allowed"], blk["forced"],
                                  keep, tot, mass, kept, new)
             np.matmul(e, values[lk:hk], out=o)
             if n_bad:  # every kept weight of a row underflowed against a pruned maximum
