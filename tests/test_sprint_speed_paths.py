@@ -147,7 +147,7 @@ def test_decide_chunk_equals_decide_softmax(anchor):
         ch = np.ascontiguousarray(e2[rows, lk:lk + L])
         both = np.stack([iw[rows, lk:lk + L], sab[rows, lk:lk + L]], axis=1).reshape(2 * len(rows), L)
         n_bad = decide_chunk(ch, both, t0, g, T, S, lk, anchor, ptr, f_cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
-                             pool, start, allowed, forced, k2_, tot, mass, kept, new)
+                             pool, start, bias, allowed, forced, k2_, tot, mass, kept, new)
         assert n_bad == np.count_nonzero(want[0][rows] < 1e-30)
         e2[rows, lk:lk + L] = ch
     assert np.array_equal(k1, k2_) and 0.2 < k1[:, lk:lk + L].mean() < 0.8
@@ -225,8 +225,9 @@ def test_block_masks_equal_numpy(mask, window, rule):
     forced &= allowed
     got = _fused_sprint.block_masks(qpos, kpos, ("causal", "sliding", "bidirectional").index(mask.kind), mask.window,
                                     window, rule == "anchor", sink, local, C)
-    al, fo, ptr, cols, n_allowed, n_free, lk, hk = got
+    al, fo, bias, ptr, cols, n_allowed, n_free, lk, hk = got
     assert np.array_equal(al, allowed) and np.array_equal(fo, forced)
+    assert np.array_equal(bias, np.where(allowed, np.float32(0), np.float32(-np.inf))) and bias.dtype == np.float32
     rows, want_cols = np.nonzero(forced)
     assert np.array_equal(cols, want_cols) and np.array_equal(ptr, np.searchsorted(rows, np.arange(len(qpos) + 1)))
     assert np.array_equal(n_allowed, allowed.sum(axis=1)) and n_free == np.count_nonzero(allowed & ~forced)
@@ -328,7 +329,8 @@ def test_task_operands_equal_numpy_and_dac_pairs(chan):
     scale = np.float32(1 / np.sqrt(d))
     qs_t, lhs_t = np.empty((tb, g, d), np.float32), np.empty((tb, g, 2, d), np.float32)
     u = np.empty(g * tb, np.float32)
-    _fused_sprint.task_operands(q, h0, b0, scale, ch, M, b_dac, w, qs_t, lhs_t, u)
+    lhs = np.empty((g * tb, 2, d), np.float32)
+    _fused_sprint.task_operands(q, h0, b0, scale, ch, M, b_dac, w, qs_t, lhs_t, lhs, u)
     qg = q[h0:h0 + g, b0:b0 + tb].reshape(g * tb, d)  # block order i = h tb + t
     qe = np.ascontiguousarray(qg * ch if chan else qg, np.float32)
     pairs = np.empty((g * tb, 2, d), np.float32)
@@ -336,3 +338,4 @@ def test_task_operands_equal_numpy_and_dac_pairs(chan):
     assert np.array_equal(u, u_want)
     assert np.array_equal(qs_t, (qg * scale).reshape(g, tb, d).transpose(1, 0, 2))
     assert np.array_equal(lhs_t, pairs.reshape(g, tb, 2, d).transpose(1, 0, 2, 3))
+    assert np.array_equal(lhs, pairs)  # block order too

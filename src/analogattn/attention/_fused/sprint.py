@@ -91,13 +91,16 @@ def dac_pairs(qe, M, b_dac, w, lhs):
 
 
 @nb.jit(**_fast)
-def task_operands(q, h0, b0, scale, chan, M, b_dac, w, qs_t, lhs_t, u_max):
+def task_operands(q, h0, b0, scale, chan, M, b_dac, w, qs_t, lhs_t, lhs, u_max):
     """A (block, KV head) task's query operands in the chunks' interleaved row order (query t of
     head h at row t g + h), from q (H, T, d) directly: qs_t[t, h] = q[h0 + h, b0 + t] x scale
     (float32), lhs_t[t, h] = ``dac_pairs`` of the equalised query qe = float32(q[h0 + h, b0 + t] x chan)
     (``chan`` None: qe = q; a float64 chan multiplies in float64 and rounds, as NumPy's
-    float32 x float64), u_max[h tb + t] its DAC full scale. The same values as the NumPy
-    products and dac_pairs on the (g tb, d) rows, without their copies and transposes."""
+    float32 x float64), u_max[h tb + t] its DAC full scale; the drive also in block order
+    (lhs[h tb + t] = lhs_t[t, h], the layout dac_pairs gives: the reference column's
+    matrix-vector products on it round as before, which they need not on reordered rows). The
+    same values as the NumPy products and dac_pairs on the (g tb, d) rows, without their copies
+    and transposes."""
     tb, g, d = qs_t.shape
     qe = np.empty(d, np.float32)
     for t in range(tb):
@@ -112,7 +115,10 @@ def task_operands(q, h0, b0, scale, chan, M, b_dac, w, qs_t, lhs_t, u_max):
             else:
                 for c in range(d):
                     qe[c] = np.float32(qr[c] * chan[c])
-            u_max[h * tb + t] = _dac_row(qe, qe, M, b_dac, w, lhs_t[t, h, 0], lhs_t[t, h, 1])
+            i = h * tb + t
+            u_max[i] = _dac_row(qe, qe, M, b_dac, w, lhs_t[t, h, 0], lhs_t[t, h, 1])
+            lhs[i, 0] = lhs_t[t, h, 0]
+            lhs[i, 1] = lhs_t[t, h, 1]
 
 
 @nb.jit(**_opts)
@@ -184,17 +190,16 @@ def _allowed_max(bits, al):
 
 
 @nb.jit(inline="always", **_fast)
-def _kept_row_allowed(e, bits, al, kp, kq):
+def _kept_row_allowed(e, bits, al, b, kp, kq):
     """``_kept_row`` with the row maximum taken by ``_allowed_max`` (bits: e's bit patterns, al
-    the allowed keys) and the not allowed keys' weights set to 0 by a select instead of a -inf
-    bias (exp32 of -inf is 0, of x + 0 the same as of x): the same values."""
+    the allowed keys, b their 0 / -inf biases): the same values."""
     zero = np.float32(0.0)
     m = _allowed_max(bits, al)
     m = zero if m == -np.inf else m
     a = zero
     k = zero
     for s in range(e.shape[0]):
-        v = exp32(e[s] - m) if al[s] else zero
+        v = exp32(e[s] - m + b[s])
         a += v
         w = v if kp[s] else zero
         e[s] = w
@@ -261,7 +266,7 @@ def _threshold_row(m, theta, base, vpl, mu, anchor):
 
 @nb.jit(**_fast)
 def decide_chunk(e, both, t0, g, tb, S, lk, anchor, ptr, cols, theta, base, vpl, mu, off, r, c2, k2, cn2,
-                 pool, start, allowed, forced, keep, tot, mass, kept, new):
+                 pool, start, bias, allowed, forced, keep, tot, mass, kept, new):
     """``decide_softmax`` (with the anchor maximum and the row constants of the NumPy kernel) on
     a chunk of queries t0 .. t0 + R of the g heads of one KV head, the heads interleaved: chunk
     row q is query t = t0 + q // g of head h = q % g, block row i = h tb + t (the rows of g heads
@@ -298,7 +303,7 @@ def decide_chunk(e, both, t0, g, tb, S, lk, anchor, ptr, cols, theta, base, vpl,
                 for u in range(0, L, 16):
                     _prefetch(pool, nxt + u)
         a_, b_, o_ = both[2 * q], both[2 * q + 1], off[lk:lk + L]
-        al, fo = allowed[t, lk:lk + L], forced[t, lk:lk + L]
+        al, fo, bi = allowed[t, lk:lk + L], forced[t, lk:lk + L], bias[t, lk:lk + L]
         kfull = keep[i]
         ke = kfull[lk:lk + L]
         for s in range(L):
@@ -309,7 +314,7 @@ def decide_chunk(e, both, t0, g, tb, S, lk, anchor, ptr, cols, theta, base, vpl,
         kfull[:lk] = False
         kfull[lk + L:] = False
         kq = keep[i - 1, lk:lk + L] if t > 0 else ke
-        k_, ms, c, nw = _kept_row_allowed(er, eb[q], al, ke, kq)
+        k_, ms, c, nw = _kept_row_allowed(er, eb[q], al, bi, ke, kq)
         tot[i] = k_
         mass[i] = ms
         kept[i] = c
@@ -340,13 +345,14 @@ def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
     kind 0 causal / 1 sliding over mwin tokens / 2 bidirectional, narrowed to the kernel's own
     window ``win`` when non-zero; forced: the query's own key, and with the anchor rule the
     first ``sink`` positions and the last ``local``; forced only where allowed), in one pass:
-    (allowed, forced (T, S) bool; the forced keys as a CSR list
+    (allowed, forced (T, S) bool; bias (T, S) float32 0 / -inf; the forced keys as a CSR list
     ptr (T + 1), cols; allowed keys per query; free (allowed, not forced) count; per chunk of C
     queries the key range [lk, hk) holding every allowed key of its queries (hk <= lk: none)).
     Branch-free element loop (bitwise & and |, no short-circuit), so LLVM vectorises it."""
     T, S = qpos.shape[0], kpos.shape[0]
     allowed = np.empty((T, S), np.bool_)
     forced = np.empty((T, S), np.bool_)
+    bias = np.empty((T, S), np.float32)
     n_allowed = np.zeros(T, np.int64)
     ptr = np.zeros(T + 1, np.int64)
     cols = np.empty(T * S, np.int64)
@@ -358,7 +364,7 @@ def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
     every, sliding, narrowed = kind == 2, kind != 1, win == 0
     for t in range(T):
         qp = qpos[t]
-        al, fo = allowed[t], forced[t]
+        al, fo, bi = allowed[t], forced[t], bias[t]
         na = 0
         nfr = 0
         for s in range(S):
@@ -367,6 +373,7 @@ def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
             f = ((kp == qp) | (anchor & ((kp < sink) | (kp > qp - local)))) & ok
             al[s] = ok
             fo[s] = f
+            bi[s] = np.float32(0.0) if ok else np.float32(-np.inf)
             na += np.int64(ok)
             nfr += np.int64(ok & ~f)
         n_allowed[t] = na
@@ -386,4 +393,4 @@ def block_masks(qpos, kpos, kind, mwin, win, anchor, sink, local, C):
             ch = t // C
             lk[ch] = min(lk[ch], a)
             hk[ch] = max(hk[ch], b)
-    return allowed, forced, ptr, cols[:nf].copy(), n_allowed, n_free, lk, hk
+    return allowed, forced, bias, ptr, cols[:nf].copy(), n_allowed, n_free, lk, hk

@@ -274,7 +274,7 @@ class SprintAttention(AttentionKernel):
         cfg = self.cfg.pruning
         kind = ("causal", "sliding", "bidirectional").index(mask.kind)
         T, S, C = len(positions), len(kpos), self.chunk
-        allowed, forced, f_ptr, f_cols, n_allowed, n_free, lks, hks = _fused_sprint.block_masks(
+        allowed, forced, bias, f_ptr, f_cols, n_allowed, n_free, lks, hks = _fused_sprint.block_masks(
             np.asarray(positions, np.int64), np.asarray(kpos, np.int64), kind, mask.window, cfg.window,
             cfg.rule == "anchor", cfg.sink, cfg.local, C)
         chunks = []
@@ -282,7 +282,7 @@ class SprintAttention(AttentionKernel):
             if hk <= lk or not self.trim:  # no allowed key: the whole row, as _attend_block
                 lk, hk = 0, S
             chunks.append((t0, min(T, t0 + C), lk, hk))
-        return dict(allowed=allowed, forced=forced, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
+        return dict(allowed=allowed, forced=forced, bias=bias, f_ptr=f_ptr, f_cols=f_cols, chunks=chunks,
                     n_allowed=n_allowed, n_allowed_sum=n_allowed.sum(), n_free=float(n_free))
 
     def _scratch(self, lane, n, dtype=np.float32):
@@ -315,13 +315,14 @@ class SprintAttention(AttentionKernel):
         w = x.weights[:d].astype(np.float32)
         qs_t = np.empty((tb, g, d), np.float32)
         lhs_t = np.empty((tb, g, 2, d), np.float32)
+        lhs = np.empty((n, 2, d), np.float32)  # the drive in block order i = h tb + t
         u_max = np.empty(n, np.float32)
         _fused_sprint.task_operands(q, j * g, b0, scale, None if sc.k_chan is None else sc.k_chan[layer, j],
-                                    self._m, self._b_dac, w, qs_t, lhs_t, u_max)
+                                    self._m, self._b_dac, w, qs_t, lhs_t, lhs, u_max)
         u_max = u_max[:, None]
-        # the reference column's currents (rows back in block order i = h tb + t)
-        riw = (lhs_t[:, :, 0].reshape(n, d) @ ref[:d]).reshape(tb, g).T.ravel()
-        rsab = (lhs_t[:, :, 1].reshape(n, d) @ ref[:d]).reshape(tb, g).T.ravel()
+        # the reference column's currents, on the block-order rows (a matrix-vector product's
+        # rounding may depend on a row's place: OpenBLAS's tail rows differ, e.g. 15 rows)
+        riw, rsab = lhs[:, 0] @ ref[:d], lhs[:, 1] @ ref[:d]
         ref_lin = np.zeros(n, np.float32)
         ref_var = np.zeros(n, np.float32)
         ref_lin += riw + c2 * riw * rsab
@@ -355,7 +356,7 @@ class SprintAttention(AttentionKernel):
             np.matmul(qs_t[t0:t1].reshape(M, d), keys[lk:hk].T, out=e)
             np.matmul(lhs_t[t0:t1].reshape(2 * M, d), cells[lk:hk].T, out=both)
             n_bad = decide_chunk(e, both, t0, g, tb, S, lk, anchor, blk["f_ptr"], blk["f_cols"], theta, base, vpl, mu,
-                                 off, r, c2, k2, cn2, pool, start, blk["allowed"], blk["forced"],
+                                 off, r, c2, k2, cn2, pool, start, blk["bias"], blk["allowed"], blk["forced"],
                                  keep, tot, mass, kept, new)
             np.matmul(e, values[lk:hk], out=o)
             if n_bad:  # every kept weight of a row underflowed against a pruned maximum
