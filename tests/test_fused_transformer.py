@@ -138,6 +138,36 @@ def test_lanes_take_back_work_the_busy_helper_has_not_started():
         blocker.result()
 
 
+def test_taken_back_work_does_not_keep_its_buffers_alive():
+    """A hand-off the busy helper never started stays in its queue until the helper gets there;
+    it must not keep the work's closure (and the buffer it writes: a forward pass's logits, which
+    the next call reuses only when nobody else holds them) alive meanwhile."""
+    import gc
+    import threading
+    import weakref
+    from analogattn.attention.base import helper_thread
+    from analogattn.transformer import lanes
+    if base.lanes() < 2:
+        pytest.skip("one lane in this process")
+    gate = threading.Event()
+    blocker = helper_thread("lane").submit(gate.wait, 10)
+    try:
+        buf = np.zeros(1000)
+        ref = weakref.ref(buf)
+
+        def fill(r0, r1, out=buf):
+            out[r0:r1] = 1.0
+        lanes.split(fill, 1000)  # both halves here: the helper is busy
+        assert buf.sum() == 1000.0
+        del buf, fill
+        gc.collect()
+        assert ref() is None, "the cancelled hand-off still holds the work's buffer"
+        assert not blocker.done()
+    finally:
+        gate.set()
+        blocker.result()
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_softmax_ranges_equals_numpy(seed):
     from analogattn.attention._fused import softmax_ranges

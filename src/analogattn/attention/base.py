@@ -263,18 +263,29 @@ def two_way(here, there):
     holds the other core: a hand-off then waits for a time slice, measured 10-100 ms a hand-off on
     this loaded VM), this thread takes it back and runs it itself, so a busy machine costs at most
     the serial time. The same work runs either way (results do not depend on who ran it). Waits
-    for the helper before returning or raising; ``here``'s error wins over ``there``'s."""
-    fut = helper_thread("lane").submit(there)
+    for the helper before returning or raising; ``here``'s error wins over ``there``'s. A
+    cancelled hand-off stays in the helper's queue until the helper reaches it; it holds only an
+    emptied box, not ``there`` (whose closure may hold a large buffer the caller means to reuse)."""
+    box = [there]
+
+    def run():
+        fn = box[0]
+        if fn is not None:
+            fn()
+    fut = helper_thread("lane").submit(run)
     try:
         here()
     except BaseException:
-        if not fut.cancel():
+        if fut.cancel():
+            box[0] = None
+        else:
             try:
                 fut.result()
             except BaseException:  # noqa: BLE001 - the first error is the one reported
                 pass
         raise
     if fut.cancel():
+        box[0] = None
         there()
     else:
         fut.result()
