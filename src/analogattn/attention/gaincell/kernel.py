@@ -4,7 +4,9 @@ Decay with a non-linear cell is kept separable by expanding the decayed cell cur
 terms, I(V_eq + y D) ~ sum_i D^i f_i(y) (y = V - V_eq; :meth:`CellReadout.decay_terms`), and
 D[t, s] = exp(-(t - s) T_tok / tau) = r_t k_s about a reference query: every term folds into the
 query rows and key columns of one matrix product. Queries go in blocks that read only the keys
-they may see; the per-element work after each matrix product is compiled (:mod:`.._fused`).
+they may see (the score product in strips of queries over the keys the strip sees, a value
+tile's product over the queries that read it: a causal block's masked triangle is not computed);
+the per-element work after each matrix product is compiled (:mod:`.._fused`).
 """
 from __future__ import annotations
 
@@ -391,8 +393,7 @@ class GainCellAttention(AttentionKernel):
     def _value_block(self, p, bias, VT, rw, full, mode, inv_sat, ctx=None, draws=None, key=(), runs=None):
         """A block's value arrays: p (g, tb, s) weights (or hardsigmoid charges), VT (s, n, dd) the
         value terms of its keys (decay factors applied; or (tiles x rows, n, dd) with zero rows past
-        s), rw (n, tb) the query-side factors, full (g,)
-        each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
+        s), rw (n, tb) the query-side factors, full (g,) each head's tile full scale. Pulses per tile (``mode``: 0 none, 1 row, 2 tile scaling),
         one batched GEMM over the tiles, then each tile's ADC (ratiometric or fixed reference),
         multiplied back and summed digitally. ``runs``: the block's visible keys (:func:`_runs`),
         with which the noisy fused path makes each tile's product for the rows that read it only.
