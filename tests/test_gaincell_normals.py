@@ -147,3 +147,23 @@ def test_advance_and_block_outputs_match_numpy():
 def test_other_bit_generators_use_numpy():
     a, b = np.random.Generator(np.random.MT19937(3)), np.random.Generator(np.random.MT19937(3))
     assert np.array_equal(standard_normal_f32(b, (9,)), a.standard_normal(9, dtype=np.float32))
+
+
+@pytest.mark.parametrize("bitgen", [np.random.PCG64, np.random.MT19937])
+def test_out_buffer_gets_the_same_deviates(bitgen):
+    """``out=``: the deviates written into a reused buffer are those of a fresh draw, the state the
+    same; a buffer of the wrong dtype, shape or layout is refused before anything is drawn."""
+    a, b = np.random.Generator(bitgen(11)), np.random.Generator(bitgen(11))
+    buf32, buf64 = np.full((3, 7), np.nan, np.float32), np.full((5,), np.nan, np.float64)
+    for _ in range(3):  # the same buffers filled again: each time the next deviates
+        ref = a.standard_normal((3, 7), dtype=np.float32)
+        got = standard_normal_f32(b, (3, 7), out=buf32)
+        assert got is buf32 and _same(got, ref)
+        ref64 = a.standard_normal(5)
+        got64 = standard_normal_f64(b, (5,), out=buf64)
+        assert got64 is buf64 and _same(got64, ref64)
+    assert np.array_equal(a.random(4), b.random(4))  # the generators still in step
+    for bad in (np.empty((3, 7), np.float64), np.empty((7, 3), np.float32), np.empty((7, 3), np.float32).T):
+        with pytest.raises(ValueError, match="out must be"):
+            standard_normal_f32(b, (3, 7), out=bad)
+    assert np.array_equal(a.random(3), b.random(3))  # nothing drawn by the refused calls

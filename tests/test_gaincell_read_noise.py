@@ -308,3 +308,44 @@ def test_strip_passes_equal_the_block_passes():
         tile_pulses_t(p, bias, mode, inv_sat, 16, 8, first, last, pq2, m2, ps2)
         perm = (np.arange(g)[None, :] * tb + np.arange(tb)[:, None]).ravel()  # t-major row -> h-major row
         assert np.array_equal(pq2, pq[:, perm]) and np.array_equal(m2, m) and np.array_equal(ps2, ps), mode
+
+
+def test_pooled_noise_buffers_are_reused_and_change_nothing(monkeypatch):
+    """The deviates' buffers kept between calls (no fresh pages per draw): a second call of the same
+    shapes fills the first call's buffers again, and every output (and the generator's state) is
+    bit for bit that of fresh arrays per draw, with the deviates drawn ahead on two lanes."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    from analogattn.attention.gaincell import kernel as kmod
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.uniform(-0.4, 0.4, (n, 80, 16)).astype(np.float32) for n in (6, 2, 2))
+    cell = dataclasses.replace(CellModel.ideal(), tau=2e-6, v_eq=0.3, noise_q=lambda v: np.full(np.shape(v), 4e-16))
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, rows=8, predistort=False)
+    sc = Scalers.identity(1, 6, 2, cell)
+    monkeypatch.setattr(kmod, "lanes", lambda: 2)
+    pointers = []
+    draw = kmod._Draws._draw
+
+    def spy(self, shape, dtype):
+        out = draw(self, shape, dtype)
+        pointers.append(out.__array_interface__["data"][0])
+        return out
+    monkeypatch.setattr(kmod._Draws, "_draw", spy)
+    outs = {}
+    for per_shape in (0, kmod._Draws.PER_SHAPE):  # 0: nothing kept, a fresh array per draw
+        monkeypatch.setattr(kmod._Draws, "PER_SHAPE", per_shape)
+        ker = GainCellAttention(cell, cfg, sc, block=32)
+        ker.LANE_MIN_WORK = 0
+        ker.DRAW_AHEAD_MIN = 0
+        res = []
+        for _ in range(2):  # two windows of the same shapes
+            del pointers[:]
+            res.append(ker(q, k, v, np.arange(80), Mask(), ker.new_cache(0, 2, 16), 0))
+            res.append(ker.rng.standard_normal(2))
+            seen = list(pointers)
+        outs[per_shape] = res
+    assert len(seen) > 4
+    for a, b in zip(outs[0], outs[kmod._Draws.PER_SHAPE]):
+        assert np.array_equal(a, b)
+    kept = {p for bufs in ker._noise_pool.values() for b in bufs for p in [b.__array_interface__["data"][0]]}
+    assert kept and set(seen) <= kept  # the second window's deviates all went into kept buffers

@@ -450,15 +450,20 @@ def pcg64_normals_f64(st, out):
     st[0], st[1] = _advance(shi, slo, ihi, ilo, done + p)
 
 
-def _draw(rng, shape, dtype):
+def _draw(rng, shape, dtype, out=None):
     """``rng.standard_normal(shape, dtype)`` through the compiled loop when ``rng`` is a PCG64
-    generator: its state taken out, the deviates drawn, the state put back."""
+    generator: its state taken out, the deviates drawn, the state put back. ``out``: a C-contiguous
+    array of ``dtype`` and ``shape`` to fill (a reused buffer: no fresh pages to fault in)."""
+    if out is not None and (out.dtype != dtype or tuple(out.shape) != tuple(shape) or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype).name} array of shape {tuple(shape)}")
     bg = rng.bit_generator
     if type(bg) is not np.random.PCG64:
-        return rng.standard_normal(shape, dtype=dtype)
+        if out is None:
+            return rng.standard_normal(shape, dtype=dtype)
+        return rng.standard_normal(dtype=dtype, out=out)
     s = bg.state
     x, inc = s["state"]["state"], s["state"]["inc"]
-    out = np.empty(shape, dtype)
+    out = np.empty(shape, dtype) if out is None else out
     if dtype == np.float32:
         st = np.array([x >> 64, x & _M64, inc >> 64, inc & _M64, s["has_uint32"], s["uinteger"]], np.uint64)
         pcg64_normals_f32(st, out)
@@ -471,11 +476,13 @@ def _draw(rng, shape, dtype):
     return out
 
 
-def standard_normal_f32(rng, shape):
-    """``rng.standard_normal(shape, dtype=np.float32)``, bit for bit, ``rng`` left in the same state."""
-    return _draw(rng, shape, np.float32)
+def standard_normal_f32(rng, shape, out=None):
+    """``rng.standard_normal(shape, dtype=np.float32)``, bit for bit, ``rng`` left in the same
+    state; into ``out`` when given."""
+    return _draw(rng, shape, np.float32, out)
 
 
-def standard_normal_f64(rng, shape):
-    """``rng.standard_normal(shape)`` (float64), bit for bit, ``rng`` left in the same state."""
-    return _draw(rng, shape, np.float64)
+def standard_normal_f64(rng, shape, out=None):
+    """``rng.standard_normal(shape)`` (float64), bit for bit, ``rng`` left in the same state; into
+    ``out`` when given."""
+    return _draw(rng, shape, np.float64, out)
