@@ -213,6 +213,30 @@ def tile_parts(M, rw, psum, ratio, out):
                 o /= w  # path divides the factors: equal to rounding, not bit for bit)
 
 
+@nb.jit(inline="always", **_opts)
+def _noisy_row(p, a, i, z1, s1, z2, s2, full, half, back, has1, has2):
+    """a[c] += ADC(p[c] + s1[i] z1[i, c] + s2[i] z2[i, c]) back[i] (the ADC over +-full[i], codes
+    -half .. half-1, mid-tread; full <= 0 reads 0; has1 / has2 False: that term skipped): one row
+    of :func:`noisy_tile_acc` and :func:`noisy_tile_rows`, strict IEEE float32 in NumPy's order."""
+    bk = back[i]
+    f = full[i]
+    if f > 0:
+        lo, hi = np.float32(-half), np.float32(half - 1)
+        step = f / np.float32(half)
+        for c in range(a.shape[0]):
+            v = p[c]
+            if has1:
+                v = v + s1[i] * z1[i, c]
+            if has2:
+                v = v + s2[i] * z2[i, c]
+            v = min(max(np.rint(v / step), lo), hi) * step
+            a[c] = a[c] + v * bk
+    else:
+        zero = np.float32(0.0)
+        for c in range(a.shape[0]):
+            a[c] = a[c] + zero * bk
+
+
 @nb.jit(**_opts)
 def noisy_tile_acc(part, z1, s1, z2, s2, full, half, back, acc):
     """acc (R, dd) += ADC(part[r] + s1[r] z1[r] + s2[r] z2[r]) back[r]: one value tile of
@@ -221,31 +245,11 @@ def noisy_tile_acc(part, z1, s1, z2, s2, full, half, back, acc):
     term), the same operations in the same order, so calling it tile by tile in order gives
     noisy_tile_adc's sums bit for bit without the (tiles, rows, dd) arrays (each tile's GEMM,
     parts and noise used while in cache)."""
-    R, dd = acc.shape
     has1 = z1.size > 0
     has2 = z2.size > 0
-    lo, hi = np.float32(-half), np.float32(half - 1)
-    zero = np.float32(0.0)
-    for r in range(R):
-        bk = back[r]
-        if bk == 0:
-            continue
-        a = acc[r]
-        f = full[r]
-        if f > 0:
-            step = f / np.float32(half)
-            p = part[r]
-            for c in range(dd):
-                v = p[c]
-                if has1:
-                    v = v + s1[r] * z1[r, c]
-                if has2:
-                    v = v + s2[r] * z2[r, c]
-                v = min(max(np.rint(v / step), lo), hi) * step
-                a[c] = a[c] + v * bk
-        else:
-            for c in range(dd):
-                a[c] = a[c] + zero * bk
+    for r in range(acc.shape[0]):
+        if back[r] != 0:
+            _noisy_row(part[r], acc[r], r, z1, s1, z2, s2, full, half, back, has1, has2)
 
 
 @nb.jit(**_opts)
@@ -446,33 +450,13 @@ def tile_parts_rows(M, r0, g, tb, rw, psum, k, ratio, out):
 def noisy_tile_rows(part, r0, g, tb, z1, s1, z2, s2, full, half, back, acc):
     """:func:`noisy_tile_acc` for the t-major rows r0 .. r0 + len(part) of one tile: part and acc
     (tb g, dd) t-major; z1, z2 (g tb, dd), s1, s2, full, back (g tb,) h-major."""
-    dd = acc.shape[1]
     has1 = z1.size > 0
     has2 = z2.size > 0
-    lo, hi = np.float32(-half), np.float32(half - 1)
-    zero = np.float32(0.0)
     for q in range(part.shape[0]):
         r = r0 + q
         i = (r % g) * tb + r // g
-        bk = back[i]
-        if bk == 0:
-            continue
-        a = acc[r]
-        f = full[i]
-        if f > 0:
-            step = f / np.float32(half)
-            p = part[q]
-            for c in range(dd):
-                v = p[c]
-                if has1:
-                    v = v + s1[i] * z1[i, c]
-                if has2:
-                    v = v + s2[i] * z2[i, c]
-                v = min(max(np.rint(v / step), lo), hi) * step
-                a[c] = a[c] + v * bk
-        else:
-            for c in range(dd):
-                a[c] = a[c] + zero * bk
+        if back[i] != 0:
+            _noisy_row(part[q], acc[r], i, z1, s1, z2, s2, full, half, back, has1, has2)
 
 
 @nb.jit(**_opts)
