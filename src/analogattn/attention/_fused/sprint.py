@@ -153,8 +153,13 @@ def _kept_row(e, b, kp, kq):
     """One row of exact scores e, in place: e <- exp(e - max over the allowed keys) on kept keys
     (kp), 0 elsewhere; b: 0 allowed / -inf not; kq: the previous row's kept keys. Returns (sum of
     kept weights, share of the ideal softmax mass kept, kept count, newly kept count)."""
+    return _kept_from_max(e, _max_biased(e, b), b, kp, kq)
+
+
+@nb.jit(inline="always", **_fast)
+def _kept_from_max(e, m, b, kp, kq):
+    """The rest of ``_kept_row`` once the row maximum m over the allowed keys is known."""
     zero = np.float32(0.0)
-    m = _max_biased(e, b)
     m = zero if m == -np.inf else m
     a = zero
     k = zero
@@ -193,19 +198,7 @@ def _allowed_max(bits, al):
 def _kept_row_allowed(e, bits, al, b, kp, kq):
     """``_kept_row`` with the row maximum taken by ``_allowed_max`` (bits: e's bit patterns, al
     the allowed keys, b their 0 / -inf biases): the same values."""
-    zero = np.float32(0.0)
-    m = _allowed_max(bits, al)
-    m = zero if m == -np.inf else m
-    a = zero
-    k = zero
-    for s in range(e.shape[0]):
-        v = exp32(e[s] - m + b[s])
-        a += v
-        w = v if kp[s] else zero
-        e[s] = w
-        k += w
-    c, nw = _counts(kp, kq)
-    return k, (k / a if a > 0 else 0.0), c, nw
+    return _kept_from_max(e, _allowed_max(bits, al), b, kp, kq)
 
 
 @nb.jit(**_fast)
