@@ -37,15 +37,14 @@ GROUP = 64  # output rows interleaved in the packed layout (one vector lane per 
 # measured alike, 16 let LLVM unroll the row loop into scalar code instead of vectorising it)
 
 
+@nb.jit(inline="always", **_par)
 def _block_sums(xb, xs):
+    """xs[b] = sum of block b of x (xb: x as (blocks, 32))."""
     for b in range(xb.shape[0]):
         s = np.float32(0.0)
         for i in range(32):
             s += xb[b, i]
         xs[b] = s
-
-
-_block_sums = nb.jit(inline="always", **_par)(_block_sums)
 
 
 @nb.jit(**_par)
