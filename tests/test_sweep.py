@@ -332,6 +332,7 @@ def linked_spec(fx, name, widths, links="", fixed="", dflt="true"):
     (fx / name).write_text(LINKED.format(fx=fx, design=design, widths=widths, links=links, fixed=fixed, dflt=dflt))
 
 
+@pytest.mark.slow  # 20 s of three serial sweeps; the link checks below stay in CI (round 9)
 def test_linked_axis(fx):
     """gaincell.w_read_n linked to gaincell.w_read_p at 0.2x: its column in every table, the
     default design found among the grid points (0.6 / 0.12 um), and a linked point equals the
