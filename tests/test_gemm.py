@@ -1,0 +1,105 @@
+"""The forward pass's weight products (analogattn.transformer.gemm): MKL when installed, NumPy's
+BLAS otherwise, the same arithmetic to float32 rounding, rows independent of the lane that
+computes them, and ANALOGATTN_GEMM checked before any work."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from analogattn.transformer import gemm
+
+HAVE_MKL = gemm._mkl() is not None
+need_mkl = pytest.mark.skipif(not HAVE_MKL, reason="Intel MKL (the mkl extra) not installed")
+
+
+def _bound(a, b):
+    """Worst-case float32 error of a K-term sum of products: K eps sum_k |a_ik| |b_kj| (Higham)."""
+    k = a.shape[1]
+    return k * np.finfo(np.float32).eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+
+
+@pytest.mark.parametrize("m, k, n", [(16, 576, 960), (37, 576, 3072), (128, 1536, 576), (257, 64, 513)])
+@pytest.mark.parametrize("trans", [False, True])
+def test_product_within_float32_rounding_of_float64(m, k, n, trans):
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    if trans:  # columns contiguous: a tied embedding's transpose (SmolLM2's logits)
+        b = np.ascontiguousarray(b.T).T
+        assert b.strides[0] == 4
+    out = np.full((m, n), np.nan, np.float32)
+    assert gemm.matmul(a, b, out) is out
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.all(np.abs(out - exact) <= _bound(a, b))
+    # a wrong product (one term left out) is far outside that bound
+    assert not np.all(np.abs(np.float32(exact - np.outer(a[:, 0], b[0])) - exact) <= _bound(a, b))
+
+
+@need_mkl
+def test_mkl_is_used_and_rows_do_not_depend_on_the_lane_split():
+    """Each lane multiplies its own rows: a row's result must not depend on where the split falls
+    (lanes.split halves a window; odd windows give unequal halves)."""
+    assert gemm.engine() == "mkl"
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((257, 576)).astype(np.float32)
+    b = rng.standard_normal((576, 960)).astype(np.float32)
+    whole = gemm.matmul(a, b, np.empty((257, 960), np.float32))
+    for h in (16, 128, 129, 200, 241):
+        parts = np.empty_like(whole)
+        gemm.matmul(a[:h], b, parts[:h])
+        gemm.matmul(a[h:], b, parts[h:])
+        np.testing.assert_array_equal(parts, whole, err_msg=f"split at {h}")
+    # MKL and OpenBLAS may block the sums differently, but stay within rounding of each other
+    ref = np.matmul(a, b)
+    assert np.abs(whole - ref).max() <= 2 * _bound(a, b).max()
+
+
+def test_few_rows_overlap_and_strided_inputs_go_to_numpy():
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal((64, 48)).astype(np.float32)
+    one = rng.standard_normal((1, 64)).astype(np.float32)  # decoding: NumPy's BLAS, bit for bit
+    np.testing.assert_array_equal(gemm.matmul(one, b, np.empty((1, 48), np.float32)), np.matmul(one, b))
+    a = rng.standard_normal((40, 128)).astype(np.float32)[:, ::2]  # strided columns: not for sgemm
+    np.testing.assert_array_equal(gemm.matmul(a, b, np.empty((40, 48), np.float32)), np.matmul(a, b))
+    sq = rng.standard_normal((32, 32)).astype(np.float32)
+    buf = sq.copy()
+    gemm.matmul(buf, sq, buf)  # out is the input: NumPy copies first, sgemm would not
+    np.testing.assert_array_equal(buf, np.matmul(sq, sq))
+
+
+def test_numpy_engine_is_numpy_bit_for_bit(monkeypatch):
+    monkeypatch.setenv(gemm.ENV, "numpy")
+    assert gemm.engine() == "numpy"
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((300, 576)).astype(np.float32)
+    b = rng.standard_normal((576, 960)).astype(np.float32)
+    np.testing.assert_array_equal(gemm.matmul(a, b, np.empty((300, 960), np.float32)), np.matmul(a, b))
+
+
+@pytest.mark.parametrize("value, must", [("bogus", "must be one of auto, mkl, numpy"), ("MKL!", "must be one of")])
+def test_cli_refuses_a_bad_engine_before_work(tmp_path, value, must):
+    out = tmp_path / "r.json"
+    env = dict(os.environ, ANALOGATTN_GEMM=value)
+    r = subprocess.run([sys.executable, "-m", "analogattn.cli", "run", "--model", "minilm", "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ANALOGATTN_GEMM" in lines[0] and must in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_asking_for_mkl_without_it_is_one_line(tmp_path):
+    """ANALOGATTN_GEMM=mkl where MKL cannot load: exit 2 naming the variable (a fresh interpreter
+    whose prefix has no libmkl_rt: sys.prefix pointed at an empty folder)."""
+    code = ("import sys; sys.prefix = sys.base_prefix = %r\n"
+            "from analogattn.transformer import gemm\n"
+            "try:\n    gemm.check_environment()\nexcept gemm.GemmError as e:\n    print(e); raise SystemExit(2)\n"
+            % str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, ANALOGATTN_GEMM="mkl"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "ANALOGATTN_GEMM=mkl: Intel MKL is not installed" in r.stdout
