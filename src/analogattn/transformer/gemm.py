@@ -10,7 +10,9 @@ x86-64 only) its ``libmkl_rt`` is loaded through ctypes with the sequential thre
 threads of its own that would spin beside the lanes), and the products go there; otherwise, or
 with ``ANALOGATTN_GEMM=numpy``, they go to ``np.matmul``. The two differ by float32 rounding
 (different blocking of the sums); either gives the same result for a row whichever lane
-computes it. The call releases the GIL (ctypes), so the lanes run in parallel.
+computes it. The call releases the GIL (ctypes), so the lanes run in parallel. (The ideal
+kernel's own products stay on NumPy's BLAS: through MKL they took 1.14x as long at window 256 and
+the same at 1024, paired over 300 / 100 calls.)
 
 ``ANALOGATTN_GEMM``: ``auto`` (default: MKL when installed), ``mkl`` (MKL, an error when it is
 not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work).
