@@ -53,8 +53,7 @@ SETTLE = 0.3  # s of pause before each timing (see timed())
 def _engine_lanes():
     """A product a @ b -> out as a forward pass runs its weight products: split by rows over the two
     lanes, one BLAS thread each, through the forward pass's engine (gemm.matmul)."""
-    from analogattn.transformer import gemm
-    from analogattn.transformer import lanes
+    from analogattn.transformer import gemm, lanes
     from analogattn.transformer.models import blas_single_thread
 
     def run(a, b, out):
