@@ -103,3 +103,28 @@ def test_asking_for_mkl_without_it_is_one_line(tmp_path):
                        env=dict(os.environ, ANALOGATTN_GEMM="mkl"))
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "ANALOGATTN_GEMM=mkl: Intel MKL is not installed" in r.stdout
+
+
+def test_run_reports_the_engine_and_both_engines_agree(tmp_path):
+    """analogattn run names the BLAS of its weight products (JSON and last line); a Llama model's
+    perplexity through MKL and through NumPy's BLAS agrees to float32 rounding. Rows of 40
+    tokens: above gemm.MIN_ROWS, so the products do go to MKL when it is installed."""
+    import json
+
+    from conftest import run_cli
+    from tiny_models import write_tiny_gguf
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    txt = tmp_path / "t.txt"
+    txt.write_text("the cat sat in the hat and the dog ran to the log " * 30)
+    got = {}
+    for eng in ("auto", "numpy"):
+        out = tmp_path / f"{eng}.json"
+        r = run_cli("run", "--model", tmp_path / "tiny.gguf", "--text", txt, "--window", "40", "--json", out, "-q",
+                    env_extra={gemm.ENV: eng})
+        assert r.returncode == 0, r.stderr
+        got[eng] = json.loads(out.read_text())
+        assert r.stdout.strip().splitlines()[-1].endswith(f"weight products: {got[eng]['weight_products']}")
+    assert got["auto"]["weight_products"] == ("mkl" if HAVE_MKL else "numpy")
+    assert got["numpy"]["weight_products"] == "numpy"
+    assert got["auto"]["perplexity"] == pytest.approx(got["numpy"]["perplexity"], rel=1e-5)
+    assert got["auto"]["scored_tokens"] == got["numpy"]["scored_tokens"] > 100

@@ -693,8 +693,9 @@ def cmd_run(o: RunOptions, args) -> int:
             for line in paper_lines():
                 print("  " + line)
     result["peak_rss_mb"] = _peak_rss_mb()
+    result["weight_products"] = model.weight_products  # which BLAS: results differ by float32 rounding
     print(f"tokens/s {result['tokens_per_s']:.1f}; peak memory {result['peak_rss_mb']:.0f} MB; "
-          f"model load {load_s:.1f} s")
+          f"model load {load_s:.1f} s; weight products: {result['weight_products']}")
     if o.json:
         from .atomic import write_bytes
         write_bytes(o.json, json.dumps(result, indent=2).encode())

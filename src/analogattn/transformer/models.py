@@ -44,6 +44,12 @@ class Model:
         self.decode_store = None
         self.decode_active = False  # generate() turns it on for its own calls
 
+    @property
+    def weight_products(self) -> str:
+        """Which BLAS multiplies this model's prefill rows by its weights: 'mkl' or 'numpy'
+        (:mod:`.gemm`; the Llama path goes through it, GPT-2 and BERT use NumPy's)."""
+        return gemm.engine() if self.config.arch == "llama" else "numpy"
+
     def enable_decode_store(self) -> bool:
         """Decode (one new token a call) through the GGUF file's own quantised blocks
         (:mod:`.decode_store`: the same weights, a sixth of the bytes to stream); built on first
