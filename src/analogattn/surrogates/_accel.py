@@ -80,12 +80,27 @@ def _poly2d_py(x, y, c, x0, y0, xl, xh, yl, yh, out):
             os_[k] = acc[k]
 
 
+def _twin(fn, suffix):
+    """A copy of ``fn`` under another qualified name. Numba's on-disk cache names a function's
+    entries by qualified name and line and keys them by signature only, not by the jit options:
+    two njit wrappers of one function, one parallel and one not, shared their cached code, so
+    whichever was compiled first ran for both (the parallel read surface loaded the serial
+    code and never started a thread, or the serial path ran the threaded one)."""
+    import types
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + suffix
+    twin.__doc__ = fn.__doc__
+    return twin
+
+
+def _serial_and_parallel(fn, **opts):
+    return _nb.njit(**opts)(fn), _nb.njit(parallel=True, **opts)(_twin(fn, "_par"))
+
+
 if AVAILABLE:
     _opts = dict(cache=True, nogil=True, fastmath=True)
-    _table2d = _nb.njit(**_opts)(_table2d_py)
-    _table2d_par = _nb.njit(parallel=True, **_opts)(_table2d_py)
-    _poly2d = _nb.njit(**_opts)(_poly2d_py)
-    _poly2d_par = _nb.njit(parallel=True, **_opts)(_poly2d_py)
+    _table2d, _table2d_par = _serial_and_parallel(_table2d_py, **_opts)
+    _poly2d, _poly2d_par = _serial_and_parallel(_poly2d_py, **_opts)
 
 
 
@@ -120,5 +135,4 @@ def _column_py(level, v, table, v_lo, v_hi, dv, weights, c2, g_scale, out):
 
 
 if AVAILABLE:
-    _column = _nb.njit(**_opts)(_column_py)
-    _column_par = _nb.njit(parallel=True, **_opts)(_column_py)
+    _column, _column_par = _serial_and_parallel(_column_py, **_opts)
