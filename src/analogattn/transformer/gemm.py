@@ -60,8 +60,10 @@ def check_environment() -> None:
 
 
 def _mkl_library() -> str | None:
-    """libmkl_rt of the ``mkl`` package (installed into <prefix>/lib), if any."""
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+    """libmkl_rt of the ``mkl`` package (installed into <prefix>/lib: the environment's, the base
+    interpreter's or the user's site), if any."""
+    import site
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, site.USER_BASE or sys.prefix)):
         found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
         if found:
             return found[0]
