@@ -161,6 +161,7 @@ def speed_only(model, score, cal, b, W, repeat):
     excluded); each round gives every kernel's tokens/s over the ideal kernel's of the same round,
     and the ratio reported is the median over ``repeat`` rounds (a slow spell of the machine hits
     the kernels of one round alike; best-of-n per kernel let one lucky ideal run set every ratio)."""
+    print(f"weight products: {model.weight_products} (every kernel's forward pass alike; ANALOGATTN_GEMM)")
     xbar = Crossbar.from_bundle(b)
     cfg = SprintConfig()
     sp = calibrate_sprint(model, cal, xbar, cfg)
