@@ -88,6 +88,8 @@ def test_localcluster_equals_serial(fx, serial):
     assert (out / "yield.png").exists()
     assert set(t.columns) >= {"kernel.storage_levels", "ppl_ratio", "energy_per_token_J", "latency_per_token_s",
                               "area_per_element_um2", "status", "message", "wall_s", "bundle_digest"}
+    from analogattn.transformer import gemm  # the workers' BLAS for the weight products, per row
+    assert set(t.weight_products) == {gemm.engine()}
     tmp = fx / "tmp_local"  # the workers' temporary folder: their scratch folders go there
     tmp.mkdir()
     dead = dead_pid()

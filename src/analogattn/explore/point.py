@@ -160,7 +160,8 @@ def evaluate_chip(ev: dict, design_map: dict, leaves: dict, bundle_bytes: bytes 
             area = area_for(spec.name, Design.from_mapping(design_map), cfg, m.config.head_dim)
             row = {"status": "ok", "message": "", "perplexity": r.perplexity, "ppl_ratio": r.perplexity / ideal,
                    "scored_tokens": r.scored, "energy_per_token_J": cost["energy_per_token_J"],
-                   "latency_per_token_s": cost["latency_per_token_s"], **area}
+                   "latency_per_token_s": cost["latency_per_token_s"], **area,
+                   "weight_products": m.weight_products}  # which BLAS (float32 rounding differs)
             sm = spec.summary(kernel)
             if sm and "kept_fraction" in sm:
                 row["kept_fraction"] = float(sm["kept_fraction"])

@@ -30,7 +30,7 @@ MARK = "analogattn-sweep/1"
 ID_COLUMNS = ["point_id", "design_id", "design_index", "is_default", "chip", "corner", "temperature", "seed"]
 OBJ_COLUMNS = ["perplexity", "ppl_ratio", "energy_per_token_J", "latency_per_token_s", "area_per_element_um2",
                "area_per_array_um2", "area_cell_um2", "kept_fraction", "scored_tokens"]
-INFO_COLUMNS = ["status", "message", "wall_s", "bundle_digest", "worker_pid"]
+INFO_COLUMNS = ["status", "message", "wall_s", "bundle_digest", "worker_pid", "weight_products"]  # the last: which BLAS
 UNITS = {"perplexity": "", "ppl_ratio": "", "energy_per_token_J": "J", "latency_per_token_s": "s",
          "area_per_element_um2": "um^2", "area_per_array_um2": "um^2", "area_cell_um2": "um^2", "wall_s": "s"}
 
