@@ -128,3 +128,16 @@ def test_run_reports_the_engine_and_both_engines_agree(tmp_path):
     assert got["numpy"]["weight_products"] == "numpy"
     assert got["auto"]["perplexity"] == pytest.approx(got["numpy"]["perplexity"], rel=1e-5)
     assert got["auto"]["scored_tokens"] == got["numpy"]["scored_tokens"] > 100
+
+
+def test_gpt2_reports_which_of_its_products_use_the_engine(tmp_path, monkeypatch):
+    """GPT-2's layer products stay on NumPy's BLAS, its logits go through the engine: the label
+    says so (and plainly 'numpy' with ANALOGATTN_GEMM=numpy)."""
+    from tiny_models import write_tiny_gpt2
+
+    from analogattn.transformer.loaders import load
+    write_tiny_gpt2(tmp_path / "g")
+    m = load(str(tmp_path / "g"))
+    assert m.weight_products == ("mkl for the logits, numpy for the layers" if HAVE_MKL else "numpy")
+    monkeypatch.setenv(gemm.ENV, "numpy")
+    assert m.weight_products == "numpy"

@@ -46,9 +46,13 @@ class Model:
 
     @property
     def weight_products(self) -> str:
-        """Which BLAS multiplies this model's prefill rows by its weights: 'mkl' or 'numpy'
-        (:mod:`.gemm`; the Llama path goes through it, GPT-2 and BERT use NumPy's)."""
-        return gemm.engine() if self.config.arch == "llama" else "numpy"
+        """Which BLAS multiplies this model's prefill rows by its weights (:mod:`.gemm`): the Llama
+        path's layer products and every model's logits go through it, GPT-2's and BERT's layer
+        products through NumPy's BLAS."""
+        eng = gemm.engine()
+        if eng == "numpy" or self.config.arch == "llama":
+            return eng
+        return f"{eng} for the logits, numpy for the layers" if self.config.arch == "gpt2" else "numpy"
 
     def enable_decode_store(self) -> bool:
         """Decode (one new token a call) through the GGUF file's own quantised blocks
