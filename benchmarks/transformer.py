@@ -50,16 +50,17 @@ _A = _B = _C = None
 SETTLE = 0.3  # s of pause before each timing (see timed())
 
 
-def _engine_lanes():
-    """A product a @ b -> out as a forward pass runs its weight products: split by rows over the two
-    lanes, one BLAS thread each, through the forward pass's engine (gemm.matmul)."""
+def _engines():
+    """The two ways a ceiling's product a @ b -> out is timed: NumPy's BLAS on its own threads, and
+    as a forward pass runs its weight products (split by rows over the two lanes, one BLAS thread
+    each, through the forward pass's engine, gemm.matmul)."""
     from analogattn.transformer import gemm, lanes
     from analogattn.transformer.models import blas_single_thread
 
-    def run(a, b, out):
+    def in_lanes(a, b, out):
         with blas_single_thread():
             lanes.split(lambda r0, r1: gemm.matmul(a[r0:r1], b, out[r0:r1]), a.shape[0])
-    return run
+    return (lambda a, b, out: np.matmul(a, b, out=out)), in_lanes
 
 
 def gemm_time(flops):
@@ -77,7 +78,7 @@ def gemm_time(flops):
     one = 2 * 1024 * 576 * 3072
     reps = max(1, -(-int(flops) // one))
     best = None
-    for mm in (lambda a, b, out: np.matmul(a, b, out=out), _engine_lanes()):
+    for mm in _engines():
         mm(_A, _B, _C)
         time.sleep(SETTLE)  # see timed()
         t = time.perf_counter()
@@ -99,7 +100,7 @@ def weight_products(m, w):
           for n in ("w_qkv", "wo", "w_gate_up", "w_down")}
     outs = {n: np.empty((w, m.w[f"l0.{n}"].shape[1]), np.float32) for n in hs}
     logits = np.empty((w, c.vocab), np.float32)
-    engines = (lambda a, b, out: np.matmul(a, b, out=out), _engine_lanes())
+    engines = _engines()
 
     def run_on(mm):
         for i in range(c.n_layers):

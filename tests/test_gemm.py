@@ -65,6 +65,8 @@ def test_few_rows_overlap_and_strided_inputs_go_to_numpy():
     np.testing.assert_array_equal(gemm.matmul(one, b, np.empty((1, 48), np.float32)), np.matmul(one, b))
     a = rng.standard_normal((40, 128)).astype(np.float32)[:, ::2]  # strided columns: not for sgemm
     np.testing.assert_array_equal(gemm.matmul(a, b, np.empty((40, 48), np.float32)), np.matmul(a, b))
+    vec = rng.standard_normal(64).astype(np.float32)  # 1-D (64 >= MIN_ROWS elements): NumPy's semantics
+    np.testing.assert_array_equal(gemm.matmul(vec, b, np.empty(48, np.float32)), np.matmul(vec, b))
     sq = rng.standard_normal((32, 32)).astype(np.float32)
     buf = sq.copy()
     gemm.matmul(buf, sq, buf)  # out is the input: NumPy copies first, sgemm would not

@@ -119,7 +119,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out <- a @ b through MKL for float32 a (M, K), b (K, N), out (M, N), M >= MIN_ROWS, rows
     of a and out contiguous (row slices of C-ordered arrays), b's rows or columns contiguous, out
     sharing no memory with a or b; anything else, or no MKL, goes to ``np.matmul``."""
-    fn = None if _choice() == "numpy" or a.shape[0] < MIN_ROWS else _mkl()
+    fn = None if a.ndim != 2 or b.ndim != 2 or a.shape[0] < MIN_ROWS or _choice() == "numpy" else _mkl()
     if fn is None:
         return np.matmul(a, b, out=out)
     m, k = a.shape
