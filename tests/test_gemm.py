@@ -82,7 +82,8 @@ def test_numpy_engine_is_numpy_bit_for_bit(monkeypatch):
     np.testing.assert_array_equal(gemm.matmul(a, b, np.empty((300, 960), np.float32)), np.matmul(a, b))
 
 
-@pytest.mark.parametrize("value, must", [("bogus", "must be one of auto, mkl, numpy"), ("MKL!", "must be one of")])
+@pytest.mark.parametrize("value, must", [("bogus", "must be one of auto, mkl, numpy"), ("MKL!", "must be one of"),
+                                         ("x" * 5000, "xxx...: must be one of")])
 def test_cli_refuses_a_bad_engine_before_work(tmp_path, value, must):
     out = tmp_path / "r.json"
     env = dict(os.environ, ANALOGATTN_GEMM=value)
@@ -91,6 +92,7 @@ def test_cli_refuses_a_bad_engine_before_work(tmp_path, value, must):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "ANALOGATTN_GEMM" in lines[0] and must in lines[0], r.stderr
+    assert len(lines[0]) < 300  # a huge value is shown cut, not echoed whole
     assert not out.exists()
 
 

@@ -863,7 +863,8 @@ def _check_environment() -> None:
     """Environment variables that steer a run, checked before any work (one line, exit 2)."""
     lanes = os.environ.get("ANALOGATTN_LANES")
     if lanes is not None and lanes.strip() not in ("", "1", "2"):
-        raise AnalogAttnError(f"ANALOGATTN_LANES={lanes!r}: must be 1 or 2 (threads a forward pass works on; "
+        from .params import _short
+        raise AnalogAttnError(f"ANALOGATTN_LANES={_short(lanes)}: must be 1 or 2 (threads a forward pass works on; "
                               "unset: 2 where the process may use 2 or more cores)")
     from .transformer import gemm
     try:

@@ -52,7 +52,8 @@ def check_environment() -> None:
     MKL installed."""
     c = _choice()
     if c not in CHOICES:
-        raise GemmError(f"{ENV}={os.environ.get(ENV)!r}: must be one of {', '.join(CHOICES)} "
+        from ..params import _short
+        raise GemmError(f"{ENV}={_short(os.environ.get(ENV))}: must be one of {', '.join(CHOICES)} "
                         "(auto: Intel MKL when the mkl package is installed, else NumPy's BLAS)")
     if c == "mkl" and _mkl() is None:
         raise GemmError(f"{ENV}=mkl: Intel MKL is not installed ({_state['why']}); "
