@@ -5,6 +5,7 @@ import pytest
 
 from analogattn.attention import base
 from analogattn.attention.cache import KVCache
+from analogattn.attention._fused.common import exp_rows
 from analogattn.transformer import fused, ops
 
 rng = np.random.default_rng(11)
@@ -41,6 +42,22 @@ def test_swiglu_equals_numpy():
     out = np.empty((19, f), np.float32)
     fused.swiglu_into(gu, f, out)
     np.testing.assert_allclose(out, ops.silu(gu[:, :f]) * gu[:, f:], rtol=3e-6, atol=1e-30)
+
+
+def test_swiglu_rounds_as_before():
+    """Bit for bit what the compiled one-loop formula has always given (exp32, then, fast-math
+    reassociated, (gate x up) / (1 + e) in float32), on a row slice of a wider block as the
+    forward pass passes it: a faster form that rounds otherwise (e.g. a vectorised reciprocal,
+    or gate / (1 + e) first) would move every perplexity."""
+    f = 1536
+    big = (rng.standard_normal((40, 2 * f + 8)) * 6).astype(np.float32)
+    gu = big[3:35, :2 * f]
+    e = np.empty_like(gu[:, :f])
+    exp_rows(np.ascontiguousarray(-gu[:, :f]), e)
+    want = (gu[:, :f] * gu[:, f:]) / (np.float32(1.0) + e)
+    out = np.empty((60, f), np.float32)[10:42]
+    fused.swiglu_into(gu, f, out)
+    assert np.array_equal(out, want)
 
 
 @pytest.mark.parametrize("mask", [base.Mask("causal"), base.Mask("sliding", 7), base.Mask("bidirectional")])

@@ -66,14 +66,20 @@ def rope_split(qkv, cos, sin, n_q, n_kv, d, q, k, v):
 
 @nb.jit(**_fast)
 def swiglu_into(gu, f, out):
-    """out = silu(gate) * up of a (T, 2f) gate|up block: gate / (1 + exp(-gate)) * up."""
+    """out = silu(gate) * up of a (T, 2f) gate|up block: gate / (1 + exp(-gate)) * up. The
+    exponentials of a row first go to a scratch row of their own (a loop writing to memory that
+    cannot alias the input vectorises: 4.2 -> 1.4 ns an element, 8% of a window-256 prefill's
+    thread time before), then the product and division element by element as before (fast-math
+    reassociates them to (gate x up) / (1 + e); a vectorised division here rounds otherwise)."""
     T = gu.shape[0]
     one = np.float32(1.0)
+    e = np.empty(f, np.float32)
     for t in range(T):
         r, o = gu[t], out[t]
         for j in range(f):
-            g = r[j]
-            o[j] = g / (one + exp32(-g)) * r[f + j]
+            e[j] = exp32(-r[j])
+        for j in range(f):
+            o[j] = r[j] / (one + e[j]) * r[f + j]
 
 
 @nb.jit(**_fast)
