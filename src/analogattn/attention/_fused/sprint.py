@@ -105,20 +105,28 @@ def task_operands(q, h0, b0, scale, chan, M, b_dac, w, qs_t, lhs_t, lhs, u_max):
     qe = np.empty(d, np.float32)
     for t in range(tb):
         for h in range(g):
-            qr = q[h0 + h, b0 + t]
-            qo = qs_t[t, h]
+            # element by element, no row views (each view of a (t, h) row costs numba a reference
+            # count: 7.3 -> 3.6 ns an element); _dac_row's arithmetic in its order
+            m = np.float32(0.0)
             for c in range(d):
-                qo[c] = qr[c] * scale
-            if chan is None:
-                for c in range(d):
-                    qe[c] = qr[c]
-            else:
-                for c in range(d):
-                    qe[c] = np.float32(qr[c] * chan[c])
+                x = q[h0 + h, b0 + t, c]
+                qs_t[t, h, c] = x * scale
+                if chan is not None:
+                    x = np.float32(x * chan[c])
+                qe[c] = x
+                m = max(m, abs(x))
+            m = m if m > 0 else np.float32(1.0)
+            sc = np.float32(M) / m
             i = h * tb + t
-            u_max[i] = _dac_row(qe, qe, M, b_dac, w, lhs_t[t, h, 0], lhs_t[t, h, 1])
-            lhs[i, 0] = lhs_t[t, h, 0]
-            lhs[i, 1] = lhs_t[t, h, 1]
+            for c in range(d):
+                x = qe[c]
+                b = b_dac[np.int64(np.rint(abs(x) * sc))]
+                sb = (b if x >= 0 else -b) * w[c]
+                lhs_t[t, h, 0, c] = sb
+                lhs_t[t, h, 1, c] = b
+                lhs[i, 0, c] = sb
+                lhs[i, 1, c] = b
+            u_max[i] = m
 
 
 @nb.jit(**_opts)
