@@ -109,6 +109,20 @@ def test_asking_for_mkl_without_it_is_one_line(tmp_path):
     assert "ANALOGATTN_GEMM=mkl: Intel MKL is not installed" in r.stdout
 
 
+def test_library_load_refuses_a_bad_engine_before_reading(tmp_path, monkeypatch):
+    """A library caller gets the CLI's check too: loaders.load raises GemmError for a misspelt
+    ANALOGATTN_GEMM before it opens the model (the file named does not even exist), and loads
+    with a valid value."""
+    from analogattn.transformer.loaders import load
+    from tiny_models import write_tiny_gguf
+    monkeypatch.setenv(gemm.ENV, "mlk")
+    with pytest.raises(gemm.GemmError, match="ANALOGATTN_GEMM='mlk': must be one of auto, mkl, numpy"):
+        load(str(tmp_path / "missing.gguf"))
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    monkeypatch.setenv(gemm.ENV, "numpy")
+    assert load(str(tmp_path / "tiny.gguf")).weight_products == "numpy"
+
+
 def test_run_reports_the_engine_and_both_engines_agree(tmp_path):
     """analogattn run names the BLAS of its weight products (JSON and last line); a Llama model's
     perplexity through MKL and through NumPy's BLAS agrees to float32 rounding. Rows of 40

@@ -15,7 +15,8 @@ kernel's own products stay on NumPy's BLAS: through MKL they took 1.14x as long 
 the same at 1024, paired over 300 / 100 calls.)
 
 ``ANALOGATTN_GEMM``: ``auto`` (default: MKL when installed), ``mkl`` (MKL, an error when it is
-not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work).
+not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work,
+and so does :func:`.loaders.load`).
 """
 from __future__ import annotations
 

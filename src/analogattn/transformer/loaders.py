@@ -79,7 +79,12 @@ def minilm_dir() -> Path:
 
 
 def load(spec: str) -> Model:
-    """``smollm2`` | ``minilm`` | a ``.gguf`` file | a Hugging Face folder (GPT-2 or BERT)."""
+    """``smollm2`` | ``minilm`` | a ``.gguf`` file | a Hugging Face folder (GPT-2 or BERT). Checks
+    ANALOGATTN_GEMM first (:func:`.gemm.check_environment`), as the CLI does: a library caller with
+    a misspelt engine, or ``mkl`` without MKL, gets the CLI's one-line error before any work, not
+    NumPy's BLAS in silence."""
+    from . import gemm
+    gemm.check_environment()
     if spec == "smollm2":
         return load_gguf(smollm2_path())
     if spec == "minilm":
