@@ -1,5 +1,7 @@
 """The transformer's compiled passes and the blocked ideal kernel against their NumPy references
 on random inputs (correctness only: no timing here)."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -153,6 +155,66 @@ def test_lanes_take_back_work_the_busy_helper_has_not_started():
     finally:
         gate.set()
         blocker.result()
+
+
+def test_share_does_every_item_once_and_reraises():
+    """base.share: every item done exactly once, by lane 0 (this thread) or 1 (the helper), with
+    each lane's own index; an error in either lane surfaces and the other takes nothing more; a
+    busy helper leaves every item to this thread, which does not wait for it."""
+    import threading
+    import time
+    if base.lanes() < 2:
+        pytest.skip("one lane in this process")
+    me = threading.current_thread().name
+    done = []
+
+    def work(lane, item):
+        time.sleep(0.002)  # long enough that both lanes get items
+        done.append((item, lane, threading.current_thread().name))
+        return item * 10
+    out = base.share(work, range(40))
+    assert sorted(out) == [i * 10 for i in range(40)]
+    assert sorted(i for i, _, _ in done) == list(range(40))
+    assert all((lane == 0) == (name == me) for _, lane, name in done)
+    assert {lane for _, lane, _ in done} == {0, 1}
+
+    taken = []
+
+    def fail_helper(lane, item):
+        if lane == 1:
+            raise ValueError("helper lane")
+        time.sleep(0.01)
+        taken.append(item)
+    with pytest.raises(ValueError, match="helper lane"):
+        base.share(fail_helper, range(200))
+    assert len(taken) < 199  # this lane stopped taking items once the helper failed
+
+    gate = threading.Event()
+    blocker = base.helper_thread("lane").submit(gate.wait, 10)  # the helper is busy
+    try:
+        who = base.share(lambda lane, item: (item, lane), range(5))
+        assert sorted(who) == [(i, 0) for i in range(5)] and not blocker.done()
+    finally:
+        gate.set()
+        blocker.result()
+
+
+def test_ideal_two_lanes_equal_one_lane_bit_for_bit():
+    """The ideal kernel's blocks shared over two lanes (largest first, as they come free) give the
+    one-lane numbers exactly: each block is computed whole by one lane, in its own scratch."""
+    H, n_kv, d, T = 6, 2, 32, 700
+    q = rng.standard_normal((H, T, d)).astype(np.float32)
+    k = rng.standard_normal((n_kv, T, d)).astype(np.float32)
+    v = rng.standard_normal((n_kv, T, d)).astype(np.float32)
+    outs = []
+    for one in (True, False):
+        ker = base.IdealAttention()
+        ker.block = 64
+        with base.single_lane() if one else contextlib.nullcontext():
+            outs.append(ker(q, k, v, np.arange(T), base.Mask("causal"), KVCache(n_kv, d), 0).copy())
+    assert np.array_equal(outs[0], outs[1])
+    ref = base.reference_attention(q, k, v, np.arange(T), np.arange(T), base.Mask("causal"))
+    np.testing.assert_allclose(outs[1], ref, rtol=1e-4, atol=2e-5)
 
 
 def test_taken_back_work_does_not_keep_its_buffers_alive():

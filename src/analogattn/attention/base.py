@@ -14,6 +14,7 @@ attention); query head h reads key/value head h // (n_heads / n_kv_heads), witho
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import math
@@ -186,11 +187,16 @@ class IdealAttention(AttentionKernel):
         n_work = g * tb_max * (S + d)
         with blas_single_thread():
             if lanes() >= 2 and len(tasks) >= 4 and t * S >= 1 << 16:
-                # two workers (this thread and one helper), each with one-thread BLAS and its
-                # own scratch: the tasks' products and compiled passes release the GIL
+                # two lanes (this thread and the helper), each with one-thread BLAS and its own
+                # scratch, take the tasks largest first as they come free (the products and
+                # compiled passes release the GIL; a task's result does not depend on its lane);
+                # against every other task to each lane: the same at window 256, +1.5 % prefill
+                # at 1024 (paired), and a lane the machine slows takes fewer
                 work = self._scratch(2 * n_work)
-                two_way(lambda: self._blocks(q, keys, values, a, b, out, work[:n_work], scale, g, tasks[0::2]),
-                        lambda: self._blocks(q, keys, values, a, b, out, work[n_work:], scale, g, tasks[1::2]))
+                span = {b0: int(b[b0:b0 + self.block].max()) - int(a[b0:b0 + self.block].min()) for b0, _ in tasks}
+                share(lambda lane, task: self._blocks(q, keys, values, a, b, out,
+                                                     work[lane * n_work:(lane + 1) * n_work], scale, g, [task]),
+                      sorted(tasks, key=lambda task: -span[task[0]]))
             else:
                 self._blocks(q, keys, values, a, b, out, self._scratch(n_work), scale, g, tasks)
         return out.transpose(1, 0, 2)
@@ -289,6 +295,49 @@ def two_way(here, there):
         there()
     else:
         fut.result()
+
+
+def share(fn, items):
+    """[fn(lane, item) for item in items], in any order, on two lanes: this thread (lane 0) and
+    helper_thread("lane") (lane 1) each take the next item when done with one, until none is
+    left (give them largest first: a lane the machine slows, or one that started late, takes
+    fewer); both finished when it returns. A helper that has not started by the time this thread
+    found none left is cancelled, not waited for (as :func:`two_way`). The results in the order
+    the items were done; on an error in either lane the other takes nothing more and the error is
+    raised (this thread's first)."""
+    it, lock, out, end = iter(items), threading.Lock(), [], object()
+
+    def take(lane):
+        while True:
+            with lock:
+                item = next(it, end)
+            if item is end:
+                return
+            out.append(fn(lane, item))
+
+    def stop():
+        with lock:
+            for _ in it:
+                pass
+
+    def helper():
+        try:
+            take(1)
+        except BaseException:
+            stop()
+            raise
+
+    fut = helper_thread("lane").submit(helper)
+    try:
+        take(0)
+    except BaseException:
+        stop()
+        if not fut.cancel():
+            concurrent.futures.wait([fut])
+        raise
+    if not fut.cancel():
+        fut.result()
+    return out
 
 
 def helper_thread(name: str):

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from .. import _fused
-from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, visible
+from ..base import AttentionKernel, blas_single_thread, helper_thread, lanes, share, visible
 from ..cache import KVCache
 from .._fused.gaincell import noisy_tile_acc, noisy_tile_rows, query_pulses, score_noise_strip, score_strip, \
     tile_parts_rows, tile_pulses_t
@@ -283,7 +283,8 @@ class GainCellAttention(AttentionKernel):
                         zs[b0] = zb
                     return hmax
 
-                hmax = (np.maximum.reduce(_on_two_lanes(scores, largest_first)) if two else scores(blocks))
+                hmax = (np.maximum.reduce(share(lambda _, blk: scores([blk]), largest_first)) if two
+                        else scores(blocks))
                 acc = np.zeros((g, T, d), np.float32)
                 v_full = sc.out_scale[layer, hs].astype(np.float32)
                 probe = next((i for i, h in enumerate(hs) if rec.wants_weights(layer, int(h))), None)
@@ -312,7 +313,7 @@ class GainCellAttention(AttentionKernel):
                                                            ("v", j, b0), runs).reshape(g, b1 - b0, d)
 
                 if two:
-                    _on_two_lanes(values_, largest_first)
+                    share(lambda _, blk: values_([blk]), largest_first)
                 else:
                     values_(blocks)
                 if weights is not None:  # the head's attention weights
@@ -605,36 +606,6 @@ class _Draws:
                 for key in [k for k in self.pool if k not in self.used]:
                     del self.pool[key]
         return self.plan is not None and self.taken < len(self.plan)
-
-
-def _on_two_lanes(fn, blocks):
-    """[fn([b]) for b in blocks], in any order, on this thread and helper_thread("lane"): each
-    takes the next block when it is done with one, until none is left; both finished (a helper
-    that has not started by the time this thread found none left is cancelled, not waited for,
-    as :func:`..base.two_way` does)."""
-    it, lock, out = iter(blocks), threading.Lock(), []
-
-    def take():
-        while True:
-            with lock:
-                b = next(it, None)
-            if b is None:
-                return
-            out.append(fn([b]))
-
-    fut = helper_thread("lane").submit(take)
-    try:
-        take()
-    except BaseException:
-        with lock:  # the helper takes nothing more
-            for _ in it:
-                pass
-        if not fut.cancel():
-            concurrent.futures.wait([fut])
-        raise
-    if not fut.cancel():
-        fut.result()
-    return out
 
 
 # OpenBLAS computes small products (here: M N K up to between 1.5e5 and 3e5 for A B^T, one row
