@@ -189,11 +189,23 @@ def test_share_does_every_item_once_and_reraises():
         base.share(fail_helper, range(200))
     assert len(taken) < 199  # this lane stopped taking items once the helper failed
 
+    import gc
+    import weakref
     gate = threading.Event()
     blocker = base.helper_thread("lane").submit(gate.wait, 10)  # the helper is busy
     try:
-        who = base.share(lambda lane, item: (item, lane), range(5))
+        buf = np.zeros(5)
+        ref = weakref.ref(buf)
+
+        def mark(lane, item, out=buf):
+            out[item] = 1.0
+            return item, lane
+        who = base.share(mark, range(5))
         assert sorted(who) == [(i, 0) for i in range(5)] and not blocker.done()
+        assert buf.sum() == 5.0
+        del buf, mark
+        gc.collect()
+        assert ref() is None, "the cancelled hand-off still holds the work's buffer"
     finally:
         gate.set()
         blocker.result()

@@ -302,9 +302,9 @@ def share(fn, items):
     helper_thread("lane") (lane 1) each take the next item when done with one, until none is
     left (give them largest first: a lane the machine slows, or one that started late, takes
     fewer); both finished when it returns. A helper that has not started by the time this thread
-    found none left is cancelled, not waited for (as :func:`two_way`). The results in the order
-    the items were done; on an error in either lane the other takes nothing more and the error is
-    raised (this thread's first)."""
+    found none left is cancelled, not waited for, and keeps nothing of ``fn`` or ``items`` (as
+    :func:`two_way`). The results in the order the items were done; on an error in either lane
+    the other takes nothing more and the error is raised (this thread's first)."""
     it, lock, out, end = iter(items), threading.Lock(), [], object()
 
     def take(lane):
@@ -327,15 +327,25 @@ def share(fn, items):
             stop()
             raise
 
-    fut = helper_thread("lane").submit(helper)
+    box = [helper]  # emptied on cancelling: the helper's queue then holds no closure of fn
+
+    def run():
+        h = box[0]
+        if h is not None:
+            h()
+    fut = helper_thread("lane").submit(run)
     try:
         take(0)
     except BaseException:
         stop()
-        if not fut.cancel():
+        if fut.cancel():
+            box[0] = None
+        else:
             concurrent.futures.wait([fut])
         raise
-    if not fut.cancel():
+    if fut.cancel():
+        box[0] = None
+    else:
         fut.result()
     return out
 
