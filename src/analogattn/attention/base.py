@@ -272,29 +272,41 @@ def two_way(here, there):
     for the helper before returning or raising; ``here``'s error wins over ``there``'s. A
     cancelled hand-off stays in the helper's queue until the helper reaches it; it holds only an
     emptied box, not ``there`` (whose closure may hold a large buffer the caller means to reuse)."""
-    box = [there]
-
-    def run():
-        fn = box[0]
-        if fn is not None:
-            fn()
-    fut = helper_thread("lane").submit(run)
+    fut, cancel = _hand_off(there)
     try:
         here()
     except BaseException:
-        if fut.cancel():
-            box[0] = None
-        else:
+        if not cancel():
             try:
                 fut.result()
             except BaseException:  # noqa: BLE001 - the first error is the one reported
                 pass
         raise
-    if fut.cancel():
-        box[0] = None
+    if cancel():
         there()
     else:
         fut.result()
+
+
+def _hand_off(fn):
+    """Submit ``fn`` to the lane helper in a box: returns (future, cancel); cancel() is True when
+    the helper had not started it, and then empties the box, so the helper's queue, which keeps
+    a cancelled item until the helper reaches it, holds nothing of ``fn`` (whose closure may hold
+    a large buffer the caller means to reuse)."""
+    box = [fn]
+
+    def run():
+        f = box[0]
+        if f is not None:
+            f()
+    fut = helper_thread("lane").submit(run)
+
+    def cancel():
+        if fut.cancel():
+            box[0] = None
+            return True
+        return False
+    return fut, cancel
 
 
 def share(fn, items):
@@ -327,25 +339,15 @@ def share(fn, items):
             stop()
             raise
 
-    box = [helper]  # emptied on cancelling: the helper's queue then holds no closure of fn
-
-    def run():
-        h = box[0]
-        if h is not None:
-            h()
-    fut = helper_thread("lane").submit(run)
+    fut, cancel = _hand_off(helper)
     try:
         take(0)
     except BaseException:
         stop()
-        if fut.cancel():
-            box[0] = None
-        else:
+        if not cancel():
             concurrent.futures.wait([fut])
         raise
-    if fut.cancel():
-        box[0] = None
-    else:
+    if not cancel():
         fut.result()
     return out
 
