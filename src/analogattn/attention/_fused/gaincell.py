@@ -213,30 +213,6 @@ def tile_parts(M, rw, psum, ratio, out):
                 o /= w  # path divides the factors: equal to rounding, not bit for bit)
 
 
-@nb.jit(inline="always", **_opts)
-def _noisy_row(p, a, i, z1, s1, z2, s2, full, half, back, has1, has2):
-    """a[c] += ADC(p[c] + s1[i] z1[i, c] + s2[i] z2[i, c]) back[i] (the ADC over +-full[i], codes
-    -half .. half-1, mid-tread; full <= 0 reads 0; has1 / has2 False: that term skipped): one row
-    of :func:`noisy_tile_acc` and :func:`noisy_tile_rows`, strict IEEE float32 in NumPy's order."""
-    bk = back[i]
-    f = full[i]
-    if f > 0:
-        lo, hi = np.float32(-half), np.float32(half - 1)
-        step = f / np.float32(half)
-        for c in range(a.shape[0]):
-            v = p[c]
-            if has1:
-                v = v + s1[i] * z1[i, c]
-            if has2:
-                v = v + s2[i] * z2[i, c]
-            v = min(max(np.rint(v / step), lo), hi) * step
-            a[c] = a[c] + v * bk
-    else:
-        zero = np.float32(0.0)
-        for c in range(a.shape[0]):
-            a[c] = a[c] + zero * bk
-
-
 @nb.jit(**_opts)
 def noisy_tile_acc(part, z1, s1, z2, s2, full, half, back, acc):
     """acc (R, dd) += ADC(part[r] + s1[r] z1[r] + s2[r] z2[r]) back[r]: one value tile of
@@ -244,12 +220,9 @@ def noisy_tile_acc(part, z1, s1, z2, s2, full, half, back, acc):
     :func:`tile_parts`; back 0: row not read, skipped; full <= 0 reads 0; an empty z skips its
     term), the same operations in the same order, so calling it tile by tile in order gives
     noisy_tile_adc's sums bit for bit without the (tiles, rows, dd) arrays (each tile's GEMM,
-    parts and noise used while in cache)."""
-    has1 = z1.size > 0
-    has2 = z2.size > 0
-    for r in range(acc.shape[0]):
-        if back[r] != 0:
-            _noisy_row(part[r], acc[r], r, z1, s1, z2, s2, full, half, back, has1, has2)
+    parts and noise used while in cache). :func:`noisy_tile_rows` with one head (its rows are
+    then this tile's rows in order)."""
+    noisy_tile_rows(part, 0, 1, part.shape[0], z1, s1, z2, s2, full, half, back, acc)
 
 
 @nb.jit(**_opts)
@@ -440,9 +413,11 @@ def tile_parts_rows(M, r0, g, tb, rw, psum, k, ratio, out):
 @nb.jit(**_opts)
 def noisy_tile_rows(part, r0, g, tb, z1, s1, z2, s2, full, half, back, acc):
     """:func:`noisy_tile_acc` for the t-major rows r0 .. r0 + len(part) of one tile: part and acc
-    (tb g, dd) t-major; z1, z2 (g tb, dd), s1, s2, full, back (g tb,) h-major. ``_noisy_row``'s
-    arithmetic written out on 2-D indices: no row views (numba counts a reference for each, and
-    a row here is 64 elements: 1.58 -> 0.41 ns an element), the same operations in the same order."""
+    (tb g, dd) t-major; z1, z2 (g tb, dd), s1, s2, full, back (g tb,) h-major. Row r (block row
+    i = (r % g) tb + r // g): acc[r, c] += ADC(part[q, c] + s1[i] z1[i, c] + s2[i] z2[i, c]) back[i]
+    (the ADC over +-full[i], codes -half .. half-1, mid-tread; full <= 0 reads 0; back 0: skipped;
+    an empty z skips its term), strict IEEE float32 in NumPy's order. On 2-D indices, no row views
+    (numba counts a reference for each, and a row here is 64 elements: 1.58 -> 0.41 ns an element)."""
     has1 = z1.size > 0
     has2 = z2.size > 0
     dd = part.shape[1]
