@@ -193,7 +193,8 @@ class IdealAttention(AttentionKernel):
                 # against every other task to each lane: the same at window 256, +1.5 % prefill
                 # at 1024 (paired), and a lane the machine slows takes fewer
                 work = self._scratch(2 * n_work)
-                span = {b0: int(b[b0:b0 + self.block].max()) - int(a[b0:b0 + self.block].min()) for b0, _ in tasks}
+                span = {b0: int(b[b0:b0 + self.block].max()) - int(a[b0:b0 + self.block].min())
+                        for b0 in range(0, t, self.block)}  # keys each block reads
                 share(lambda lane, task: self._blocks(q, keys, values, a, b, out,
                                                      work[lane * n_work:(lane + 1) * n_work], scale, g, [task]),
                       sorted(tasks, key=lambda task: -span[task[0]]))
