@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from analogattn.attention import _fused
+from analogattn.attention._fused.gaincell import tile_pulses_t
 
 
 def _tile_pulses_numpy(p, bias, mode, inv_sat, levels, rows):
@@ -62,3 +63,37 @@ def test_tile_pulses_equal_numpy(mode, levels):
     # the pulse sums: the compiled loop may add in another order (fast-math reassociation, kept as
     # the recorded numbers were made with it): <= 32 terms in [0, 1], a few float32 roundings
     assert np.allclose(psum, rpsum, rtol=4e-6, atol=0)
+
+
+@pytest.mark.parametrize("t_major", [False, True])
+def test_tile_pulse_sums_do_not_depend_on_where_the_arrays_sit(t_major):
+    """The pulse sums are the same wherever malloc puts the arrays. Summed in the loop that wrote
+    the pulses, they were vectorised behind LLVM's run-time check that the pulses' array does not
+    overlap the mask's, a conservative check that also fired when the pulses merely followed the
+    mask within a tile's length; its scalar fallback adds in another order, so a sum's last bit
+    depended on the heap (a gain-cell decode step gave one of two results, about 1 run in 3).
+    Here the pulses' array sits at each of 0 .. 64 floats after the mask's end, and far away."""
+    g, tb, S, rows = 3, 1, 209, 64  # a decode step's shapes: 3 heads, 4 tiles, the last partial
+    ntl = -(-S // rows)
+    rng = np.random.default_rng(1)
+    inv_sat = np.ones(g, np.float32)
+    first, last = np.zeros(tb, np.int64), np.full(tb, S, np.int64)
+    for _ in range(4):
+        p = (rng.random((g, tb, S)) ** 4).astype(np.float32)
+
+        def sums(gap):
+            buf = np.zeros(4 * (S + gap + ntl * g * tb * rows) + 65536, np.uint8)
+            bias = buf[:4 * S].view(np.float32).reshape(tb, S)  # all allowed
+            o = 4 * (S + gap) if gap >= 0 else buf.size - 4 * ntl * g * tb * rows
+            pq = buf[o:o + 4 * ntl * g * tb * rows].view(np.float32).reshape(ntl, g * tb, rows)
+            m = np.ones((g * tb, ntl), np.float32)
+            psum = np.zeros((g * tb, ntl), np.float32)
+            if t_major:
+                tile_pulses_t(p, bias, 2, inv_sat, 16, rows, first, last, pq, m, psum)
+            else:
+                _fused.tile_pulses(p, bias, 2, inv_sat, 16, rows, pq, m, psum)
+            return psum
+
+        far = sums(-1)
+        for gap in range(0, 65, 4):
+            assert np.array_equal(sums(gap), far), gap

@@ -21,6 +21,20 @@ def _tile_mean(mk, rw, r, wr, v):
         for c in range(dd):
             v[c] += mk[i * dd + c] * ci
 
+@nb.jit(inline="always", **_fast)
+def _pulse_sum(row, n):
+    """sum of row[:n], in a loop that only reads. A float sum in a loop that also stores (as the
+    pulses were summed while written) is vectorised behind a run-time check that the arrays do
+    not overlap, and LLVM's check is conservative (it may fire for an array that merely sits
+    within a tile of the other in memory); the scalar fallback then adds in another order, so the
+    sum's last bit depended on where malloc had put the arrays (a decode step gave one of two
+    results, 1 run in 3). A loop without stores has no such check: one order, always."""
+    tot = np.float32(0.0)
+    for s in range(n):
+        tot += row[s]
+    return tot
+
+
 @nb.jit(**_fast)
 def score_tile(x, full, scale, out, accumulate, bias, want_max):
     """out[h, t, s] (+)= clamp(x[h tb + t, s], +-full[h]) * scale[h, t]: one tile of a block's
@@ -133,15 +147,13 @@ def tile_pulses(p, bias, mode, inv_sat, levels, rows, pq, m, psum):
                 if mode == 0:
                     m[i, k] = one
                 out = pq[k, i]
-                tot = zero
                 for s in range(s0, s1):
                     v = _pulse(pi[s] * scale, L, invL)
-                    v = v if b[s] == 0 else zero
-                    out[s - s0] = v
-                    tot += v
+                    out[s - s0] = v if b[s] == 0 else zero
                 for s in range(s1 - s0, rows):
                     out[s] = zero
-                psum[i, k] = tot
+                # summed in a loop of its own that only reads (see _pulse_sum)
+                psum[i, k] = _pulse_sum(out, s1 - s0)
 
 
 @nb.jit(**_fast)
@@ -382,14 +394,14 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     m[i, k] = tmax
                 if mode == 0:
                     m[i, k] = one
-                tot = zero
                 for s in range(s0, s1):
                     v = _pulse(p[h, t, s] * scale, L, invL)
-                    v = v if bias[t, s] == 0 else zero
-                    pq[k, j, s - s0] = v
-                    tot += v
+                    pq[k, j, s - s0] = v if bias[t, s] == 0 else zero
                 for s in range(s1 - s0, rows):
                     pq[k, j, s] = zero
+                tot = zero  # as _pulse_sum, on 3-D indices (a loop that only reads)
+                for s in range(s1 - s0):
+                    tot += pq[k, j, s]
                 psum[i, k] = tot
 
 
