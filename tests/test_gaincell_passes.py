@@ -97,3 +97,51 @@ def test_tile_pulse_sums_do_not_depend_on_where_the_arrays_sit(t_major):
         far = sums(-1)
         for gap in range(0, 65, 4):
             assert np.array_equal(sums(gap), far), gap
+
+
+def _pulse_sum_reference(x):
+    """The order _pulse_sum documents, in NumPy float32 scalars, one addition at a time."""
+    f = np.float32
+    n = len(x)
+    if n < 8:
+        tot = f(0)
+        for v in x:
+            tot = f(tot + v)
+        return tot
+
+    def sum8(v):
+        return f(f(f(v[0] + v[4]) + f(v[2] + v[6])) + f(f(v[1] + v[5]) + f(v[3] + v[7])))
+
+    tot, n32 = f(0), n - n % 32
+    if n32:
+        lanes = [f(v) for v in x[:32]]
+        for b in range(32, n32, 32):
+            lanes = [f(a + v) for a, v in zip(lanes, x[b:b + 32])]
+        tot = sum8([f(f(f(lanes[u] + lanes[8 + u]) + lanes[16 + u]) + lanes[24 + u]) for u in range(8)])
+    s = n32
+    if n - n32 >= 8:
+        n8 = n - n % 8
+        e = [f(v) for v in x[n32:n32 + 8]]
+        e[0] = f(tot + e[0])
+        for b in range(n32 + 8, n8, 8):
+            e = [f(a + v) for a, v in zip(e, x[b:b + 8])]
+        tot, s = sum8(e), n8
+    for v in x[s:]:
+        tot = f(tot + v)
+    return tot
+
+
+def test_pulse_sum_adds_in_its_documented_order():
+    """Every length from 0 to 140 (no lanes, the 8-lane part alone, 32 lanes once and more, each
+    followed by a rest), terms spread over 6 decades so a different order rounds differently, and
+    an offset into the array."""
+    from analogattn.attention._fused.gaincell import _pulse_sum
+
+    rng = np.random.default_rng(11)
+    x = (10.0 ** rng.uniform(-3, 3, 200)).astype(np.float32)
+    orders_differ = 0
+    for n in range(141):
+        got = _pulse_sum(x, 7, n)
+        assert got == _pulse_sum_reference(x[7:7 + n]), n
+        orders_differ += got != np.cumsum(x[7:7 + n], dtype=np.float32)[-1] if n else 0
+    assert orders_differ > 20  # the test can tell this order from a plain running sum

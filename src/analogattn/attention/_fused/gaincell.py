@@ -21,17 +21,67 @@ def _tile_mean(mk, rw, r, wr, v):
         for c in range(dd):
             v[c] += mk[i * dd + c] * ci
 
-@nb.jit(inline="always", **_fast)
-def _pulse_sum(row, n):
-    """sum of row[:n], in a loop that only reads. A float sum in a loop that also stores (as the
-    pulses were summed while written) is vectorised behind a run-time check that the arrays do
-    not overlap, and LLVM's check is conservative (it may fire for an array that merely sits
-    within a tile of the other in memory); the scalar fallback then adds in another order, so the
-    sum's last bit depended on where malloc had put the arrays (a decode step gave one of two
-    results, 1 run in 3). A loop without stores has no such check: one order, always."""
+@nb.jit(inline="always", **_opts)
+def _load8(x, o):
+    """x[o] .. x[o + 7] as a tuple (unsigned indices: no negative-index wrap to compute)."""
+    o = np.uint64(o)
+    one = np.uint64(1)
+    return (x[o], x[o + one], x[o + 2 * one], x[o + 3 * one], x[o + 4 * one], x[o + 5 * one], x[o + 6 * one],
+            x[o + 7 * one])
+
+
+@nb.jit(inline="always", **_opts)
+def _add8(a, b):
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6], a[7] + b[7])
+
+
+@nb.jit(inline="always", **_opts)
+def _sum8(v):
+    """The 8 lanes added as a vector reduction adds them: halves, then quarters, then the pair."""
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+
+
+@nb.jit(**_opts)
+def _pulse_sum(x, o, n):
+    """x[o] + .. + x[o + n - 1] (float32) in one fixed order, whatever the machine or the arrays'
+    places: fewer than 8 terms in sequence; else 32 lanes over the whole blocks of 32 (lane 8 u + l
+    takes the terms 32 b + 8 u + l in turn), the four groups of 8 added lane by lane in turn and
+    reduced by :func:`_sum8`; then the whole blocks of 8 left in 8 lanes (lane 0 starting from the
+    sum so far), reduced likewise; then the rest in sequence.
+
+    That is the order LLVM gave the sum on an AVX2 machine when the pulses were summed in the loop
+    that wrote them, so the numbers are the ones recorded before. But that loop ran vectorised only
+    when a run-time check that the arrays do not overlap passed, a conservative check that also
+    failed for a pulse array lying within a tile after the mask's end, and its scalar fallback
+    added in sequence: a sum's last bit depended on where malloc had put the arrays (a decode step
+    gave one of two results in about one run in three). Compiled without fast-math (the helpers
+    are inlined into this function, not into the fast-math caller), so the order written is the
+    order run; 0.3 ns a term against 0.2 for a vectorised sum."""
     tot = np.float32(0.0)
-    for s in range(n):
-        tot += row[s]
+    if n < 8:
+        for s in range(o, o + n):
+            tot += x[s]
+        return tot
+    n32 = n - n % 32
+    if n32:
+        a0, a1, a2, a3 = _load8(x, o), _load8(x, o + 8), _load8(x, o + 16), _load8(x, o + 24)
+        for b in range(o + 32, o + n32, 32):
+            a0 = _add8(a0, _load8(x, b))
+            a1 = _add8(a1, _load8(x, b + 8))
+            a2 = _add8(a2, _load8(x, b + 16))
+            a3 = _add8(a3, _load8(x, b + 24))
+        tot = _sum8(_add8(_add8(_add8(a0, a1), a2), a3))
+    s = n32
+    if n - n32 >= 8:
+        n8 = n - n % 8
+        e = _load8(x, o + n32)
+        e = (tot + e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7])
+        for b in range(o + n32 + 8, o + n8, 8):
+            e = _add8(e, _load8(x, b))
+        tot = _sum8(e)
+        s = n8
+    for k in range(o + s, o + n):
+        tot += x[k]
     return tot
 
 
@@ -152,8 +202,7 @@ def tile_pulses(p, bias, mode, inv_sat, levels, rows, pq, m, psum):
                     out[s - s0] = v if b[s] == 0 else zero
                 for s in range(s1 - s0, rows):
                     out[s] = zero
-                # summed in a loop of its own that only reads (see _pulse_sum)
-                psum[i, k] = _pulse_sum(out, s1 - s0)
+                psum[i, k] = _pulse_sum(out, 0, s1 - s0)
 
 
 @nb.jit(**_fast)
@@ -345,6 +394,8 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
     row or tile views (numba counts a reference for each: 2.0 -> 1.6 ns an element)."""
     g, tb, S = p.shape
     ntl = pq.shape[0]
+    flat = pq.reshape(-1)  # _pulse_sum reads the pulses back from it
+    R = pq.shape[1]
     zero, one = np.float32(0.0), np.float32(1.0)
     L = np.float32(levels - 1) if levels > 1 else zero
     invL = one / L if levels > 1 else zero
@@ -399,10 +450,7 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     pq[k, j, s - s0] = v if bias[t, s] == 0 else zero
                 for s in range(s1 - s0, rows):
                     pq[k, j, s] = zero
-                tot = zero  # as _pulse_sum, on 3-D indices (a loop that only reads)
-                for s in range(s1 - s0):
-                    tot += pq[k, j, s]
-                psum[i, k] = tot
+                psum[i, k] = _pulse_sum(flat, (k * R + j) * rows, s1 - s0)
 
 
 @nb.jit(**_fast)
