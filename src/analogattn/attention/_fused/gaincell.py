@@ -21,6 +21,7 @@ def _tile_mean(mk, rw, r, wr, v):
         for c in range(dd):
             v[c] += mk[i * dd + c] * ci
 
+
 @nb.jit(inline="always", **_opts)
 def _load8(x, o):
     """x[o] .. x[o + 7] as a tuple (unsigned indices: no negative-index wrap to compute)."""
@@ -389,9 +390,10 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
     """:func:`tile_pulses` with pq t-major (pq[k, t g + h]) and the tiles outside each row's
     visible keys first[t] .. last[t] (first = last: none) written without reading p (zero pulses,
     pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1). A
-    tile's largest weight in 8 lanes (vectorised; a max is exact in any order), its pulses and
-    their sum by tile_pulses' own loop: the same values bit for bit. Written on 3-D indices, no
-    row or tile views (numba counts a reference for each: 2.0 -> 1.6 ns an element)."""
+    tile's largest weight in 8 lanes (vectorised; a max is exact in any order), its pulses by
+    tile_pulses' own loop and their sum by the same _pulse_sum: the same values bit for bit.
+    Written on 3-D indices, no row or tile views (numba counts a reference for each: 2.0 -> 1.6 ns
+    an element); pq C-contiguous (the sums read it back through a flat view)."""
     g, tb, S = p.shape
     ntl = pq.shape[0]
     flat = pq.reshape(-1)  # _pulse_sum reads the pulses back from it
