@@ -51,7 +51,7 @@ def quantile(a, q: float):
         above = flat >= part[k1]
         sel = flat[above & (flat <= part[k2])]
         below = n - int(np.count_nonzero(above))
-    if np.isnan(part[kth]).any() or below > lo or below + sel.size <= hi or np.isnan(flat).any():
+    if below > lo or below + sel.size <= hi or np.isnan(flat).any():  # (a NaN threshold: NaN in flat)
         return np.quantile(a, q)
     sel.partition([lo - below, hi - below])
     pair = np.array([sel[lo - below], sel[hi - below]], a.dtype)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import capture as cap
+from .. import stats  # stats.quantile: np.quantile's values, faster on large arrays
 from ..recorders import Recorder
-from ..stats import quantile as quantile_  # np.quantile's values, faster on tails
 from .config import SprintConfig
 from .device import Crossbar
 from .kernel import SprintAttention
@@ -45,7 +45,7 @@ def key_steps(captured: cap.Captured, k_chan, key_bits: int, quantile: float):
             kk = k / k_chan[layer][:, None, :] if k_chan is not None else k
             per_head = per_head or [[] for _ in range(k.shape[0])]
             for j in range(k.shape[0]):
-                per_head[j].append(quantile_(np.abs(kk[j]), quantile))
+                per_head[j].append(stats.quantile(np.abs(kk[j]), quantile))
         amax.append([np.mean(a) for a in per_head])
     half = 2 ** (key_bits - 1)
     return np.array(amax) / max(half - 1, 0.5)
@@ -97,9 +97,9 @@ def calibrate_sprint(model, token_windows, xbar: Crossbar, config: SprintConfig,
                 if want <= 0:
                     t = np.inf if pr.rule == "fixed" else -np.inf
                 elif pr.rule == "fixed":
-                    t = quantile_(vals, 1 - want) if vals.size else 0.0
+                    t = stats.quantile(vals, 1 - want) if vals.size else 0.0
                 else:
-                    t = quantile_(vals, want) if vals.size else 0.0
+                    t = stats.quantile(vals, want) if vals.size else 0.0
                 for layer, h in members:
                     theta[layer, h] = t
             out[keep] = SprintScales(k_step, k_chan, theta, scales.r_diff)

@@ -14,6 +14,7 @@ from .._fused.sprint import decide_chunk
 from ..base import AttentionKernel, blas_single_thread, helper_thread, key_range, lanes, visible
 from ..peripherals import signed_code
 from ..recorders import Recorder, Recorders
+from ..stats import quantile
 from .config import SprintConfig
 from .device import Crossbar, SprintCache
 from .scales import SprintScales, SprintStats
@@ -458,4 +459,4 @@ def _quantile_sample(a, q, n=200_000):
     a = a.ravel()
     if a.size > n:
         a = a[:: a.size // n]
-    return float(np.quantile(a, q)) if a.size else 0.0
+    return float(quantile(a, q)) if a.size else 0.0
