@@ -1,0 +1,201 @@
+"""Benchmark: what bounds the SmolLM2 window-1024 prefill's share of the weight-GEMM ceiling (issue
+#17), and whether Intel MKL's packed-weight products would lift it. Every figure is a ratio
+measured in this run (median of paired rounds: these machines are noisy).
+
+    .venv/bin/python benchmarks/bounds.py [--rounds N]
+
+1. The ideal attention at window 1024 (causal, SmolLM2's 9 query / 3 KV heads of 64, the
+   kernel's own blocks of 128 queries), its parts timed on one thread per layer: the score
+   product, the compiled softmax pass, the value product, the normalised scatter. Against the
+   model's own weight products at the same window (one thread, all rows), timed back to back in
+   each round, this gives an upper bound on the share of the weight-product time a prefill can
+   reach even if everything else (norms, rotary embedding, SwiGLU, logits' loss, hand-offs) were
+   free and the two lanes split the attention perfectly: W / (W + A).
+2. MKL's packed-B products (cblas_sgemm_pack / cblas_sgemm_compute: the weights packed once
+   instead of on every call) against the plain cblas_sgemm the forward pass uses, per layer
+   product at 512 rows (a lane's half of window 1024): the speed ratio, whether the outputs are
+   bit-identical, and the packed buffers' size against the weights' (the peak-memory floor of a
+   window-1024 evaluation is 1.0 GB; the float32 weights alone are ~0.54 GB).
+Needs the mkl extra for part 2 (skipped cleanly without it).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from analogattn.attention._fused import scatter_normalised, softmax_ranges  # noqa: E402
+from analogattn.transformer import gemm  # noqa: E402
+from analogattn.transformer.loaders import load  # noqa: E402
+from analogattn.transformer.models import blas_single_thread  # noqa: E402
+
+PRODUCTS = ("w_qkv", "wo", "w_gate_up", "w_down")
+
+
+def attention_parts(T, n_heads, n_kv, d, block, rng):
+    """A function timing one layer's ideal attention at T tokens on this thread, by part; and the
+    layer's product FLOPs and softmax elements (as the kernel computes them: whole blocks)."""
+    g = n_heads // n_kv
+    q = rng.standard_normal((n_heads, T, d)).astype(np.float32)
+    k = rng.standard_normal((n_kv, T, d)).astype(np.float32)
+    v = rng.standard_normal((n_kv, T, d)).astype(np.float32)
+    a, b = np.zeros(T, np.int64), np.arange(1, T + 1, dtype=np.int64)
+    out = np.empty((T, n_heads, d), np.float32)
+    work = np.empty(g * block * (T + d), np.float32)
+    scale = np.float32(1 / math.sqrt(d))
+    elems = sum(g * min(block, T - b0) * min(T, b0 + block) for b0 in range(0, T, block)) * n_kv
+
+    def run():
+        t = [0.0] * 4
+        for b0 in range(0, T, block):
+            b1 = min(T, b0 + block)
+            tb, s = b1 - b0, b1
+            for j in range(n_kv):
+                sc = work[:g * tb * s].reshape(g * tb, s)
+                ob = work[g * tb * s:g * tb * (s + d)].reshape(g * tb, d)
+                qj = q[j * g:(j + 1) * g, b0:b1].reshape(g * tb, d)
+                c0 = time.perf_counter()
+                np.matmul(qj, k[j, :s].T, out=sc)
+                c1 = time.perf_counter()
+                tot = softmax_ranges(sc, a[b0:b1], b[b0:b1], tb, scale)
+                c2 = time.perf_counter()
+                np.matmul(sc, v[j, :s], out=ob)
+                c3 = time.perf_counter()
+                scatter_normalised(ob, tot, out, b0, j * g, g, tb)
+                c4 = time.perf_counter()
+                for i, x in enumerate((c1 - c0, c2 - c1, c3 - c2, c4 - c3)):
+                    t[i] += x
+        return t
+    return run, 2 * elems * d, elems
+
+
+def mkl_packed():
+    """(pack(w) -> packed buffer, compute(a, packed, n, out), size(w)) through MKL, or None."""
+    if gemm._mkl() is None:
+        return None
+    lib = ctypes.CDLL(gemm._mkl_library())
+    p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+    size = lib.cblas_sgemm_pack_get_size
+    size.argtypes, size.restype = [i, i, i, i], ctypes.c_size_t
+    pack = lib.cblas_sgemm_pack
+    pack.argtypes, pack.restype = [i, i, i, i, i, i, f, p, i, p], None
+    comp = lib.cblas_sgemm_compute
+    comp.argtypes, comp.restype = [i, i, i, i, i, i, p, i, p, i, f, p, i], None
+    ROW, NOTRANS, PACKED, B = 101, 111, 151, 162  # mkl_cblas.h
+
+    def nbytes(w, rows):
+        return size(B, rows, w.shape[1], w.shape[0])
+
+    def packed(w, rows):
+        buf = np.empty(nbytes(w, rows) // 4 + 1, np.float32)
+        pack(ROW, B, NOTRANS, rows, w.shape[1], w.shape[0], 1.0, w.ctypes.data, w.strides[0] // 4, buf.ctypes.data)
+        return buf
+
+    def compute(a, buf, n, out):
+        comp(ROW, NOTRANS, PACKED, a.shape[0], n, a.shape[1], a.ctypes.data, a.strides[0] // 4, buf.ctypes.data, n,
+             0.0, out.ctypes.data, out.strides[0] // 4)
+    return packed, compute, nbytes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=7, help="paired rounds per figure (median reported)")
+    a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds: must be >= 1")
+    m = load("smollm2")
+    c = m.config
+    rng = np.random.default_rng(0)
+    T = 1024
+    run, flops, elems = attention_parts(T, c.n_heads, c.n_kv_heads, c.head_dim, 128, rng)
+    hs = {n: rng.standard_normal((T, m.w[f"l0.{n}"].shape[0])).astype(np.float32) for n in PRODUCTS}
+    outs = {n: np.empty((T, m.w[f"l0.{n}"].shape[1]), np.float32) for n in PRODUCTS}
+
+    def weights_layer():
+        for n in PRODUCTS:
+            gemm.matmul(hs[n], m.w[f"l0.{n}"], outs[n])
+    logits_in = rng.standard_normal((T, c.d_model)).astype(np.float32)
+    logits = np.empty((T, c.vocab), np.float32)
+    print(f"weight products: {gemm.engine()}; {a.rounds} paired rounds, one thread (BLAS limited to 1)")
+    with blas_single_thread():
+        run(), weights_layer()  # warm
+        t0 = time.perf_counter()
+        gemm.matmul(logits_in, m.w["lm_head"], logits)
+        t_logits = time.perf_counter() - t0
+        parts, ratio, tw = [], [], []
+        for _ in range(a.rounds):
+            t0 = time.perf_counter()
+            weights_layer()
+            w = time.perf_counter() - t0
+            p = run()
+            parts.append(p)
+            tw.append(w)
+            ratio.append(sum(p) / w)
+    med = [statistics.median(p[i] for p in parts) for i in range(4)]
+    names = ("scores q k^T", "softmax pass", "values p v", "scatter")
+    print(f"\n1. ideal attention at window {T}, one layer, one thread (medians):")
+    for nm, t in zip(names, med):
+        rate = {"scores q k^T": f"{flops / t / 1e9:6.1f} GFLOP/s", "values p v": f"{flops / t / 1e9:6.1f} GFLOP/s",
+                "softmax pass": f"{t / elems * 1e9:6.2f} ns/element"}.get(nm, "")
+        print(f"   {nm:14s} {t * 1e3:7.2f} ms  {rate}")
+    r = statistics.median(ratio)
+    W = statistics.median(tw) * c.n_layers + t_logits
+    A = r * statistics.median(tw) * c.n_layers
+    bound = W / (W + A)
+    print(f"   attention / the layer's weight products: median {r:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratio)})")
+    print(f"   => upper bound on prefill share of its own weight-product time (all else free, perfect lanes): "
+          f"{bound:.3f} (floor 0.85: {'reachable' if bound >= 0.85 else 'NOT reachable'} with these attention "
+          f"parts; the attention's two products, over the kernel's blocks, are {2 * c.n_layers * flops / (T * _weight_flops(c)):.1%} "
+          "of the weight FLOPs)")
+
+    mk = mkl_packed()
+    if mk is None:
+        print("\n2. MKL packed products: skipped (MKL not installed: the mkl extra)")
+        return
+    packed, compute, nbytes = mk
+    rows = T // 2
+    print(f"\n2. MKL packed-B products at {rows} rows (a lane's half of window {T}), one thread:")
+    tot_packed = 0
+    with blas_single_thread():
+        for n in PRODUCTS:
+            wm = m.w[f"l0.{n}"]
+            x = hs[n][:rows]
+            o1, o2 = np.empty((rows, wm.shape[1]), np.float32), np.empty((rows, wm.shape[1]), np.float32)
+            buf = packed(wm, rows)
+            gemm.matmul(x, wm, o1)
+            compute(x, buf, wm.shape[1], o2)
+            same = np.array_equal(o1, o2)
+            rs = []
+            for _ in range(a.rounds):
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    gemm.matmul(x, wm, o1)
+                t1 = time.perf_counter()
+                for _ in range(10):
+                    compute(x, buf, wm.shape[1], o2)
+                t2 = time.perf_counter()
+                rs.append((t1 - t0) / (t2 - t1))
+            tot_packed += nbytes(wm, rows)
+            print(f"   {n:10s} ({wm.shape[0]:4d} x {wm.shape[1]:4d}): packed {statistics.median(rs):.2f}x as fast, "
+                  f"bit-identical {same}, packed buffer {nbytes(wm, rows) / wm.nbytes:.2f}x the weights' bytes")
+    layer_bytes = sum(m.w[f"l0.{n}"].nbytes for n in PRODUCTS)
+    print(f"   one layer's packed buffers {tot_packed / 1e6:.1f} MB against {layer_bytes / 1e6:.1f} MB of weights: "
+          f"{c.n_layers * tot_packed / 1e9:.2f} GB for the {c.n_layers} layers (peak-memory floor 1.0 GB)")
+
+
+def _weight_flops(c):
+    d, kvd = c.d_model, c.n_kv_heads * c.head_dim
+    return 2 * (c.n_layers * (d * (d + 2 * kvd) + d * d + 3 * d * c.d_ff) + d * c.vocab)
+
+
+if __name__ == "__main__":
+    main()
