@@ -27,6 +27,17 @@ def _as_float32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def _as_int32(typingctx, x):
+    """The int32 whose bits are a float32's IEEE-754 pattern (a bit cast)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(x), codegen
+
+
 @nb.jit(inline="always", **_fast)
 def exp32(x):
     """exp of a float32 in a form LLVM vectorises (NumPy's exp costs 3-5x more per element here):
@@ -79,23 +90,21 @@ def _max_biased(e, b):
 
 @nb.jit(inline="always", **_fast)
 def _lane_max(row):
-    """max of a float32 row (-inf when empty) in 8 independent accumulators, so LLVM vectorises
-    it (one running max is a serial dependency chain)."""
-    L = row.shape[0]
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
-    for s0 in range(0, L - 7, 8):
-        m0 = max(m0, row[s0])
-        m1 = max(m1, row[s0 + 1])
-        m2 = max(m2, row[s0 + 2])
-        m3 = max(m3, row[s0 + 3])
-        m4 = max(m4, row[s0 + 4])
-        m5 = max(m5, row[s0 + 5])
-        m6 = max(m6, row[s0 + 6])
-        m7 = max(m7, row[s0 + 7])
-    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-    for s in range(L - L % 8, L):
-        m = max(m, row[s])
-    return m
+    """max of a float32 row (-inf when empty), taken as an integer max of order-preserving keys
+    (sign bit clear: the float's bits; set: the bits with the other 31 flipped, so more negative
+    floats are smaller integers), which LLVM vectorises: a float max reduction stays scalar
+    without the no-NaN flag (8 interleaved float accumulators: 0.43 ns a value; this: 0.18).
+    The same value as the float max for rows without NaN, except that a row whose largest values
+    are -0.0 and 0.0 gives 0.0 (the float max gave whichever came first: the same exponentials
+    and sums downstream, x - 0.0 == x - (-0.0) but for x = -0.0, whose exp is 1 either way)."""
+    lo = np.int32(-2147483648)
+    m = lo
+    for s in range(row.shape[0]):
+        b = _as_int32(row[s])
+        m = max(m, b ^ ((b >> np.int32(31)) & np.int32(0x7fffffff)))
+    if m == lo:  # empty (no float has this key: it is a negative NaN's)
+        return np.float32(-np.inf)
+    return _as_float32(m ^ ((m >> np.int32(31)) & np.int32(0x7fffffff)))
 
 
 @nb.jit(inline="always", **_fast)
