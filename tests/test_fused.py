@@ -135,3 +135,29 @@ def test_lane_max_equals_numpy():
             assert got == 0
         else:
             assert np.float32(got).tobytes() == want.tobytes(), (x, got, want)
+
+
+def test_max_biased_equals_numpy():
+    """The masked row maximum max(e + b) (b: 0 allowed / -inf not) of the gain cell's softmax and
+    the pruning kernel's kept weights equals NumPy's float maximum of e + b, bit for bit but for
+    the sign of a zero maximum; -inf when nothing is allowed or the row is empty."""
+    import numba as nb
+
+    from analogattn.attention._fused.common import _max_biased
+    bmax = nb.njit(lambda e, b: _max_biased(e, b))
+    rng = np.random.default_rng(13)
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
+    assert bmax(np.empty(0, np.float32), np.empty(0, np.float32)) == -np.inf
+    for trial in range(400):
+        L = int(rng.integers(1, 71))
+        e = (rng.standard_normal(L) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        if trial % 3 == 0:
+            e[rng.integers(0, L, 3)] = rng.choice(special, 3)
+        if trial % 5 == 0:
+            e = -np.abs(e)
+        b = np.where(rng.random(L) < rng.choice([0.0, 0.3, 1.0]), np.float32(0), np.float32(-np.inf)).astype(np.float32)
+        got, want = bmax(e, b), (e + b).max()
+        if want == 0:
+            assert got == 0
+        else:
+            assert np.float32(got).tobytes() == want.tobytes(), (e, b, got, want)
