@@ -73,12 +73,21 @@ def exp_rows(x, out):
 _KEY_NONE = -2147483648  # the key of no float (a negative NaN's): the maximum of nothing
 
 
-@nb.jit(inline="always", **_fast)
-def _key(v):
+@intrinsic
+def _key(typingctx, v):
     """An int32 that orders like the float32 v (sign bit clear: v's bits; set: its bits with the
-    other 31 flipped, so more negative floats are smaller integers; -0.0 just below 0.0)."""
-    b = _as_int32(v)
-    return b ^ ((b >> np.int32(31)) & np.int32(0x7fffffff))
+    other 31 flipped, so more negative floats are smaller integers; -0.0 just below 0.0). In
+    32-bit integer arithmetic throughout (numba's own would widen it to 64 bits, and the max
+    reductions over it would then run half as many lanes)."""
+    if not isinstance(v, types.Float) or v.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
+        return builder.xor(bits, flip)
+    return types.int32(v), codegen
 
 
 @nb.jit(inline="always", **_fast)
