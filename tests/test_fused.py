@@ -109,55 +109,34 @@ def test_decide_softmax_equals_its_decisions_then_kept_softmax():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+
 def test_lane_max_equals_numpy():
     """The ideal softmax's and the loss's row maximum (integer keys, vectorised) equals NumPy's
-    float maximum bit for bit over rows of every length to 70 (the vector body and its tail),
-    signs mixed, both zeros, subnormals, the float32 extremes, -inf scores, rows of -inf only
-    (-inf) and the empty row (-inf); rows whose maximum is a zero give a zero (either sign: the
-    same exponentials)."""
+    float maximum bit for bit (but for the sign of a zero maximum) over hard rows (see
+    float_rows), rows of -inf only and the empty row (-inf)."""
     import numba as nb
+    from float_rows import hard_rows, same_max
 
     from analogattn.attention._fused.common import _lane_max
     lmax = nb.njit(lambda x: _lane_max(x))
-    rng = np.random.default_rng(12)
-    special = np.array([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, -np.inf, 1.0, -1.0], np.float32)
     assert lmax(np.empty(0, np.float32)) == -np.inf
     assert lmax(np.full(9, -np.inf, np.float32)) == -np.inf
-    for trial in range(400):
-        L = int(rng.integers(1, 71))
-        x = (rng.standard_normal(L) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
-        if trial % 3 == 0:
-            x[rng.integers(0, L, 3)] = rng.choice(special, 3)
-        if trial % 5 == 0:
-            x = -np.abs(x)  # every value negative: the order of the flipped keys matters
-        got, want = lmax(x), x.max()
-        if want == 0:
-            assert got == 0
-        else:
-            assert np.float32(got).tobytes() == want.tobytes(), (x, got, want)
+    for x in hard_rows(np.random.default_rng(12), 400):
+        assert same_max(lmax(x), x.max()), x
 
 
 def test_max_biased_equals_numpy():
     """The masked row maximum max(e + b) (b: 0 allowed / -inf not) of the gain cell's softmax and
-    the pruning kernel's kept weights equals NumPy's float maximum of e + b, bit for bit but for
-    the sign of a zero maximum; -inf when nothing is allowed or the row is empty."""
+    the pruning kernel's kept weights equals NumPy's float maximum of e + b (as above); -inf when
+    nothing is allowed or the row is empty."""
     import numba as nb
+    from float_rows import SPECIAL, hard_rows, same_max
 
     from analogattn.attention._fused.common import _max_biased
     bmax = nb.njit(lambda e, b: _max_biased(e, b))
     rng = np.random.default_rng(13)
-    special = np.array([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
     assert bmax(np.empty(0, np.float32), np.empty(0, np.float32)) == -np.inf
-    for trial in range(400):
-        L = int(rng.integers(1, 71))
-        e = (rng.standard_normal(L) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
-        if trial % 3 == 0:
-            e[rng.integers(0, L, 3)] = rng.choice(special, 3)
-        if trial % 5 == 0:
-            e = -np.abs(e)
-        b = np.where(rng.random(L) < rng.choice([0.0, 0.3, 1.0]), np.float32(0), np.float32(-np.inf)).astype(np.float32)
-        got, want = bmax(e, b), (e + b).max()
-        if want == 0:
-            assert got == 0
-        else:
-            assert np.float32(got).tobytes() == want.tobytes(), (e, b, got, want)
+    for e in hard_rows(rng, 400, SPECIAL[SPECIAL != -np.inf]):
+        b = np.where(rng.random(e.size) < rng.choice([0.0, 0.3, 1.0]), np.float32(0), np.float32(-np.inf))
+        b = b.astype(np.float32)
+        assert same_max(bmax(e, b), (e + b).max()), (e, b)
