@@ -37,6 +37,7 @@ from analogattn.attention._fused import scatter_normalised, softmax_ranges  # no
 from analogattn.transformer import gemm  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.transformer.models import blas_single_thread  # noqa: E402
+from transformer import flops_per_token  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a token)
 
 PRODUCTS = ("w_qkv", "wo", "w_gate_up", "w_down")
 
@@ -154,7 +155,7 @@ def main():
     print(f"   attention / the layer's weight products: median {r:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratio)})")
     print(f"   => upper bound on prefill share of its own weight-product time (all else free, perfect lanes): "
           f"{bound:.3f} (floor 0.85: {'reachable' if bound >= 0.85 else 'NOT reachable'} with these attention "
-          f"parts; the attention's two products, over the kernel's blocks, are {2 * c.n_layers * flops / (T * _weight_flops(c)):.1%} "
+          f"parts; the attention's two products, over the kernel's blocks, are {2 * c.n_layers * flops / (T * flops_per_token(c)):.1%} "
           "of the weight FLOPs)")
 
     mk = mkl_packed()
@@ -190,11 +191,6 @@ def main():
     layer_bytes = sum(m.w[f"l0.{n}"].nbytes for n in PRODUCTS)
     print(f"   one layer's packed buffers {tot_packed / 1e6:.1f} MB against {layer_bytes / 1e6:.1f} MB of weights: "
           f"{c.n_layers * tot_packed / 1e9:.2f} GB for the {c.n_layers} layers (peak-memory floor 1.0 GB)")
-
-
-def _weight_flops(c):
-    d, kvd = c.d_model, c.n_kv_heads * c.head_dim
-    return 2 * (c.n_layers * (d * (d + 2 * kvd) + d * d + 3 * d * c.d_ff) + d * c.vocab)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,6 @@ def test_decide_softmax_equals_its_decisions_then_kept_softmax():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
-
 def test_lane_max_equals_numpy():
     """The ideal softmax's and the loss's row maximum (integer keys, vectorised) equals NumPy's
     float maximum bit for bit (but for the sign of a zero maximum) over hard rows (see

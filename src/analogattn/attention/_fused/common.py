@@ -27,17 +27,6 @@ def _as_float32(typingctx, bits):
     return types.float32(bits), codegen
 
 
-@intrinsic
-def _as_int32(typingctx, x):
-    """The int32 whose bits are a float32's IEEE-754 pattern (a bit cast)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(x), codegen
-
-
 @nb.jit(inline="always", **_fast)
 def exp32(x):
     """exp of a float32 in a form LLVM vectorises (NumPy's exp costs 3-5x more per element here):
