@@ -79,6 +79,24 @@ def _key(typingctx, v):
     return types.int32(v), codegen
 
 
+@intrinsic
+def _key_if(typingctx, v, ok):
+    """:func:`_key` of v where ok (a bool or integer) is non-zero, else _KEY_NONE: a 32-bit select,
+    so a masked maximum over it vectorises on 8 lanes (numba's own int32 arithmetic and
+    conditional expression went to 64 bits, 4 lanes: 0.31 -> 0.18 ns a key)."""
+    if not isinstance(v, types.Float) or v.bitwidth != 32 or not isinstance(ok, (types.Boolean, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
+        flag = args[1]
+        keep = builder.icmp_unsigned("!=", flag, ir.Constant(flag.type, 0))
+        return builder.select(keep, builder.xor(bits, flip), ir.Constant(i32, _KEY_NONE))
+    return types.int32(v, ok), codegen
+
+
 @nb.jit(inline="always", **_fast)
 def _unkey(m):
     """The float32 of a key from :func:`_key`; -inf for _KEY_NONE."""
