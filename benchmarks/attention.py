@@ -49,11 +49,16 @@ def main():
     ap.add_argument("--masses", type=float, nargs="+", default=[0.95, 0.98, 0.99, 0.995])
     ap.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--quick", action="store_true", help="one window each (a smoke run)")
-    ap.add_argument("--skip-gaincell", action="store_true")
+    ap.add_argument("--skip-gaincell", action="store_true",
+                    help="skip the gain-cell perplexity rows (the closing speed table still times every kernel)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the speed ratios: kernels timed in turn on 2 windows, median of --repeat paired rounds")
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
+    bad = _check(a)
+    if bad:
+        print(f"attention.py: error: {bad}", file=sys.stderr)
+        sys.exit(2)
     if a.quick:
         a.scored, a.gaincell_scored, a.keeps, a.masses, a.levels = a.window, a.window, [0.3], [0.99], [32]
     b = bundle_mod.load(a.surrogates)
@@ -154,6 +159,28 @@ def main():
                                                           for m in ("meanstd", "lstsq")))
     print(f"(gain-cell kernel {np.median(gspeed):.1f} tok/s during these runs)", flush=True)
     speed_only(model, score, cal, b, W, a.repeat)
+
+
+def _check(a):
+    """The first bad option as a one-line message (None if all are fine), before any work."""
+    for path, opt in ((a.surrogates, "--surrogates"), (a.text, "--text")):
+        if not Path(path).is_file():
+            return f"{opt} {path}: no such file"
+    if not 128 <= a.window <= 8192:
+        return f"--window {a.window}: must be 128-8192 (a query block to SmolLM2's context)"
+    for opt, v in (("--scored", a.scored), ("--gaincell-scored", a.gaincell_scored)):
+        if not 1 <= v <= 10 ** 7:
+            return f"{opt} {v}: must be 1-10000000"
+    if not 1 <= a.repeat <= 1000:
+        return f"--repeat {a.repeat}: must be 1-1000"
+    for opt, vals in (("--keeps", a.keeps), ("--masses", a.masses)):
+        for v in vals:
+            if not 0.0 < v <= 1.0:
+                return f"{opt} {v}: each must be in (0, 1]"
+    for v in a.levels:
+        if not 2 <= v <= 65536:
+            return f"--levels {v}: each must be 2-65536"
+    return None
 
 
 def speed_only(model, score, cal, b, W, repeat):
