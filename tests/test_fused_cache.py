@@ -48,22 +48,27 @@ def _package(root, install):
     return pkg
 
 
-def _run(root):
+def _run(root, cache_dir):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *sys.path]))
-    env.pop("NUMBA_CACHE_DIR", None)  # the package's own __pycache__
+    env.pop("NUMBA_CACHE_DIR", None)  # None: the package's own __pycache__
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
     out = subprocess.run([sys.executable, "-c", "from pkg.caller import caller; print(caller(1.0))"],
                          env=env, capture_output=True, text=True, check=True, cwd=root)
     return float(out.stdout)
 
 
 @pytest.mark.parametrize("install", [True, False])
-def test_editing_a_sibling_helper_recompiles_the_caller(tmp_path, install):
+@pytest.mark.parametrize("user_dir", [False, True], ids=["pycache", "NUMBA_CACHE_DIR"])
+def test_editing_a_sibling_helper_recompiles_the_caller(tmp_path, install, user_dir):
     pkg = _package(tmp_path, install)
-    assert _run(tmp_path) == (1.0 + 1.0) * 2.0
-    assert list((pkg / "__pycache__").glob("caller.caller-*.nbi")), "the caller was not cached"
+    cache_dir = tmp_path / "numba-cache" if user_dir else None
+    assert _run(tmp_path, cache_dir) == (1.0 + 1.0) * 2.0
+    where = cache_dir if user_dir else pkg / "__pycache__"
+    assert list(where.rglob("caller.caller-*.nbi")), "the caller was not cached"
     (pkg / "helper.py").write_text(textwrap.dedent(HELPER.format(value=10.0)))
     expected = (1.0 + 10.0) * 2.0 if install else (1.0 + 1.0) * 2.0  # numba alone: stale
-    assert _run(tmp_path) == expected
+    assert _run(tmp_path, cache_dir) == expected
 
 
 def test_fused_functions_carry_the_package_stamp():
