@@ -62,7 +62,7 @@ class _UserWide(_PackageStamp, _base("UserWideCacheLocator")):
 def install(directory: str) -> None:
     """Stamp the numba functions of ``directory`` with :func:`sources_hash` of it. Call before
     the modules defining them are imported (``cache=True`` picks the locator at decoration)."""
-    _DIRS[os.path.dirname(os.path.join(os.path.abspath(directory), ""))] = sources_hash(directory)
+    _DIRS[os.path.abspath(directory)] = sources_hash(directory)
     impl = _base("CacheImpl")
     mine = [_UserProvided, _InTree, _UserWide]
     if impl._locator_classes[:3] != mine:

@@ -62,6 +62,14 @@ def exp_rows(x, out):
 _KEY_NONE = -2147483648  # the key of no float (a negative NaN's): the maximum of nothing
 
 
+def _key_ir(builder, value):
+    """The IR of :func:`_key` on a float32 value (shared by ``_key`` and ``_key_if``)."""
+    i32 = ir.IntType(32)
+    bits = builder.bitcast(value, i32)
+    flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
+    return builder.xor(bits, flip)
+
+
 @intrinsic
 def _key(typingctx, v):
     """An int32 that orders like the float32 v (sign bit clear: v's bits; set: its bits with the
@@ -72,10 +80,7 @@ def _key(typingctx, v):
         return None
 
     def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        bits = builder.bitcast(args[0], i32)
-        flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
-        return builder.xor(bits, flip)
+        return _key_ir(builder, args[0])
     return types.int32(v), codegen
 
 
@@ -88,12 +93,9 @@ def _key_if(typingctx, v, ok):
         return None
 
     def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        bits = builder.bitcast(args[0], i32)
-        flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
         flag = args[1]
         keep = builder.icmp_unsigned("!=", flag, ir.Constant(flag.type, 0))
-        return builder.select(keep, builder.xor(bits, flip), ir.Constant(i32, _KEY_NONE))
+        return builder.select(keep, _key_ir(builder, args[0]), ir.Constant(ir.IntType(32), _KEY_NONE))
     return types.int32(v, ok), codegen
 
 
