@@ -33,9 +33,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from analogattn.attention.base import IdealAttention  # noqa: E402
 from analogattn.attention.gaincell import CellModel, GainCellConfig, calibrated_kernel  # noqa: E402
 from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint  # noqa: E402
+from analogattn.errors import AnalogAttnError  # noqa: E402
 from analogattn.evaluate.perplexity import perplexity, stream_tokens  # noqa: E402
+from analogattn.evaluate.texts import check_text  # noqa: E402
 from analogattn.surrogates import bundle as bundle_mod  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
+from analogattn.userio import check_input_file  # noqa: E402
 
 
 def main():
@@ -55,16 +58,19 @@ def main():
                     help="only the speed ratios: kernels timed in turn on 2 windows, median of --repeat paired rounds")
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    bad = _check(a)
-    if bad:
-        print(f"attention.py: error: {bad}", file=sys.stderr)
+    W = a.window
+    try:  # every input checked before any kernel runs; nothing is written
+        _check(a)
+        model = load("smollm2")
+        ids = np.concatenate(list(stream_tokens(a.text, model.tokenizer)))
+        if ids.size < 3 * W + 2:  # the same need as the CLI's demo: calibration on 2 windows, 1 scored
+            raise AnalogAttnError(f"--text {a.text}: {ids.size} tokens, need at least {3 * W + 2} for --window {W}")
+        b = bundle_mod.load(a.surrogates)
+    except AnalogAttnError as e:
+        print(f"attention.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     if a.quick:
         a.scored, a.gaincell_scored, a.keeps, a.masses, a.levels = a.window, a.window, [0.3], [0.99], [32]
-    b = bundle_mod.load(a.surrogates)
-    model = load("smollm2")
-    ids = np.concatenate(list(stream_tokens(a.text, model.tokenizer)))
-    W = a.window
     cal = [ids[-2 * W:-W], ids[-W:]]
     score = ids[:-2 * W]
     c = model.config
@@ -162,25 +168,26 @@ def main():
 
 
 def _check(a):
-    """The first bad option as a one-line message (None if all are fine), before any work."""
-    for path, opt in ((a.surrogates, "--surrogates"), (a.text, "--text")):
-        if not Path(path).is_file():
-            return f"{opt} {path}: no such file"
+    """Raise AnalogAttnError (one line) for the first bad option."""
+    check_input_file(a.surrogates, "--surrogates", "surrogate bundle")
+    check_text(a.text, "--text")
+
+    def bad(msg):
+        raise AnalogAttnError(msg)
     if not 128 <= a.window <= 8192:
-        return f"--window {a.window}: must be 128-8192 (a query block to SmolLM2's context)"
+        bad(f"--window {a.window}: must be 128-8192 (a query block to SmolLM2's context)")
     for opt, v in (("--scored", a.scored), ("--gaincell-scored", a.gaincell_scored)):
         if not 1 <= v <= 10 ** 7:
-            return f"{opt} {v}: must be 1-10000000"
+            bad(f"{opt} {v}: must be 1-10000000")
     if not 1 <= a.repeat <= 1000:
-        return f"--repeat {a.repeat}: must be 1-1000"
+        bad(f"--repeat {a.repeat}: must be 1-1000")
     for opt, vals in (("--keeps", a.keeps), ("--masses", a.masses)):
         for v in vals:
             if not 0.0 < v <= 1.0:
-                return f"{opt} {v}: each must be in (0, 1]"
+                bad(f"{opt} {v}: each must be in (0, 1]")
     for v in a.levels:
         if not 2 <= v <= 65536:
-            return f"--levels {v}: each must be 2-65536"
-    return None
+            bad(f"--levels {v}: each must be 2-65536")
 
 
 def speed_only(model, score, cal, b, W, repeat):

