@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .common import _adc, _adc_steps, _fast, _max_biased, _opts, _pulse, exp32
+from .common import _KEY_NONE, _adc, _adc_steps, _fast, _key, _max_biased, _opts, _pulse, _unkey, exp32
 
 
 @nb.jit(inline="always", **_fast)
@@ -385,33 +385,62 @@ def score_strip(x, t0, ks, full, scale, out, accumulate, bias, want_max, hmax):
             hmax[h] = m
 
 
+@nb.jit(inline="always", **_fast)
+def _span_max(pf, bf, o, bo, n):
+    """The largest of pf[o + s] + bf[bo + s] over s < n (flat rows of weights and their 0 / -inf
+    biases; -inf when none), as an integer max of :func:`.common._key` s: LLVM runs it on 8 or 16
+    lanes. A float max with a select on the bias stayed scalar (1.5 ns a weight against 0.3).
+    Unsigned offsets: numba has no negative index to wrap."""
+    m = np.int32(_KEY_NONE)
+    for s in range(n):
+        u = np.uint64(s)
+        m = max(m, _key(pf[o + u] + bf[bo + u]))
+    return _unkey(m)
+
+
+@nb.jit(inline="always", **_fast)
+def _span_pulses(pf, bf, o, bo, qf, qo, n, scale, L, invL):
+    """qf[qo + s] = ``_pulse`` of pf[o + s] scale where bf[bo + s] is 0, else 0 (s < n), on flat
+    arrays with unsigned offsets (vectorised: no views, no index wrap)."""
+    zero = np.float32(0.0)
+    for s in range(n):
+        u = np.uint64(s)
+        v = _pulse(pf[o + u] * scale, L, invL)
+        qf[qo + u] = v if bf[bo + u] == zero else zero
+
+
 @nb.jit(**_fast)
 def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum):
     """:func:`tile_pulses` with pq t-major (pq[k, t g + h]) and the tiles outside each row's
     visible keys first[t] .. last[t] (first = last: none) written without reading p (zero pulses,
-    pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1). A
-    tile's largest weight in 8 lanes (vectorised; a max is exact in any order), its pulses by
-    tile_pulses' own loop and their sum by the same _pulse_sum: the same values bit for bit.
-    Written on 3-D indices, no row or tile views (numba counts a reference for each: 2.0 -> 1.6 ns
-    an element); pq C-contiguous (the sums read it back through a flat view)."""
+    pulse sum 0, m as tile_pulses gives them: 1, or the row's largest weight in mode 1). The
+    same values bit for bit: a tile's (or row's) largest allowed weight as the largest p + bias
+    (the bias 0 where allowed; floored at 0 as tile_pulses' maximum starts from 0), its pulses by
+    tile_pulses' operations and their sum by the same _pulse_sum. Rows in t-major order (each
+    tile's pulses then written in sequence), on flat arrays with unsigned offsets: no row or tile
+    views (numba counts a reference for each) and no index wrap, so the maxima and the pulses
+    vectorise (2.6-3.8 -> 1.1-1.6 ns an element on a 3 x 256 x 1024 causal block, paired); pq
+    C-contiguous, p and bias too."""
     g, tb, S = p.shape
     ntl = pq.shape[0]
     flat = pq.reshape(-1)  # _pulse_sum reads the pulses back from it
+    pf = p.reshape(-1)
+    bf = bias.reshape(-1)
     R = pq.shape[1]
     zero, one = np.float32(0.0), np.float32(1.0)
     L = np.float32(levels - 1) if levels > 1 else zero
     invL = one / L if levels > 1 else zero
-    for h in range(g):
-        for t in range(tb):
+    for t in range(tb):
+        ft, lt = first[t], last[t]
+        for h in range(g):
             i = h * tb + t
             j = t * g + h
+            row = np.uint64(i * S)
+            brow = np.uint64(t * S)
             rmax = zero
             if mode == 1:
-                for s in range(S):
-                    v = p[h, t, s] if bias[t, s] == 0 else zero
-                    rmax = v if v > rmax else rmax
+                rmax = max(_span_max(pf, bf, row, brow, S), zero)
                 rmax = rmax if rmax > 0 else one
-            ft, lt = first[t], last[t]
             for k in range(ntl):
                 s0 = k * rows
                 s1 = min(S, s0 + rows)
@@ -421,38 +450,24 @@ def tile_pulses_t(p, bias, mode, inv_sat, levels, rows, first, last, pq, m, psum
                     psum[i, k] = zero
                     m[i, k] = rmax if mode == 1 else one
                     continue
+                n = s1 - s0
+                o, bo = row + np.uint64(s0), brow + np.uint64(s0)
                 scale = one
                 if mode == 0:
                     scale = inv_sat[h]
+                    m[i, k] = one
                 elif mode == 1:
                     scale = one / rmax
                     m[i, k] = rmax
                 else:
-                    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = zero
-                    nseg = s1 - s0
-                    for u0 in range(s0, s1 - 7, 8):
-                        m0 = max(m0, p[h, t, u0] if bias[t, u0] == 0 else zero)
-                        m1 = max(m1, p[h, t, u0 + 1] if bias[t, u0 + 1] == 0 else zero)
-                        m2 = max(m2, p[h, t, u0 + 2] if bias[t, u0 + 2] == 0 else zero)
-                        m3 = max(m3, p[h, t, u0 + 3] if bias[t, u0 + 3] == 0 else zero)
-                        m4 = max(m4, p[h, t, u0 + 4] if bias[t, u0 + 4] == 0 else zero)
-                        m5 = max(m5, p[h, t, u0 + 5] if bias[t, u0 + 5] == 0 else zero)
-                        m6 = max(m6, p[h, t, u0 + 6] if bias[t, u0 + 6] == 0 else zero)
-                        m7 = max(m7, p[h, t, u0 + 7] if bias[t, u0 + 7] == 0 else zero)
-                    tmax = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-                    for u in range(s0 + nseg - nseg % 8, s1):
-                        tmax = max(tmax, p[h, t, u] if bias[t, u] == 0 else zero)
+                    tmax = max(_span_max(pf, bf, o, bo, n), zero)
                     tmax = tmax if tmax > 0 else one
                     scale = one / tmax
                     m[i, k] = tmax
-                if mode == 0:
-                    m[i, k] = one
-                for s in range(s0, s1):
-                    v = _pulse(p[h, t, s] * scale, L, invL)
-                    pq[k, j, s - s0] = v if bias[t, s] == 0 else zero
-                for s in range(s1 - s0, rows):
+                _span_pulses(pf, bf, o, bo, flat, np.uint64((k * R + j) * rows), n, scale, L, invL)
+                for s in range(n, rows):
                     pq[k, j, s] = zero
-                psum[i, k] = _pulse_sum(flat, (k * R + j) * rows, s1 - s0)
+                psum[i, k] = _pulse_sum(flat, (k * R + j) * rows, n)
 
 
 @nb.jit(**_fast)
