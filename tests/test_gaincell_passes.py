@@ -145,3 +145,35 @@ def test_pulse_sum_adds_in_its_documented_order():
         assert got == _pulse_sum_reference(x[7:7 + n]), n
         orders_differ += got != np.cumsum(x[7:7 + n], dtype=np.float32)[-1] if n else 0
     assert orders_differ > 20  # the test can tell this order from a plain running sum
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_score_tile_and_its_largest_logit_equal_numpy(accumulate):
+    """score_tile's scores and, per head, the largest |score| over the allowed keys (the score
+    ADC's reference; taken as an integer max of order-preserving keys) against NumPy: a causal
+    mask with a row that sees nothing, a clamp that bites, one head clamped to 0 (full 0) and one
+    unclamped (inf); the largest value sits on a masked key too, so ignoring the mask would show."""
+    rng = np.random.default_rng(3)
+    g, tb, S = 3, 21, 77
+    x = rng.normal(0, 2, (g * tb, S)).astype(np.float32)
+    x[tb + 5, -1] = 1e6  # row 5 of head 1 (not clamped): a masked key (s > 60 + 5)
+    full = np.array([1.5, np.inf, 0.0], np.float32)
+    scale = rng.uniform(0.2, 3, (g, tb)).astype(np.float32)
+    al = np.arange(S)[None, :] <= np.arange(tb)[:, None] + 60
+    al[7] = False  # a row that sees nothing
+    bias = np.where(al, 0, -np.inf).astype(np.float32)
+    prev = rng.normal(0, 1, (g, tb, S)).astype(np.float32)
+    out = prev.copy()
+    hmax = _fused.score_tile(x, full, scale, out, accumulate, bias, True)
+    lim = np.where(full > 0, full, 0).astype(np.float32)[:, None, None]
+    ref = np.minimum(np.maximum(x.reshape(g, tb, S), -lim), lim) * scale[:, :, None]
+    if accumulate:  # the compiled sum may fuse the product into it (one rounding): float64 reference
+        exact = prev.astype(np.float64) + ref.astype(np.float64)
+        assert np.all(np.abs(out - exact) <= 2.4e-7 * (np.abs(prev) + np.abs(ref)))
+    else:
+        assert np.array_equal(out, ref)
+    want = np.max(np.where(al[None], np.abs(out), -np.inf), axis=(1, 2))
+    assert np.array_equal(hmax, np.maximum(want, 0).astype(np.float32))
+    assert 5 < hmax[1] < 100  # inf does not clamp, and the 1e6 is masked
+    if not accumulate:
+        assert hmax[2] == 0  # full 0 reads 0

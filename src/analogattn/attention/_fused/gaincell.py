@@ -86,6 +86,17 @@ def _pulse_sum(x, o, n):
     return tot
 
 
+@nb.jit(inline="always", **_fast)
+def _abs_max_biased(o, b):
+    """max(|o| + b) of two float32 rows (b 0 allowed / -inf not; -inf when nothing is), as an
+    integer max of :func:`.common._key` s, which LLVM vectorises (the float compare-and-select
+    reduction it replaces stayed scalar: 1.6 ns an element against 0.1)."""
+    m = np.int32(_KEY_NONE)
+    for s in range(o.shape[0]):
+        m = max(m, _key(abs(o[s]) + b[s]))
+    return _unkey(m)
+
+
 @nb.jit(**_fast)
 def score_tile(x, full, scale, out, accumulate, bias, want_max):
     """out[h, t, s] (+)= clamp(x[h tb + t, s], +-full[h]) * scale[h, t]: one tile of a block's
@@ -107,12 +118,9 @@ def score_tile(x, full, scale, out, accumulate, bias, want_max):
                 for s in range(S):
                     o[s] = min(max(xi[s], lo), hi) * c
             if want_max:
-                b = bias[t]
-                m = hmax[h]
-                for s in range(S):
-                    v = abs(o[s]) + b[s]
-                    m = v if v > m else m
-                hmax[h] = m
+                m = _abs_max_biased(o, bias[t])
+                if m > hmax[h]:
+                    hmax[h] = m
     return hmax
 
 
