@@ -124,38 +124,6 @@ def test_lane_max_equals_numpy():
         assert same_max(lmax(x), x.max()), x
 
 
-def test_key_if_is_the_key_or_none():
-    """The masked key is _key's value where the flag is non-zero (bool, uint8 or int64 flags alike)
-    and _KEY_NONE where it is zero; keys order like the floats (hand-checked pairs, -0.0 below
-    0.0) and _unkey inverts them bit for bit."""
-    import numba as nb
-    from float_rows import hard_rows
-
-    from analogattn.attention._fused.common import _KEY_NONE, _key, _key_if, _unkey
-
-    @nb.njit
-    def keys(x, flag):
-        out = np.empty(x.size, np.int32)
-        back = np.empty(x.size, np.float32)
-        for s in range(x.size):
-            out[s] = _key_if(x[s], flag[s])
-            back[s] = _unkey(_key(x[s]))
-        return out, back
-
-    rng = np.random.default_rng(13)
-    for x in hard_rows(rng, 50):
-        for dtype in (np.bool_, np.uint8, np.int64):
-            flag = (rng.random(x.size) < 0.5).astype(dtype)
-            k, back = keys(x, flag)
-            bits = x.view(np.int32)
-            want = np.where(bits < 0, bits ^ np.int32(0x7fffffff), bits)
-            assert np.array_equal(k, np.where(flag != 0, want, np.int32(_KEY_NONE)))
-            assert np.array_equal(back.view(np.int32), bits)
-    pairs = np.array([-np.inf, -3.5, -1e-45, -0.0, 0.0, 1e-45, 2.0, np.inf], np.float32)
-    k, _ = keys(pairs, np.ones(pairs.size, np.bool_))
-    assert np.all(np.diff(k.astype(np.int64)) > 0) and k[0] > _KEY_NONE
-
-
 def test_max_biased_equals_numpy():
     """The masked row maximum max(e + b) (b: 0 allowed / -inf not) of the gain cell's softmax and
     the pruning kernel's kept weights equals NumPy's float maximum of e + b (as above); -inf when

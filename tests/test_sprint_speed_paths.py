@@ -273,20 +273,6 @@ def test_a_busy_helper_is_not_waited_for():
     assert np.array_equal(got[0], want[0]) and took < 4.0
 
 
-def test_allowed_max_equals_numpy():
-    """The integer-key maximum of the allowed entries equals NumPy's float maximum, bit for bit
-    (signs mixed, both zeros, subnormals, the float32 extremes and -inf scores; -inf for a row
-    with nothing allowed), so the kept weights' shift is the one _max_biased gives."""
-    import numba as nb
-    from float_rows import hard_rows, same_max
-    amax = nb.njit(lambda e, al: _fused_sprint._allowed_max(e, al))
-    rng = np.random.default_rng(8)
-    for x in hard_rows(rng, 300):
-        al = rng.random(x.size) < rng.choice([0.0, 0.1, 0.5, 1.0])
-        want = x[al].max() if al.any() else np.float32(-np.inf)
-        assert same_max(amax(x, al), want), (x, al)
-
-
 def test_scatter_chunk_equals_numpy_division():
     """The compiled scatter writes chunk row q (query t0 + q // g of head q % g) to
     out[b0 + t, h0 + h] as o / tot, bit for bit NumPy's float32 division, and nothing else."""

@@ -63,7 +63,7 @@ _KEY_NONE = -2147483648  # the key of no float (a negative NaN's): the maximum o
 
 
 def _key_ir(builder, value):
-    """The IR of :func:`_key` on a float32 value (shared by ``_key`` and ``_key_if``)."""
+    """The IR of :func:`_key` on a float32 value."""
     i32 = ir.IntType(32)
     bits = builder.bitcast(value, i32)
     flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
@@ -82,21 +82,6 @@ def _key(typingctx, v):
     def codegen(context, builder, sig, args):
         return _key_ir(builder, args[0])
     return types.int32(v), codegen
-
-
-@intrinsic
-def _key_if(typingctx, v, ok):
-    """:func:`_key` of v where ok (a bool or integer) is non-zero, else _KEY_NONE: a 32-bit select,
-    so a masked maximum over it vectorises on 8 lanes (numba's own int32 arithmetic and
-    conditional expression went to 64 bits, 4 lanes: 0.31 -> 0.18 ns a key)."""
-    if not isinstance(v, types.Float) or v.bitwidth != 32 or not isinstance(ok, (types.Boolean, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        flag = args[1]
-        keep = builder.icmp_unsigned("!=", flag, ir.Constant(flag.type, 0))
-        return builder.select(keep, _key_ir(builder, args[0]), ir.Constant(ir.IntType(32), _KEY_NONE))
-    return types.int32(v, ok), codegen
 
 
 @nb.jit(inline="always", **_fast)
