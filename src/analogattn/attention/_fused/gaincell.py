@@ -385,12 +385,9 @@ def score_strip(x, t0, ks, full, scale, out, accumulate, bias, want_max, hmax):
             for s in range(ks + S, W):
                 row[s] = np.float32(0.0)
         if want_max:
-            b = bias[t, ks:ks + S]
-            m = hmax[h]
-            for s in range(S):
-                v = abs(o[s]) + b[s]
-                m = v if v > m else m
-            hmax[h] = m
+            m = _abs_max_biased(o, bias[t, ks:ks + S])
+            if m > hmax[h]:
+                hmax[h] = m
 
 
 @nb.jit(inline="always", **_fast)
