@@ -86,3 +86,29 @@ def test_text_too_short_for_the_window(bundle, text):
     """Counted in SmolLM2's tokens, before the bundle is read (the stand-in bundle is no HDF5)."""
     _refused(_run("--surrogates", bundle, "--text", text, "--window", "1024", "--speed-only"),
              "tokens, need at least 3074 for --window 1024")
+
+
+@pytest.mark.parametrize("rounds", ["0", "1001", "-3"])
+def test_passes_benchmark_refuses_rounds_out_of_range(rounds):
+    """``benchmarks/passes.py --rounds`` outside 1-1000: one line naming the option and the
+    range, exit 2, nothing timed (nothing on stdout)."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "passes.py"), "--rounds", rounds],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and res.stdout == "", res.stderr
+    assert lines[0] == f"passes.py: error: --rounds {rounds}: must be 1-1000"
+
+
+def test_passes_benchmark_times_every_pass():
+    """One round of ``benchmarks/passes.py``: a row per pass with a positive time per element
+    and ratio (the passes run on their kernels' shapes; a broken signature would fail here)."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "passes.py"), "--rounds", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    rows = [ln for ln in res.stdout.splitlines()[1:] if ln.strip()]
+    names = [r.split()[0] for r in rows]
+    assert names == ["gaincell.tile_pulses_t", "gaincell.softmax_block", "gaincell.score_strip",
+                     "gaincell.tile_parts_rows", "gaincell.noisy_tile_rows", "sprint.decide_chunk"]
+    for r in rows:
+        ns, ratio = map(float, r.split()[-2:])
+        assert ns > 0 and ratio > 0
