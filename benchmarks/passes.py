@@ -10,40 +10,25 @@ is timed as the kernel calls it, on inputs of the kernel's shapes: the last caus
 window-1024 prefill (3 heads x 256 queries x 1024 keys; the pruning kernel's chunk of 64 queries
 over 1024 keys). Prints ns per element and the ratio to copying the pass's main input once
 (``np.copyto`` of the same bytes: what one streaming pass over it costs here); a pass several
-times its usual ratio has lost its vector loop. Numbers on this machine (round 14, quiet):
+times its usual ratio has lost its vector loop (ns: the best of the rounds; ratio: their median). Numbers on this machine (round 14, quiet):
 ``tile_pulses_t`` ~1.1 ns an element, ``score_strip`` ~0.5, ``softmax_block`` ~1, ``decide_chunk``
 ~2.5.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from analogattn.attention._fused import gaincell as G  # noqa: E402
 from analogattn.attention._fused import sprint as SP  # noqa: E402
-
-
-def paired(fn, base, rounds):
-    """(median of time(fn) / time(base) over paired rounds, median time(fn))."""
-    fn(), base()  # warm: compilation, first-touch pages
-    r, tf = [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        base()
-        t1 = time.perf_counter()
-        fn()
-        t2 = time.perf_counter()
-        r.append((t2 - t1) / (t1 - t0))
-        tf.append(t2 - t1)
-    return statistics.median(r), statistics.median(tf)
+from _timing import paired_ratio  # noqa: E402
 
 
 def gaincell_cases(rng):
@@ -141,7 +126,7 @@ def main():
     print(f"{'pass':52s} {'ns/elem':>8s} {'x copy':>7s}")
     for name, n_elem, main_in, fn in cases:
         dst = np.empty_like(main_in)
-        ratio, t = paired(fn, lambda: np.copyto(dst, main_in), a.rounds)
+        ratio, t, _ = paired_ratio(fn, lambda: np.copyto(dst, main_in), a.rounds)  # t: the best round
         print(f"{name:52s} {t / n_elem * 1e9:8.2f} {ratio:7.1f}")
 
 
