@@ -273,6 +273,21 @@ def test_a_busy_helper_is_not_waited_for():
     assert np.array_equal(got[0], want[0]) and took < 4.0
 
 
+def test_counts_equal_numpy():
+    """Kept keys of a row and those the previous row did not keep, counted 8 flags to a word:
+    NumPy's counts for every length 0-70 (no word, words and tails) at offsets 0-8 into the rows
+    (unaligned word loads), with flag densities from none to all."""
+    import numba as nb
+    count = nb.njit(lambda a, b, o, n: _fused_sprint._counts(a[o:o + n], b[o:o + n]))
+    rng = np.random.default_rng(21)
+    for n in range(71):
+        for o in range(9):
+            pa, pb = rng.choice([0.0, 0.3, 0.9, 1.0], 2)
+            a, b = rng.random(o + n + 9) < pa, rng.random(o + n + 9) < pb
+            c, nw = count(a, b, o, n)
+            assert c == a[o:o + n].sum() and nw == (a[o:o + n] & ~b[o:o + n]).sum(), (n, o)
+
+
 def test_scatter_chunk_equals_numpy_division():
     """The compiled scatter writes chunk row q (query t0 + q // g of head q % g) to
     out[b0 + t, h0 + h] as o / tot, bit for bit NumPy's float32 division, and nothing else."""

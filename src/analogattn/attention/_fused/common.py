@@ -84,6 +84,21 @@ def _key(typingctx, v):
     return types.int32(v), codegen
 
 
+@intrinsic
+def _bytes8(typingctx, arr, offset):
+    """The 8 bytes arr[offset:offset + 8] of a C-contiguous bool or uint8 array as one
+    little-endian uint64 (an unaligned load; the caller keeps it in bounds)."""
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.boolean, types.uint8)
+            and isinstance(offset, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        ptr = builder.gep(data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+    return types.uint64(arr, offset), codegen
+
+
 @nb.jit(inline="always", **_fast)
 def _unkey(m):
     """The float32 of a key from :func:`_key`; -inf for _KEY_NONE."""

