@@ -40,7 +40,7 @@ from numba.np.random._constants import wi_double as _WI64, wi_float as _WI
 from numba.np.random._constants import ziggurat_nor_inv_r as _ZINV64, ziggurat_nor_inv_r_f as _ZINV
 from numba.np.random._constants import ziggurat_nor_r as _ZR64, ziggurat_nor_r_f as _ZR
 
-from .common import _as_float32, _opts
+from .common import _as_float32, _bytes8, _opts
 
 _M64 = (1 << 64) - 1
 _PCG_MUL = 0x2360ED051FC65DA44385DF649FCCF645  # PCG64's 128-bit LCG multiplier (NumPy's pcg64.h)
@@ -95,20 +95,6 @@ def _cttz64(typingctx, a):
     def codegen(context, builder, sig, args):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
     return types.uint64(types.uint64), codegen
-
-
-@intrinsic
-def _load8(typingctx, arr, offset):
-    """The 8 bytes arr[offset:offset + 8] of a C-contiguous uint8 array as one little-endian
-    uint64 (an unaligned load; the caller keeps it in bounds)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and isinstance(offset, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        ptr = builder.gep(data, [args[1]])
-        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
-    return types.uint64(arr, offset), codegen
 
 
 @intrinsic
@@ -322,11 +308,11 @@ def pcg64_normals_f32(st, out):
             if p + 32 <= nw and i + 32 <= n:  # 32 copied, then checked
                 _copy64b(flat, i, xs, p)
                 _copy64b(flat, i + 16, xs, p + 16)
-                g = _load8(fl, p)
+                g = _bytes8(fl, p)
                 k = 0
                 while g == _U0 and k < 24:
                     k += 8
-                    g = _load8(fl, p + k)
+                    g = _bytes8(fl, p + k)
                 if g == _U0:
                     i += 32
                     p += 32
@@ -405,11 +391,11 @@ def pcg64_normals_f64(st, out):
                 _copy64b(flat, i + 8, xs, p + 8)
                 _copy64b(flat, i + 16, xs, p + 16)
                 _copy64b(flat, i + 24, xs, p + 24)
-                g = _load8(fl, p)
+                g = _bytes8(fl, p)
                 k = 0
                 while g == _U0 and k < 24:
                     k += 8
-                    g = _load8(fl, p + k)
+                    g = _bytes8(fl, p + k)
                 if g == _U0:
                     i += 32
                     p += 32
