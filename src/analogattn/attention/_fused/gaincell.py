@@ -254,16 +254,21 @@ def interp_terms(y, y0, inv_h, table, out):
     S, d = y.shape
     n, N = table.shape
     top = N - 1 - 1e-9
+    kk = np.empty(d, np.int64)  # a row's grid cells and fractions, once for all n terms
+    ff = np.empty(d, np.float32)
     for s in range(S):
         ys = y[s]
+        for c in range(d):
+            x = min(max((ys[c] - y0) * inv_h, 0.0), top)  # float64 position
+            k = np.int64(x)
+            kk[c] = k
+            ff[c] = np.float32(x - k)
         for i in range(n):
             ti = table[i]
             o = out[s, i]
             for c in range(d):
-                x = min(max((ys[c] - y0) * inv_h, 0.0), top)  # float64 position
-                k = np.int64(x)
-                f = np.float32(x - k)
-                o[c] = ti[k] + f * (ti[k + 1] - ti[k])
+                k = kk[c]
+                o[c] = ti[k] + ff[c] * (ti[k + 1] - ti[k])
 
 
 @nb.jit(**_fast)
