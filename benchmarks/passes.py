@@ -80,6 +80,11 @@ def gaincell_cases(rng):
     none = np.empty((0, 0), np.float32)
     yield "gaincell.noisy_tile_rows (one value tile)", part.size, part, \
         lambda: G.noisy_tile_rows(part, 0, g, tb, z1, s1, none, s1, fl, 16, back, acc)
+    y = rng.uniform(-0.1, 1.9, (S, dd)).astype(np.float32)  # a window's stored voltages of one head
+    table = rng.standard_normal((n, 4001)).astype(np.float32)
+    terms = np.empty((S, n, dd), np.float32)
+    yield "gaincell.interp_terms (3 terms, per output)", terms.size, terms, \
+        lambda: G.interp_terms(y, -0.05, 4000 / 1.9, table, terms)
 
 
 def sprint_case(rng):

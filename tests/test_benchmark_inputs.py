@@ -108,7 +108,8 @@ def test_passes_benchmark_times_every_pass():
     rows = [ln for ln in res.stdout.splitlines()[1:] if ln.strip()]
     names = [r.split()[0] for r in rows]
     assert names == ["gaincell.tile_pulses_t", "gaincell.softmax_block", "gaincell.score_strip",
-                     "gaincell.tile_parts_rows", "gaincell.noisy_tile_rows", "sprint.decide_chunk"]
+                     "gaincell.tile_parts_rows", "gaincell.noisy_tile_rows", "gaincell.interp_terms",
+                     "sprint.decide_chunk"]
     for r in rows:
         ns, ratio = map(float, r.split()[-2:])
         assert ns > 0 and ratio > 0
