@@ -62,14 +62,6 @@ def exp_rows(x, out):
 _KEY_NONE = -2147483648  # the key of no float (a negative NaN's): the maximum of nothing
 
 
-def _key_ir(builder, value):
-    """The IR of :func:`_key` on a float32 value."""
-    i32 = ir.IntType(32)
-    bits = builder.bitcast(value, i32)
-    flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
-    return builder.xor(bits, flip)
-
-
 @intrinsic
 def _key(typingctx, v):
     """An int32 that orders like the float32 v (sign bit clear: v's bits; set: its bits with the
@@ -80,7 +72,10 @@ def _key(typingctx, v):
         return None
 
     def codegen(context, builder, sig, args):
-        return _key_ir(builder, args[0])
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        flip = builder.and_(builder.ashr(bits, ir.Constant(i32, 31)), ir.Constant(i32, 0x7fffffff))
+        return builder.xor(bits, flip)
     return types.int32(v), codegen
 
 
