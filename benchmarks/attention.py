@@ -19,7 +19,6 @@ Usage: python benchmarks/attention.py [--surrogates FILE] [--scored N] [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from analogattn.attention.base import IdealAttention  # noqa: E402
 from analogattn.attention.gaincell import CellModel, GainCellConfig, calibrated_kernel  # noqa: E402
@@ -39,10 +39,11 @@ from analogattn.evaluate.texts import check_text  # noqa: E402
 from analogattn.surrogates import bundle as bundle_mod  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.userio import check_input_file  # noqa: E402
+from _args import Parser  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = Parser()
     ap.add_argument("--surrogates", default=str(ROOT / "analogattn-demo" / "surrogates.h5"))
     ap.add_argument("--text", default=str(ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"))
     ap.add_argument("--window", type=int, default=1024)

@@ -11,12 +11,11 @@ window-1024 prefill (3 heads x 256 queries x 1024 keys; the pruning kernel's chu
 over 1024 keys). Prints ns per element and the ratio to copying the pass's main input once
 (``np.copyto`` of the same bytes: what one streaming pass over it costs here); a pass several
 times its usual ratio has lost its vector loop (ns: the best of the rounds; ratio: their median). Numbers on this machine (round 14, quiet):
-``tile_pulses_t`` ~1.1 ns an element, ``score_strip`` ~0.5, ``softmax_block`` ~1, ``decide_chunk``
-~2.5.
+``tile_pulses_t`` ~1.0 ns an element, ``score_strip`` ~0.6, ``softmax_block`` ~0.8,
+``interp_terms`` ~1.0, ``decide_chunk`` ~1.8.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from analogattn.attention._fused import gaincell as G  # noqa: E402
 from analogattn.attention._fused import sprint as SP  # noqa: E402
+from _args import Parser  # noqa: E402
 from _timing import paired_ratio  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def gaincell_cases(rng):
     first = np.zeros(tb, np.int64)
     bias = np.where(np.arange(S)[None, :] < last[:, None], 0, -np.inf).astype(np.float32)
     n_vis = int(last.sum()) * g
-    p = (rng.random((g, tb, S), dtype=np.float32) ** 8).astype(np.float32)
+    p = rng.random((g, tb, S), dtype=np.float32) ** 8
     ntl = S // rows
     pq = np.empty((ntl, g * tb, rows), np.float32)
     m = np.empty((g * tb, ntl), np.float32)
@@ -120,7 +120,7 @@ def sprint_case(rng):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=15, help="paired rounds per pass (1-1000)")
     a = ap.parse_args()
     if not 1 <= a.rounds <= 1000:

@@ -52,6 +52,10 @@ def text(tmp_path):
     (["--keeps", "0.3", "nan"], ["--keeps nan", "(0, 1]"]),
     (["--masses", "1.5"], ["--masses 1.5", "(0, 1]"]),
     (["--levels", "1"], ["--levels 1", "2-65536"]),
+    (["--window", "nan"], ["--window", "invalid int value: 'nan'"]),
+    (["--keeps"], ["--keeps", "expected at least one argument"]),
+    (["--repeat", ""], ["--repeat", "invalid int value: ''"]),
+    (["--no-such-option"], ["unrecognized arguments: --no-such-option"]),
 ])
 def test_options_out_of_range(bundle, text, args, words):
     _refused(_run("--surrogates", bundle, "--text", text, *args), *words)
@@ -97,6 +101,22 @@ def test_passes_benchmark_refuses_rounds_out_of_range(rounds):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and res.stdout == "", res.stderr
     assert lines[0] == f"passes.py: error: --rounds {rounds}: must be 1-1000"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--rounds", "nan"], ["--rounds", "invalid int value: 'nan'"]),
+    (["--rounds", ""], ["--rounds", "invalid int value: ''"]),
+    (["--rounds"], ["--rounds", "expected one argument"]),
+    (["--bogus"], ["unrecognized arguments: --bogus"]),
+])
+def test_passes_benchmark_parse_errors_are_one_line(args, words):
+    """argparse's own errors (not a number, a missing value, an unknown option) end in one line
+    too, not its usage followed by the error."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "passes.py"), *args],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and res.stdout == "", res.stderr
+    assert lines[0].startswith("passes.py: error: ") and all(w in lines[0] for w in words), lines[0]
 
 
 def test_passes_benchmark_times_every_pass():
