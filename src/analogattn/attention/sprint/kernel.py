@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
+import threading
 
 import numpy as np
 
@@ -224,10 +225,25 @@ class SprintAttention(AttentionKernel):
         fresh = self.recorder is not self.stats  # another recorder may keep the keep arrays
         tasks = [None] * len(draws)
         results = [None] * len(draws)
-        # blocks largest first; their tasks queued as each block's masks are made, so the helper
-        # starts on the first block's while this thread makes the others' masks
+        # blocks largest first; a block's masks made by the first lane to take one of its tasks,
+        # so neither lane waits while the other makes them (each block's are made once, under its
+        # lock); the second task queued is the second block's, so the two lanes' first tasks make
+        # two blocks' masks side by side
         order = sorted(range(len(blocks)), key=lambda b: -(blocks[b][1] - blocks[b][0]) * (blocks[b][3] - blocks[b][2]))
+        queued = [bi * n_kv + j for bi in order for j in range(n_kv)]
+        if len(order) >= 2 and n_kv >= 2:
+            queued.insert(1, queued.pop(n_kv))
+        blks = [None] * len(blocks)
+        locks = [threading.Lock() for _ in blocks]
         todo = queue.SimpleQueue()
+
+        def block_arrays(bi):
+            if blks[bi] is None:
+                with locks[bi]:
+                    if blks[bi] is None:
+                        b0, b1, lo, hi = blocks[bi]
+                        blks[bi] = self._block_arrays(positions[b0:b1], mask, cache.positions[lo:hi])
+            return blks[bi]
 
         def work(lane, wait):
             while True:
@@ -238,20 +254,17 @@ class SprintAttention(AttentionKernel):
                 if k is None:  # the end: left for the helper if this thread found it first
                     todo.put(None)
                     return
+                bi, j = divmod(k, n_kv)
+                tasks[k] = blocks[bi] + (j, block_arrays(bi)) + draws[k]
                 results[k] = self._task(q, cache, layer, out, tasks[k], lane, fresh)
 
         # (one lane or two: the same numbers, each task is computed whole by one lane)
         two = lanes() >= 2 and len(draws) >= 2 and T * cache.keys.shape[1] >= 1 << 16
+        for k in queued:
+            todo.put(k)
+        todo.put(None)  # after every task: a lane stops when it reaches it
         fut = helper_thread("lane").submit(work, 1, True) if two else None
         try:
-            for bi in order:
-                b0, b1, lo, hi = blocks[bi]
-                blk = self._block_arrays(positions[b0:b1], mask, cache.positions[lo:hi])
-                for j in range(n_kv):
-                    k = bi * n_kv + j
-                    tasks[k] = (b0, b1, lo, hi, j, blk) + draws[k]
-                    todo.put(k)
-            todo.put(None)  # after every task: a lane stops when it reaches it
             work(0, False)
         finally:
             # a helper that has not started by now (a busy machine) is not waited for
