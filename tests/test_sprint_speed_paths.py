@@ -87,18 +87,34 @@ def test_fast_path_equals_the_block_path(rule, kw, mask, theta):
 
 
 def test_two_lanes_equal_one_lane(monkeypatch):
-    """Which lane runs a task does not change it: bit-identical to every task on this thread."""
+    """Which lane runs a task (and which lane makes a block's masks) does not change it:
+    bit-identical to every task on this thread. The calls here are below the work at which a
+    call goes to two lanes, so that threshold is lowered; the helper lane must take tasks."""
     cfg = SprintConfig(rule="anchor")
+    monkeypatch.setattr(SprintAttention, "LANE_MIN_WORK", 0)
+    ran = []
+    task = SprintAttention._task
+
+    def spy(self, *a):
+        ran.append(a[-2])  # the lane
+        return task(self, *a)
+    monkeypatch.setattr(SprintAttention, "_task", spy)
     two = _run(True, cfg, Mask(), 1.5)
+    assert 1 in ran and 0 in ran
+    ran.clear()
 
     class Inline:
         def submit(self, f, *a):
             class Done:
+                def cancel(self):
+                    return True  # never started: not waited for
+
                 def result(self):
                     return None
             return Done()  # the helper takes nothing: this thread runs every task
     monkeypatch.setattr(sprint_kernel, "helper_thread", lambda name: Inline())
     one = _run(True, cfg, Mask(), 1.5)
+    assert set(ran) == {0}
     assert np.array_equal(two[0], one[0])
     assert all(np.array_equal(a[4], b[4]) for a, b in zip(two[1], one[1]))
     assert np.array_equal(two[2].mass, one[2].mass)

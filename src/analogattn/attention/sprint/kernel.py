@@ -176,6 +176,7 @@ class SprintAttention(AttentionKernel):
         return standard_normal_f32(self.rng, 1 << 23)
 
     chunk = 64  # queries per chunk of the fast path (a chunk's scores stay in the core's L2 cache)
+    LANE_MIN_WORK = 1 << 16  # queries x keys of a call below which its tasks stay on one lane
     trim = True  # False: every chunk over the block's whole key range (a check of the trimming)
     fast = True  # False: every block through _attend_block (the reference the tests compare with)
 
@@ -259,7 +260,7 @@ class SprintAttention(AttentionKernel):
                 results[k] = self._task(q, cache, layer, out, tasks[k], lane, fresh)
 
         # (one lane or two: the same numbers, each task is computed whole by one lane)
-        two = lanes() >= 2 and len(draws) >= 2 and T * cache.keys.shape[1] >= 1 << 16
+        two = lanes() >= 2 and len(draws) >= 2 and T * cache.keys.shape[1] >= self.LANE_MIN_WORK
         for k in queued:
             todo.put(k)
         todo.put(None)  # after every task: a lane stops when it reaches it
