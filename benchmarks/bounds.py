@@ -20,7 +20,6 @@ Needs the mkl extra for part 2 (skipped cleanly without it).
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import math
 import statistics
@@ -38,6 +37,7 @@ from analogattn.transformer import gemm  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.transformer.models import blas_single_thread  # noqa: E402
 from transformer import flops_per_token  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a token)
+from _args import Parser  # noqa: E402
 
 PRODUCTS = ("w_qkv", "wo", "w_gate_up", "w_down")
 
@@ -108,7 +108,7 @@ def mkl_packed():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per figure (median reported)")
     a = ap.parse_args()
     if not 1 <= a.rounds <= 1000:

@@ -10,7 +10,6 @@ than the naive loop; the shipped SKY130 design (all three families, cold, PDK bi
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -94,9 +93,13 @@ def sky130_vs_builtin(builtin_cold: float) -> None:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
+    from _args import Parser
+    ap = Parser()
     ap.add_argument("--naive-points", type=int, default=100)
     a = ap.parse_args()
+    if not 1 <= a.naive_points <= 100_000:
+        ap.error(f"--naive-points {a.naive_points}: must be 1-100000")
     cold_all = None
     for only, cold_t, warm_t in (("gaincell", 30, 1), ("gaincell,reram,comparator", 90, 2)):
         with tempfile.TemporaryDirectory() as d:

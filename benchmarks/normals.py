@@ -13,12 +13,12 @@ where OLD_FUSED_DIR holds the old normals.py and common.py, e.g.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import statistics
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -46,14 +46,26 @@ def _paired(fn, baseline, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
+    from _args import Parser
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", required=True, help="directory of the old normals.py and common.py")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--shapes", default="4000000;768,1024;16,768,64;1000")
     a = ap.parse_args()
+    if not 1 <= a.rounds <= 1000:
+        ap.error(f"--rounds {a.rounds}: must be 1-1000")
+    if not all((Path(a.old) / f).is_file() for f in ("normals.py", "common.py")):
+        ap.error(f"--old {a.old}: not a directory holding normals.py and common.py (an older _fused package)")
+    try:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(not s or min(s) < 1 or int(np.prod(s)) > 10 ** 8 for s in shapes):
+        ap.error(f"--shapes {a.shapes!r}: shapes of positive integers, dims by ',', shapes by ';' "
+                 "(e.g. '4000000;768,1024'), each at most 10^8 elements")
     from analogattn.attention._fused import normals as new
     old = _load_old(a.old)
-    shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
     print(f"{'dtype':8s}{'shape':>16s}{'old ns':>9s}{'new ns':>9s}{'numpy ns':>10s}{'new/old':>9s}{'old/new':>9s}")
     for name in ("f32", "f64"):
         f_new, f_old = getattr(new, "standard_normal_" + name), getattr(old, "standard_normal_" + name)

@@ -18,7 +18,6 @@ so the same file records both.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -184,7 +183,9 @@ def compare(a_path, b_path) -> int:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
+    from _args import Parser
+    ap = Parser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record")
     r.add_argument("surrogates")
@@ -194,6 +195,9 @@ def main(argv=None):
     c.add_argument("a")
     c.add_argument("b")
     a = ap.parse_args(argv)
+    for name in (("a", "b") if a.cmd == "compare" else ("surrogates",)):
+        if not Path(getattr(a, name)).is_file():
+            ap.error(f"{a.cmd} {getattr(a, name)}: no such file")
     if a.cmd == "compare":
         return compare(a.a, a.b)
     from analogattn.surrogates import bundle as bundle_mod

@@ -7,24 +7,36 @@ column model <= 4x / 2x the floor of its own 10^7 cell inputs (level * voltage).
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _args import Parser
 from _timing import paired_ratio
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", nargs="?", help="surrogate bundle (.h5); without it a small design is characterized "
                                               "and fitted in a temporary folder (minutes)")
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per ratio (median reported)")
     ap.add_argument("-n", type=int, default=10 ** 7, help="inputs per evaluation")
     a = ap.parse_args()
+    if not 1 <= a.rounds <= 1000:
+        ap.error(f"--rounds {a.rounds}: must be 1-1000")
+    if not 1000 <= a.n <= 10 ** 8:
+        ap.error(f"-n {a.n}: must be 1000-100000000 inputs")
+    from analogattn.errors import AnalogAttnError
     from analogattn.surrogates import _accel, bundle
+    from analogattn.userio import check_input_file
+    if a.bundle:
+        try:  # a missing, unreadable or corrupted bundle: one line before any timing
+            check_input_file(a.bundle, "bundle", "surrogate bundle")
+            bundle.load(a.bundle)
+        except AnalogAttnError as e:
+            ap.error(str(e))
     with tempfile.TemporaryDirectory() as d:
         if a.bundle:
             path = Path(a.bundle)

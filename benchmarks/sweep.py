@@ -130,8 +130,9 @@ def char_overhead(d: Path, rounds: int, families, log):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
+    from _args import Parser
+    ap = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--designs", type=int, default=3, help="designs per timed sweep (default 3)")
     ap.add_argument("--rounds", type=int, default=2, help="paired 1-/2-worker sweep rounds (default 2)")
     ap.add_argument("--char-rounds", type=int, default=2,

@@ -26,7 +26,6 @@ OpenBLAS kernel runs; unset both for this command alone to measure the current o
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -129,13 +128,29 @@ def verdict(x, floor):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--text", default=str(ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
+    from _args import Parser
+    ap = Parser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--text", help="text to time on (default: ../shared/data/wikitext2_valid.txt when there, else the built-in text)")
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference rows")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     a = ap.parse_args()
+    if not 1 <= a.rounds <= 1000:
+        ap.error(f"--rounds {a.rounds}: must be 1-1000")
+    if not 1 <= a.decode_tokens <= 1024:
+        ap.error(f"--decode-tokens {a.decode_tokens}: must be 1-1024")
+    from analogattn.errors import AnalogAttnError
+    from analogattn.evaluate.texts import check_text
+    if a.text is not None:  # a text named on the command line must be there (not silently replaced)
+        try:
+            check_text(a.text, "--text")
+        except AnalogAttnError as e:
+            ap.error(str(e))
+    else:
+        shared = ROOT.parent / "shared" / "data" / "wikitext2_valid.txt"
+        a.text = str(shared) if shared.exists() else None
     from analogattn.evaluate.texts import read_text
     from analogattn.transformer.generate import generate
     from analogattn.transformer.loaders import load, smollm2_path
@@ -150,7 +165,7 @@ def main():
           f"weight products: {gemm.engine()} ({gemm.ENV}={os.environ.get(gemm.ENV, '(unset)')}); "
           f"{a.rounds} paired rounds per row, median ratio")
 
-    text, path = read_text(a.text if Path(a.text).exists() else None)
+    text, path = read_text(a.text)
     m = load("smollm2")
     ids = m.tokenizer.encode(text[:200000])
     fpt = flops_per_token(m.config)

@@ -133,3 +133,36 @@ def test_passes_benchmark_times_every_pass():
     for r in rows:
         ns, ratio = map(float, r.split()[-2:])
         assert ns > 0 and ratio > 0
+
+
+@pytest.mark.parametrize("script, args, words", [
+    ("bounds.py", ["--rounds", "0"], ["--rounds 0", "1-1000"]),
+    ("bounds.py", ["--rounds", "nan"], ["--rounds", "invalid int value: 'nan'"]),
+    ("characterize.py", ["--naive-points", "0"], ["--naive-points 0", "1-100000"]),
+    ("normals.py", [], ["required: --old"]),
+    ("normals.py", ["--old", "/nonexistent"], ["--old /nonexistent", "normals.py and common.py"]),
+    ("normals.py", ["--old", "src/analogattn/attention/_fused", "--shapes", "3,x"], ["--shapes '3,x'"]),
+    ("normals.py", ["--old", "src/analogattn/attention/_fused", "--shapes", "0"], ["--shapes '0'"]),
+    ("surrogates.py", ["/nonexistent/s.h5"], ["/nonexistent/s.h5", "no such surrogate bundle"]),
+    ("surrogates.py", ["README.md"], ["README.md", "corrupted"]),
+    ("surrogates.py", ["--rounds", "0"], ["--rounds 0", "1-1000"]),
+    ("surrogates.py", ["-n", "5"], ["-n 5", "1000-100000000"]),
+    ("sweep.py", ["--rounds", "x"], ["--rounds", "invalid int value: 'x'"]),
+    ("sweep.py", ["--designs", "0"], ["--designs 0", "1 to 100"]),
+    ("transformer.py", ["--rounds", "0"], ["--rounds 0", "1-1000"]),
+    ("transformer.py", ["--decode-tokens", "0"], ["--decode-tokens 0", "1-1024"]),
+    ("transformer.py", ["--text", "/nonexistent/t.txt"], ["--text /nonexistent/t.txt", "no such text file"]),
+    ("regression.py", ["record", "/nonexistent/s.h5", "x.npz"], ["/nonexistent/s.h5", "no such file"]),
+    ("regression.py", ["compare", "/nonexistent/a.npz", "b.npz"], ["/nonexistent/a.npz", "no such file"]),
+    ("regression.py", ["bogus"], ["invalid choice: 'bogus'"]),
+])
+def test_every_benchmark_refuses_bad_input_in_one_line(script, args, words):
+    """Every benchmark script (round 15: the rest of them on benchmarks/_args.Parser): bad input
+    gets one line naming the option and what is allowed, exit 2, nothing on stdout (nothing
+    timed, nothing written) and no traceback."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and res.stdout == "", res.stderr
+    assert lines[0].startswith(f"{script}: error: ") and all(w in lines[0] for w in words), lines[0]
+    assert not (ROOT / "x.npz").exists()
