@@ -8,3 +8,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+    def within(self, opt, value, lo, hi, unit=""):
+        """The one-line error (exit 2) "opt value: must be lo-hi[unit]" unless lo <= value <= hi."""
+        if not lo <= value <= hi:
+            self.error(f"{opt} {value}: must be {lo}-{hi}{unit}")

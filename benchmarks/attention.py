@@ -62,18 +62,12 @@ def main():
     W = a.window
     try:  # every input checked before any kernel runs; nothing is written
         _check(a)
-        model = load("smollm2")
-        ids = np.concatenate(list(stream_tokens(a.text, model.tokenizer)))
-        if ids.size < 3 * W + 2:  # the same need as the CLI's demo: calibration on 2 windows, 1 scored
-            raise AnalogAttnError(f"--text {a.text}: {ids.size} tokens, need at least {3 * W + 2} for --window {W}")
-        b = bundle_mod.load(a.surrogates)
+        model, cal, score, b = load_protocol(a.surrogates, a.text, W)
     except AnalogAttnError as e:
         print(f"attention.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     if a.quick:
         a.scored, a.gaincell_scored, a.keeps, a.masses, a.levels = a.window, a.window, [0.3], [0.99], [32]
-    cal = [ids[-2 * W:-W], ids[-W:]]
-    score = ids[:-2 * W]
     c = model.config
 
     def run(kernel, n):
@@ -168,15 +162,45 @@ def main():
     speed_only(model, score, cal, b, W, a.repeat)
 
 
+def check_protocol(surrogates, text, window):
+    """Raise AnalogAttnError (one line) for a missing bundle, an unreadable text or a window
+    outside 128-8192 (shared with benchmarks/kernel_bounds.py)."""
+    check_input_file(surrogates, "--surrogates", "surrogate bundle")
+    check_text(text, "--text")
+    if not 128 <= window <= 8192:
+        raise AnalogAttnError(f"--window {window}: must be 128-8192 (a query block to SmolLM2's context)")
+
+
+def load_protocol(surrogates, text, W):
+    """SmolLM2, its calibration windows (the text's last 2 windows of W tokens), the tokens scored
+    before them, and the surrogate bundle; AnalogAttnError (one line) when the text is too short
+    or the bundle unreadable."""
+    model = load("smollm2")
+    ids = np.concatenate(list(stream_tokens(text, model.tokenizer)))
+    if ids.size < 3 * W + 2:  # the same need as the CLI's demo: calibration on 2 windows, 1 scored
+        raise AnalogAttnError(f"--text {text}: {ids.size} tokens, need at least {3 * W + 2} for --window {W}")
+    b = bundle_mod.load(surrogates)
+    return model, [ids[-2 * W:-W], ids[-W:]], ids[:-2 * W], b
+
+
+def speed_kernels(model, cal, b, W):
+    """The kernels the speed rows time, as makers of a fresh kernel each: the ideal kernel, the
+    pruning kernel (default config, calibrated once) and the 32-level gain cell (calibrated once,
+    reused: its generator carries on)."""
+    xbar = Crossbar.from_bundle(b)
+    cfg = SprintConfig()
+    sp = calibrate_sprint(model, cal, xbar, cfg)
+    gk, _ = calibrated_kernel(model, cal, CellModel.from_bundle(b), GainCellConfig(window=W, storage_levels=32))
+    return {"ideal": IdealAttention, "sprint": lambda: SprintAttention(xbar, cfg, sp, model.config.n_layers),
+            "gaincell": lambda: gk}
+
+
 def _check(a):
     """Raise AnalogAttnError (one line) for the first bad option."""
-    check_input_file(a.surrogates, "--surrogates", "surrogate bundle")
-    check_text(a.text, "--text")
+    check_protocol(a.surrogates, a.text, a.window)
 
     def bad(msg):
         raise AnalogAttnError(msg)
-    if not 128 <= a.window <= 8192:
-        bad(f"--window {a.window}: must be 128-8192 (a query block to SmolLM2's context)")
     for opt, v in (("--scored", a.scored), ("--gaincell-scored", a.gaincell_scored)):
         if not 1 <= v <= 10 ** 7:
             bad(f"{opt} {v}: must be 1-10000000")
@@ -197,13 +221,7 @@ def speed_only(model, score, cal, b, W, repeat):
     and the ratio reported is the median over ``repeat`` rounds (a slow spell of the machine hits
     the kernels of one round alike; best-of-n per kernel let one lucky ideal run set every ratio)."""
     print(f"weight products: {model.weight_products} (every kernel's forward pass alike; ANALOGATTN_GEMM)")
-    xbar = Crossbar.from_bundle(b)
-    cfg = SprintConfig()
-    sp = calibrate_sprint(model, cal, xbar, cfg)
-    cell = CellModel.from_bundle(b)
-    gk, _ = calibrated_kernel(model, cal, cell, GainCellConfig(window=W, storage_levels=32))
-    makers = {"ideal": IdealAttention, "sprint": lambda: SprintAttention(xbar, cfg, sp, model.config.n_layers),
-              "gaincell": lambda: gk}
+    makers = speed_kernels(model, cal, b, W)
     for make in makers.values():  # warm: compilation, first-touch pages
         perplexity(model, score, W, kernel=make(), max_scored=W, progress=False)
     tps = {k: [] for k in makers}

@@ -111,8 +111,7 @@ def main():
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per figure (median reported)")
     a = ap.parse_args()
-    if not 1 <= a.rounds <= 1000:
-        ap.error(f"--rounds {a.rounds}: must be 1-1000")
+    ap.within("--rounds", a.rounds, 1, 1000)
     m = load("smollm2")
     c = m.config
     rng = np.random.default_rng(0)

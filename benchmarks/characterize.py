@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _args import Parser
+
 
 def cli(*args, env=None):
     t = time.perf_counter()
@@ -93,13 +95,10 @@ def sky130_vs_builtin(builtin_cold: float) -> None:
 
 
 def main():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
-    from _args import Parser
     ap = Parser()
     ap.add_argument("--naive-points", type=int, default=100)
     a = ap.parse_args()
-    if not 1 <= a.naive_points <= 100_000:
-        ap.error(f"--naive-points {a.naive_points}: must be 1-100000")
+    ap.within("--naive-points", a.naive_points, 1, 100000)
     cold_all = None
     for only, cold_t, warm_t in (("gaincell", 30, 1), ("gaincell,reram,comparator", 90, 2)):
         with tempfile.TemporaryDirectory() as d:

@@ -22,6 +22,7 @@ also times the real kernels' prefills; the median ratios are printed beside the 
 """
 from __future__ import annotations
 
+import collections
 import statistics
 import sys
 import time
@@ -33,18 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from analogattn.attention.base import IdealAttention, blas_single_thread  # noqa: E402
+from analogattn.attention.base import blas_single_thread  # noqa: E402
 from analogattn.attention._fused.normals import standard_normal_f32, standard_normal_f64  # noqa: E402
-from analogattn.attention.gaincell import CellModel, GainCellConfig, calibrated_kernel  # noqa: E402
 from analogattn.attention.gaincell import kernel as gaincell_kernel  # noqa: E402
-from analogattn.attention.sprint import Crossbar, SprintAttention, SprintConfig, calibrate_sprint  # noqa: E402
+from analogattn.attention.sprint import SprintAttention  # noqa: E402
 from analogattn.errors import AnalogAttnError  # noqa: E402
-from analogattn.evaluate.perplexity import perplexity, stream_tokens  # noqa: E402
-from analogattn.evaluate.texts import check_text  # noqa: E402
-from analogattn.surrogates import bundle as bundle_mod  # noqa: E402
-from analogattn.transformer.loaders import load  # noqa: E402
-from analogattn.userio import check_input_file  # noqa: E402
+from analogattn.evaluate.perplexity import perplexity  # noqa: E402
 from _args import Parser  # noqa: E402
+from attention import check_protocol, load_protocol, speed_kernels  # noqa: E402  (benchmarks/attention.py)
 
 FLOORS = {"sprint": 0.85, "gaincell": 0.7}
 
@@ -198,27 +195,17 @@ def main():
     a = ap.parse_args()
     W = a.window
     try:  # every input checked before any work; nothing is written
-        check_input_file(a.surrogates, "--surrogates", "surrogate bundle")
-        check_text(a.text, "--text")
-        if not 128 <= W <= 8192:
-            raise AnalogAttnError(f"--window {W}: must be 128-8192 (a query block to SmolLM2's context)")
+        check_protocol(a.surrogates, a.text, W)
         if not 1 <= a.rounds <= 100:
             raise AnalogAttnError(f"--rounds {a.rounds}: must be 1-100")
-        model = load("smollm2")
-        ids = np.concatenate(list(stream_tokens(a.text, model.tokenizer)))
-        if ids.size < 3 * W + 2:
-            raise AnalogAttnError(f"--text {a.text}: {ids.size} tokens, need at least {3 * W + 2} for --window {W}")
-        b = bundle_mod.load(a.surrogates)
+        model, cal, score, b = load_protocol(a.surrogates, a.text, W)
     except AnalogAttnError as e:
         print(f"kernel_bounds.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     c = model.config
-    cal, score = [ids[-2 * W:-W], ids[-W:]], ids[:-2 * W]
-    xbar = Crossbar.from_bundle(b)
-    sp = calibrate_sprint(model, cal, xbar, SprintConfig())
-    gk, _ = calibrated_kernel(model, cal, CellModel.from_bundle(b), GainCellConfig(window=W, storage_levels=32))
-    makers = {"ideal": IdealAttention, "sprint": lambda: SprintAttention(xbar, SprintConfig(), sp, c.n_layers),
-              "gaincell": lambda: gk}
+    makers = speed_kernels(model, cal, b, W)
+    gk = makers["gaincell"]()
+
     def one_window(k):
         perplexity(model, score, W, kernel=k, max_scored=W, progress=False)
     dims = (c.n_heads, c.n_kv_heads, c.head_dim)
@@ -232,8 +219,7 @@ def main():
               + (f", draws {wk.n_draws / 1e6:.1f} M read-noise deviates" if wk.n_draws else ""))
     for make in makers.values():  # warm: compilation, first-touch pages
         perplexity(model, score, W, kernel=make(), max_scored=W, progress=False)
-    rows = {k: [] for k in ("rest", "ideal_attn", "sprint", "gaincell", "sprint_p", "gaincell_p", "gaincell_n",
-                            "sprint_bound", "gaincell_bound", "sprint_pbound", "gaincell_pbound")}
+    rows = collections.defaultdict(list)
     for _ in range(a.rounds):
         tot = {}
         for name, make in makers.items():
@@ -257,7 +243,7 @@ def main():
                     rows[name + "_n"].append(nrm)
                 rows[name + "_bound"].append((rest + ai) / (rest + (p + nrm) / 2))
                 rows[name + "_pbound"].append((rest + ai) / (rest + p / 2))
-    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"\nideal prefill: rest of the forward pass {med['rest']:.2f} s, ideal attention {med['ideal_attn']:.2f} s "
           "(wall, two lanes)")
     print(f"\n{'kernel':9s} {'products':>9s} {'normals':>8s} {'bound (products)':>17s} {'bound (+normals)':>17s} "

@@ -21,6 +21,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from _args import Parser
 
 
 def _load_old(fused_dir):
@@ -46,15 +47,12 @@ def _paired(fn, baseline, rounds):
 
 
 def main():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
-    from _args import Parser
     ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", required=True, help="directory of the old normals.py and common.py")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--shapes", default="4000000;768,1024;16,768,64;1000")
     a = ap.parse_args()
-    if not 1 <= a.rounds <= 1000:
-        ap.error(f"--rounds {a.rounds}: must be 1-1000")
+    ap.within("--rounds", a.rounds, 1, 1000)
     if not all((Path(a.old) / f).is_file() for f in ("normals.py", "common.py")):
         ap.error(f"--old {a.old}: not a directory holding normals.py and common.py (an older _fused package)")
     try:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _args import Parser
 
 
 def _keep_recorder(sprint_mod, ker):
@@ -183,8 +184,6 @@ def compare(a_path, b_path) -> int:
 
 
 def main(argv=None):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
-    from _args import Parser
     ap = Parser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record")

@@ -24,10 +24,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per ratio (median reported)")
     ap.add_argument("-n", type=int, default=10 ** 7, help="inputs per evaluation")
     a = ap.parse_args()
-    if not 1 <= a.rounds <= 1000:
-        ap.error(f"--rounds {a.rounds}: must be 1-1000")
-    if not 1000 <= a.n <= 10 ** 8:
-        ap.error(f"-n {a.n}: must be 1000-100000000 inputs")
+    ap.within("--rounds", a.rounds, 1, 1000)
+    ap.within("-n", a.n, 1000, 10 ** 8, " inputs")
     from analogattn.errors import AnalogAttnError
     from analogattn.surrogates import _accel, bundle
     from analogattn.userio import check_input_file

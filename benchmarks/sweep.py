@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _args import Parser  # noqa: E402
+
 SPEC = """
 [sweep]
 strategy = "grid"
@@ -130,8 +132,6 @@ def char_overhead(d: Path, rounds: int, families, log):
 
 
 def main(argv=None):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
-    from _args import Parser
     ap = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--designs", type=int, default=3, help="designs per timed sweep (default 3)")
     ap.add_argument("--rounds", type=int, default=2, help="paired 1-/2-worker sweep rounds (default 2)")

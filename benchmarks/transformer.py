@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _args import Parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,8 +129,6 @@ def verdict(x, floor):
 
 
 def main():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: _args
-    from _args import Parser
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", help="text to time on (default: ../shared/data/wikitext2_valid.txt when there, else the built-in text)")
     ap.add_argument("--decode-tokens", type=int, default=32)
@@ -137,10 +136,8 @@ def main():
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference rows")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     a = ap.parse_args()
-    if not 1 <= a.rounds <= 1000:
-        ap.error(f"--rounds {a.rounds}: must be 1-1000")
-    if not 1 <= a.decode_tokens <= 1024:
-        ap.error(f"--decode-tokens {a.decode_tokens}: must be 1-1024")
+    ap.within("--rounds", a.rounds, 1, 1000)
+    ap.within("--decode-tokens", a.decode_tokens, 1, 1024)
     from analogattn.errors import AnalogAttnError
     from analogattn.evaluate.texts import check_text
     if a.text is not None:  # a text named on the command line must be there (not silently replaced)
