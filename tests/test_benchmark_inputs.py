@@ -63,6 +63,8 @@ def test_options_out_of_range(bundle, text, args, words):
 
 def test_missing_or_binary_files(tmp_path, bundle, text):
     _refused(_run("--surrogates", tmp_path / "none.h5", "--text", text), "--surrogates", "none.h5")
+    _refused(_run("--surrogates", "", "--text", text), "--surrogates ''", "an empty path")  # was "'.' is a directory"
+    _refused(_run("--surrogates", bundle, "--text", ""), "--text ''", "an empty path")
     _refused(_run("--surrogates", tmp_path, "--text", text), "--surrogates", "directory")
     (tmp_path / "empty.txt").write_text("")
     _refused(_run("--surrogates", bundle, "--text", tmp_path / "empty.txt"), "--text", "empty")

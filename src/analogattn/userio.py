@@ -51,6 +51,8 @@ def user_cache_dir(env_var: str, name: str) -> Path:
 
 def check_input_file(path, flag: str, what: str = "file") -> Path:
     """An existing, readable regular file, or a one-line error naming ``flag``."""
+    if not str(path).strip():  # Path("") is ".", which would be reported as a directory
+        raise AnalogAttnError(f"{flag} '': an empty path, not a {what}")
     p = Path(path)
     if not p.exists():
         raise AnalogAttnError(f"{flag} {p}: no such {what}")
