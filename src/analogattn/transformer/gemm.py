@@ -14,8 +14,13 @@ computes it. The call releases the GIL (ctypes), so the lanes run in parallel. (
 kernel's own products stay on NumPy's BLAS: through MKL they took 1.14x as long at window 256 and
 the same at 1024, paired over 300 / 100 calls.)
 
-``ANALOGATTN_GEMM``: ``auto`` (default: MKL when installed), ``mkl`` (MKL, an error when it is
-not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work,
+On AMD processors MKL is the slower engine: on an AMD EPYC (Zen 4, AVX-512; Dec 2026) a SmolLM2
+2-window prefill at window 1024 took 4.38 s through NumPy's BLAS against 4.92 s through MKL
+(median of 5 paired rounds, fresh processes; MKL runs its ``_zen`` kernels there), so ``auto``
+picks MKL only on an Intel processor (``vendor_id`` GenuineIntel in /proc/cpuinfo).
+
+``ANALOGATTN_GEMM``: ``auto`` (default: MKL when installed and the processor is Intel's), ``mkl``
+(MKL, an error when it is not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work,
 and so does :func:`.loaders.load`).
 """
 from __future__ import annotations
@@ -48,6 +53,33 @@ def _choice() -> str:
     return v or "auto"
 
 
+def cpu_vendor() -> str:
+    """The processor's ``vendor_id`` from /proc/cpuinfo (e.g. GenuineIntel, AuthenticAMD); '' when
+    it cannot be read (not Linux, not x86). Read once."""
+    if "vendor" not in _state:
+        vendor = ""
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("vendor_id"):
+                        vendor = line.partition(":")[2].strip()
+                        break
+        except OSError:
+            pass
+        _state["vendor"] = vendor
+    return _state["vendor"]
+
+
+def _engine_fn():
+    """MKL's sgemm when this process's products go to MKL, else None (NumPy's BLAS): ``numpy``
+    never, ``mkl`` always (check_environment refuses it without MKL), ``auto`` on an Intel
+    processor when MKL is installed."""
+    c = _choice()
+    if c == "numpy" or (c == "auto" and cpu_vendor() != "GenuineIntel"):
+        return None
+    return _mkl()
+
+
 def check_environment() -> None:
     """Raise GemmError (one line) for an ANALOGATTN_GEMM value outside CHOICES, or ``mkl`` without
     MKL installed."""
@@ -55,7 +87,7 @@ def check_environment() -> None:
     if c not in CHOICES:
         from ..params import _short
         raise GemmError(f"{ENV}={_short(os.environ.get(ENV))}: must be one of {', '.join(CHOICES)} "
-                        "(auto: Intel MKL when the mkl package is installed, else NumPy's BLAS)")
+                        "(auto: Intel MKL when the mkl package is installed on an Intel processor, else NumPy's BLAS)")
     if c == "mkl" and _mkl() is None:
         raise GemmError(f"{ENV}=mkl: Intel MKL is not installed ({_state['why']}); "
                         "pip install mkl, or unset it")
@@ -106,9 +138,7 @@ def _mkl():
 
 def engine() -> str:
     """'mkl' or 'numpy': what :func:`matmul` uses in this process (for reports and benchmarks)."""
-    if _choice() == "numpy":
-        return "numpy"
-    return "mkl" if _mkl() is not None else "numpy"
+    return "mkl" if _engine_fn() is not None else "numpy"
 
 
 def _rows_ok(x, n_cols) -> bool:
@@ -118,10 +148,10 @@ def _rows_ok(x, n_cols) -> bool:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out <- a @ b through MKL for float32 a (M, K), b (K, N), out (M, N), M >= MIN_ROWS, rows
+    """out <- a @ b through MKL (when :func:`engine` is 'mkl') for float32 a (M, K), b (K, N), out (M, N), M >= MIN_ROWS, rows
     of a and out contiguous (row slices of C-ordered arrays), b's rows or columns contiguous, out
     sharing no memory with a or b; anything else, or no MKL, goes to ``np.matmul``."""
-    fn = None if a.ndim != 2 or b.ndim != 2 or a.shape[0] < MIN_ROWS or _choice() == "numpy" else _mkl()
+    fn = None if a.ndim != 2 or b.ndim != 2 or a.shape[0] < MIN_ROWS else _engine_fn()
     if fn is None:
         return np.matmul(a, b, out=out)
     m, k = a.shape
