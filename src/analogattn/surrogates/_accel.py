@@ -36,18 +36,25 @@ def _table2d_py(x, y, patches, ny1, ox, sx, hx, oy, sy, hy, out):
     inputs clipped to the grid. One pass per block, over slices of the block indexed from 0:
     indexing from the block's run-time offset (x[s + k]) keeps numba's negative-index
     wraparound in the loop, which then neither vectorises nor scaled over the cores
-    (39 ms for 10^7 inputs on 2 cores that way, 15-19 ms this way)."""
+    (39 ms for 10^7 inputs on 2 cores that way, 15-19 ms this way). Two passes per block: the
+    cell indices and weights (LLVM vectorises it), then the patches' loads and the sums (scalar:
+    one loop doing both ran scalar throughout; on an AMD EPYC, Zen 4, 10^7 inputs took 22.8 ->
+    16.6 ms on 2 cores, 34.7 -> 28.4 ms on one, medians of 7 paired rounds, the same bits)."""
     n = x.size
     for b in _nb.prange((n + BLOCK - 1) // BLOCK):
         s = b * BLOCK
         e = min(s + BLOCK, n)
         xs, ys, os_ = x[s:e], y[s:e], out[s:e]
+        cell = np.empty(BLOCK, np.int64)
+        wxs, wys = np.empty(BLOCK), np.empty(BLOCK)
         for k in range(e - s):
             fx = min(max((xs[k] - ox) * sx, 0.0), hx)
             fy = min(max((ys[k] - oy) * sy, 0.0), hy)
             ix, iy = np.int64(fx), np.int64(fy)
-            wx, wy = fx - ix, fy - iy
-            i = ix * ny1 + iy
+            wxs[k], wys[k] = fx - ix, fy - iy
+            cell[k] = ix * ny1 + iy
+        for k in range(e - s):
+            i, wx, wy = cell[k], wxs[k], wys[k]
             os_[k] = (patches[i, 3] * wx + patches[i, 1]) * wy + patches[i, 2] * wx + patches[i, 0]
 
 
