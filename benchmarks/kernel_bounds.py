@@ -41,9 +41,7 @@ from analogattn.attention.sprint import SprintAttention  # noqa: E402
 from analogattn.errors import AnalogAttnError  # noqa: E402
 from analogattn.evaluate.perplexity import perplexity  # noqa: E402
 from _args import Parser  # noqa: E402
-from attention import check_protocol, load_protocol, speed_kernels  # noqa: E402  (benchmarks/attention.py)
-
-FLOORS = {"sprint": 0.85, "gaincell": 0.7}
+from attention import FLOORS, check_protocol, load_protocol, speed_kernels  # noqa: E402  (benchmarks/attention.py)
 
 
 def timed_calls(kernel):
@@ -193,11 +191,10 @@ def main():
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3, help="paired rounds (median reported)")
     a = ap.parse_args()
+    ap.within("--rounds", a.rounds, 1, 100)
     W = a.window
     try:  # every input checked before any work; nothing is written
         check_protocol(a.surrogates, a.text, W)
-        if not 1 <= a.rounds <= 100:
-            raise AnalogAttnError(f"--rounds {a.rounds}: must be 1-100")
         model, cal, score, b = load_protocol(a.surrogates, a.text, W)
     except AnalogAttnError as e:
         print(f"kernel_bounds.py: error: {e}", file=sys.stderr)
@@ -252,7 +249,7 @@ def main():
         wk = work[name]
         nrm = f"{med[name + '_n']:.2f} s" if name + "_n" in med else "-"
         bound = med[name + "_bound"]
-        fl = FLOORS[name]
+        fl = FLOORS[name][0]
         print(f"{label:9s} {med[name + '_p']:7.2f} s {nrm:>8s} {med[name + '_pbound']:16.2f}x {bound:16.2f}x "
               f"{med[name]:8.2f}x {fl:5.2f}x  floor {'reachable' if bound >= fl else 'NOT reachable'} "
               f"({wk.flops * calls / med[name + '_p'] / 1e9:.0f} GFLOP/s one thread)")

@@ -2,10 +2,10 @@
 which BLAS computes them.
 
 Each lane of a forward pass (:mod:`.lanes`) multiplies its rows by every weight matrix on one
-thread. On these machines NumPy's BLAS (OpenBLAS, its SkylakeX kernel) reaches 146 / 183 GFLOP/s
+thread. On the Intel machine of rounds 10-15 NumPy's BLAS (OpenBLAS, its SkylakeX kernel) reached 146 / 183 GFLOP/s
 over two such lanes at SmolLM2's window-256 / 1024 shapes, while Intel MKL's sequential sgemm
-reaches 160-175 / 223-226 (paired rounds, 15 each, Dec 2026; Hugging Face torch, which uses MKL
-with its own 2 threads: 207 / 232). So when the ``mkl`` package is installed (the ``mkl`` extra,
+reached 160-175 / 223-226 (paired rounds, 15 each, Dec 2026; Hugging Face torch, which uses MKL
+with its own 2 threads: 207 / 232). So on an Intel processor (see below), when the ``mkl`` package is installed (the ``mkl`` extra,
 x86-64 only) its ``libmkl_rt`` is loaded through ctypes with the sequential threading layer (no
 threads of its own that would spin beside the lanes), and the products go there; otherwise, or
 with ``ANALOGATTN_GEMM=numpy``, they go to ``np.matmul``. The two differ by float32 rounding
