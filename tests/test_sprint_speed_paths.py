@@ -346,3 +346,60 @@ def test_task_operands_equal_numpy_and_dac_pairs(chan):
     assert np.array_equal(qs_t, (qg * scale).reshape(g, tb, d).transpose(1, 0, 2))
     assert np.array_equal(lhs_t, pairs.reshape(g, tb, 2, d).transpose(1, 0, 2, 3))
     assert np.array_equal(lhs, pairs)  # block order too
+
+
+def test_block_masks_are_reused_only_for_the_same_positions_and_mask(monkeypatch):
+    """A block's masks are made once and reused by later calls (the other layers of a forward
+    pass) with the same query and key positions, mask and rule, and made afresh otherwise: the
+    outputs and keep decisions are bit for bit those of a kernel that makes them every call."""
+    cfg = SprintConfig(rule="anchor", sink=2, local=8)
+    rng = np.random.default_rng(7)
+    T = 200
+    q = rng.standard_normal((2, H, T, d)).astype(np.float32)
+    k = rng.standard_normal((2, KV, T, d)).astype(np.float32)
+    v = rng.standard_normal((2, KV, T, d)).astype(np.float32)
+    pos = np.arange(T)
+    made = []
+    orig = SprintAttention._block_arrays
+
+    def counted(self, *a):
+        made.append(self)
+        return orig(self, *a)
+    monkeypatch.setattr(SprintAttention, "_block_arrays", counted)
+
+    def run(reuse):
+        log = []
+        sc = SprintScales(np.full((2, KV), 0.5), None, np.full((2, H), 1.5))
+        ker = SprintAttention(_xbar(), cfg, sc, 2, recorder=KeepLog(log), block=64)
+        ker.chunk = 16
+        if not reuse:
+            ker._block_key = lambda *a: object()  # never equal: every call makes its own
+        outs, n_made, masks = [], [], (Mask(), Mask("sliding", 50))
+        caches = {mask: [ker.new_cache(i, KV, d) for i in range(2)] for mask in masks}
+        for mask in masks:  # the sliding mask's prefill right after the causal one's
+            for layer in (0, 1):  # the second layer: the same positions and mask
+                before = len(made)
+                outs.append(ker(q[layer, :, :150], k[layer, :, :150], v[layer, :, :150], pos[:150], mask,
+                                caches[mask][layer], layer))
+                n_made.append(len(made) - before)
+        # the same query positions against other keys: the next queries on the causal caches,
+        # then on a fresh cache that holds only their own keys
+        for layer, cache in ((0, caches[masks[0]][0]), (1, ker.new_cache(1, KV, d))):
+            before = len(made)
+            outs.append(ker(q[layer, :, 150:190], k[layer, :, 150:190], v[layer, :, 150:190], pos[150:190], masks[0],
+                            cache, layer))
+            n_made.append(len(made) - before)
+        for mask in masks:
+            for t in range(190, 193):  # decode steps: new positions every step
+                outs += [ker(q[i, :, t:t + 1], k[i, :, t:t + 1], v[i, :, t:t + 1], pos[t:t + 1], mask, caches[mask][i],
+                             i) for i in (0, 1)]
+        return outs, log, n_made
+    got, log, n_made = run(True)
+    ref, ref_log, ref_made = run(False)
+    blocks = -(-150 // 64)
+    assert ref_made == [blocks] * 4 + [1, 1]
+    # the sliding mask's blocks are not the causal ones, nor a fresh cache's keys the others'
+    assert n_made == [blocks, 0, blocks, 0, 1, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    assert len(log) == len(ref_log)
+    assert all(np.array_equal(a[4], b[4]) for a, b in zip(log, ref_log))
