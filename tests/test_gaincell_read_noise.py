@@ -349,3 +349,66 @@ def test_pooled_noise_buffers_are_reused_and_change_nothing(monkeypatch):
         assert np.array_equal(a, b)
     kept = {p for bufs in ker._noise_pool.values() for b in bufs for p in [b.__array_interface__["data"][0]]}
     assert kept and set(seen) <= kept  # the second window's deviates all went into kept buffers
+
+
+def test_call_layout_is_reused_only_for_the_same_positions_and_mask(monkeypatch):
+    """A call's layout (visible keys, blocks, decay factors, runs) is made once and reused by the
+    next call with the same query and key positions and mask (the other layers of a forward
+    pass), and made afresh otherwise: outputs bit for bit those of a kernel that makes it every
+    call, with decay, read noise and both lanes on."""
+    from analogattn.attention.base import Mask
+    from analogattn.attention.gaincell import Scalers
+    from analogattn.attention.gaincell import kernel as kmod
+    rng = np.random.default_rng(11)
+    T = 90
+    q, k, v = (rng.uniform(-0.4, 0.4, (2, n, T, 16)).astype(np.float32) for n in (6, 2, 2))
+    cell = dataclasses.replace(CellModel.ideal(), tau=2e-6, v_eq=0.3, noise_q=lambda v: np.full(np.shape(v), 4e-16))
+    cfg = GainCellConfig(storage_levels=16, output_levels=32, token_period=1e-8, rows=8, predistort=False,
+                         read_noise=0.01)
+    sc = Scalers.identity(2, 6, 2, cell)
+    sc.out_scale[:] *= 0.3
+    sc.score_scale[:] *= 0.5
+    monkeypatch.setattr(kmod, "lanes", lambda: 2)
+    made = []
+    orig = GainCellAttention._blocks
+
+    def counted(self, *a):
+        made.append(1)
+        return orig(self, *a)
+    monkeypatch.setattr(GainCellAttention, "_blocks", counted)
+
+    def run(reuse):
+        ker = GainCellAttention(cell, cfg, sc, block=32)
+        ker.STRIP = 8
+        ker.LANE_MIN_WORK = 0
+        if not reuse:
+            orig_layout = ker._layout
+
+            def fresh(*a):
+                ker.__dict__.pop("_layout_memo", None)
+                return orig_layout(*a)
+            ker._layout = fresh
+        masks = (Mask(), Mask("sliding", 30))
+        caches = {m: [ker.new_cache(i, 2, 16) for i in range(2)] for m in masks}
+        outs, n_made = [], []
+
+        def call(layer, t0, t1, m, cache):
+            before = len(made)
+            outs.append(ker(q[layer, :, t0:t1], k[layer, :, t0:t1], v[layer, :, t0:t1], np.arange(t0, t1), m, cache,
+                            layer))
+            n_made.append(len(made) - before)
+        for m in masks:  # the sliding mask's prefill right after the causal one's
+            for layer in (0, 1):  # the second layer: the same positions and mask
+                call(layer, 0, 60, m, caches[m][layer])
+        for layer in (0, 1):
+            call(layer, 60, 80, masks[0], caches[masks[0]][layer])
+        call(1, 60, 80, masks[0], ker.new_cache(1, 2, 16))  # the same queries against their own keys only
+        for t in range(80, 83):  # decode steps
+            for layer in (0, 1):
+                call(layer, t, t + 1, masks[0], caches[masks[0]][layer])
+        return outs, n_made, ker.rng.standard_normal(3)
+    got, n_made, tail = run(True)
+    ref, ref_made, ref_tail = run(False)
+    assert ref_made == [1] * len(ref_made)
+    assert n_made == [1, 0, 1, 0, 1, 0, 1] + [1, 0] * 3
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref)) and np.array_equal(tail, ref_tail)

@@ -159,19 +159,19 @@ class GainCellAttention(AttentionKernel):
                 out.append((b0, b1, (int(cols[0]) // rows) * rows, int(cols[-1]) + 1))
         return out
 
-    def attend(self, q, positions, mask, cache, layer):
-        """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM
-        per head-dim tile, every expansion term folded into the operands), the activation, then the
-        value tiles (one batched GEMM per block, or per tile with read noise, and compiled ADC
-        epilogues). The decay of key s at query t, D = exp(-lam (t - s)) = r_t k_s with
-        r_t = exp(-lam (t - c)), k_s = exp(-lam (c - s)) about the block's first query c, is
-        separable, and so is each term D^i f_i(y) of the cell current."""
-        sc, ro, rec = self.sc, self.readout, self.recorder
-        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
-        keys, values, kpos = cache.keys, cache.values, cache.positions
-        n_kv, S, d = keys.shape
-        H, T, _ = q.shape
-        g = H // n_kv
+    def _layout(self, positions, mask, kpos, g, d):
+        """What a call's arithmetic is laid out by, from its query and key positions only:
+        (allowed (T, S), lam, the decay expansion's kind and terms, blocks, refresh interval N
+        (0: none), each block's factors by b0: (rw (n, tb), kw (s, n), 1 / r, 1 / k, bias (tb, s),
+        visible-key runs)). The same for every layer of a forward pass (and every window of a
+        perplexity run), so the previous call's is reused when the positions, mask and head
+        shape are the same (nothing writes to it; the kernel's cell and config are fixed)."""
+        key = (np.asarray(positions, np.int64).tobytes(), np.asarray(kpos, np.int64).tobytes(), mask.kind,
+               mask.window, g, d, self.STRIP, self.block)
+        memo = self.__dict__.get("_layout_memo")
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        ro, ar = self.readout, self.cfg.array
         allowed = visible(mask, positions, kpos, ar.window)
         lam = 0.0
         kind, fs = ro.decay_terms(1.0)
@@ -188,12 +188,43 @@ class GainCellAttention(AttentionKernel):
         N = ar.refresh_interval if lam > 0 else 0
         if N:  # refresh at every multiple of N: no block spans one, and within a block every key
             blocks = _split_at_refresh(blocks, positions, N)  # written before it counts from it
+        tmax = self.cell.t_max
+        factors = {}
+        for (b0, b1, lo, hi) in blocks:
+            c0 = float(positions[b0])
+            r = np.exp(-lam * (positions[b0:b1] - c0))
+            kp = kpos[lo:hi] if not N else np.maximum(kpos[lo:hi], (int(positions[b0]) // N) * N)
+            k = np.exp(-lam * (c0 - kp))
+            rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
+            kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
+            al = allowed[b0:b1, lo:hi]
+            factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
+                           .astype(np.float32), np.where(al, np.float32(0.0), np.float32(-np.inf)),
+                           _runs(al, self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
+        out = (allowed, lam, kind, fs, blocks, N, factors)
+        self._layout_memo = (key, out)
+        return out
+
+    def attend(self, q, positions, mask, cache, layer):
+        """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM
+        per head-dim tile, every expansion term folded into the operands), the activation, then the
+        value tiles (one batched GEMM per block, or per tile with read noise, and compiled ADC
+        epilogues). The decay of key s at query t, D = exp(-lam (t - s)) = r_t k_s with
+        r_t = exp(-lam (t - c)), k_s = exp(-lam (c - s)) about the block's first query c, is
+        separable, and so is each term D^i f_i(y) of the cell current."""
+        sc, ro, rec = self.sc, self.readout, self.recorder
+        cv, ar, nz = self.cfg.converters, self.cfg.array, self.cfg.noise
+        keys, values, kpos = cache.keys, cache.values, cache.positions
+        n_kv, S, d = keys.shape
+        H, T, _ = q.shape
+        g = H // n_kv
+        allowed, lam, kind, fs, blocks, _, factors = self._layout(positions, mask, kpos, g, d)
+        n = len(fs)
         gain = ro.unit_charge()
         soft = ar.activation == "softmax"
         use_comp = lam > 0 and soft and ar.retention_comp
         half = 2 ** cv.adc_bits // 2 if (soft and cv.adc_bits) else 0
         mode = (2 if cv.tile_scale else 1) if soft else 0
-        tmax = self.cell.t_max
         var_q = self.circuit_noise_var()
         out = np.empty((H, T, d), np.float32)
         plan = list(self._noise_plan(blocks, n_kv, g, d, var_q, sc.out_scale[layer] if cv.output_levels else None))
@@ -210,18 +241,6 @@ class GainCellAttention(AttentionKernel):
                and g * sum((b1 - b0) * (hi - lo) for b0, b1, lo, hi in blocks) >= self.LANE_MIN_WORK)
         largest_first = sorted(blocks, key=lambda b: -(b[1] - b[0]) * (b[3] - b[2]))
         try:
-            factors = {}
-            for (b0, b1, lo, hi) in blocks:
-                c0 = float(positions[b0])
-                r = np.exp(-lam * (positions[b0:b1] - c0))
-                kp = kpos[lo:hi] if not N else np.maximum(kpos[lo:hi], (int(positions[b0]) // N) * N)
-                k = np.exp(-lam * (c0 - kp))
-                rw = np.stack([tmax * r ** i for i in range(n)]).astype(np.float32)  # (n, tb)
-                kw = np.stack([k ** i for i in range(n)], axis=1).astype(np.float32)  # (s, n)
-                al = allowed[b0:b1, lo:hi]
-                factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
-                               .astype(np.float32), np.where(al, np.float32(0.0), np.float32(-np.inf)),
-                               _runs(al, self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
             for j in range(n_kv):  # the g query heads reading one KV head's arrays, stacked as rows
                 hs = np.arange(j * g, (j + 1) * g)
                 qh = q[hs].astype(np.float32)
