@@ -412,3 +412,10 @@ def test_call_layout_is_reused_only_for_the_same_positions_and_mask(monkeypatch)
     assert ref_made == [1] * len(ref_made)
     assert n_made == [1, 0, 1, 0, 1, 0, 1] + [1, 0] * 3
     assert all(np.array_equal(a, b) for a, b in zip(got, ref)) and np.array_equal(tail, ref_tail)
+    # another config (or cell) on the same kernel object: made afresh
+    ker = GainCellAttention(cell, cfg, sc, block=32)
+    ker(q[0, :, :60], k[0, :, :60], v[0, :, :60], np.arange(60), Mask(), ker.new_cache(0, 2, 16), 0)
+    before = len(made)
+    ker.cfg = cfg.replace(token_period=2e-8)
+    ker(q[0, :, :60], k[0, :, :60], v[0, :, :60], np.arange(60), Mask(), ker.new_cache(0, 2, 16), 0)
+    assert len(made) == before + 1

@@ -165,11 +165,13 @@ class GainCellAttention(AttentionKernel):
         (0: none), each block's factors by b0: (rw (n, tb), kw (s, n), 1 / r, 1 / k, bias (tb, s),
         visible-key runs)). The same for every layer of a forward pass (and every window of a
         perplexity run), so the previous call's is reused when the positions, mask and head
-        shape are the same (nothing writes to it; the kernel's cell and config are fixed)."""
+        shape are the same, and the kernel's cell, config and readout the same objects (nothing
+        writes to it)."""
         key = (np.asarray(positions, np.int64).tobytes(), np.asarray(kpos, np.int64).tobytes(), mask.kind,
                mask.window, g, d, self.STRIP, self.block)
         memo = self.__dict__.get("_layout_memo")
-        if memo is not None and memo[0] == key:
+        if memo is not None and memo[0] == key and all(a is b for a, b in zip(memo[2], (self.cell, self.cfg,
+                                                                                       self.readout))):
             return memo[1]
         ro, ar = self.readout, self.cfg.array
         allowed = visible(mask, positions, kpos, ar.window)
@@ -202,7 +204,7 @@ class GainCellAttention(AttentionKernel):
                            .astype(np.float32), np.where(al, np.float32(0.0), np.float32(-np.inf)),
                            _runs(al, self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
         out = (allowed, lam, kind, fs, blocks, N, factors)
-        self._layout_memo = (key, out)
+        self._layout_memo = (key, out, (self.cell, self.cfg, self.readout))
         return out
 
     def attend(self, q, positions, mask, cache, layer):
