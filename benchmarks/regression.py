@@ -207,7 +207,9 @@ def main(argv=None):
     if not a.no_model:
         record_model(b, out)
     np.savez(a.out, **out)
-    print(f"wrote {a.out}: {len(out)} arrays in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    import analogattn  # the code recorded: the installed package, or what PYTHONPATH puts first
+    print(f"wrote {a.out}: {len(out)} arrays in {time.perf_counter() - t:.0f} s, the code of "
+          f"{Path(analogattn.__file__).parent}", file=sys.stderr)
     return 0
 
 
