@@ -65,10 +65,10 @@ def timed_calls(kernel):
 def _first_layer_call(kernel, run, patches):
     """Run ``run(kernel)`` with ``patches`` [(owner, name, wrapper maker)] in place, clearing and
     keeping what they record around the kernel's first call on layer 0; returns that call's
-    records (a list per patch). Everything is put back afterwards. The kernels keep the
-    previous call's layout (the pruning kernel's block masks, the gain cell's blocks and runs)
-    for a call with the same positions: it is dropped before each call, so the recorded call
-    makes its own whatever ran before it."""
+    records (a list per patch). Everything is put back afterwards. A kernel reuses the previous
+    call's layout (the pruning kernel's block masks, the gain cell's blocks and runs) in a call
+    with the same positions: it is forgotten before each call, so the recorded call makes its own
+    whatever ran before it."""
     logs = [[] for _ in patches]
     first = []
     cls = type(kernel)
@@ -78,8 +78,7 @@ def _first_layer_call(kernel, run, patches):
     def call(self, q, k, v, positions, mask, cache, layer):
         for log in logs:
             log.clear()
-        for memo in ("_blk_memo", "_layout_memo"):
-            self.__dict__.pop(memo, None)
+        self.forget_layout()
         r = orig_call(self, q, k, v, positions, mask, cache, layer)
         if layer == 0 and not first:
             first.append([list(log) for log in logs])

@@ -382,12 +382,7 @@ def test_call_layout_is_reused_only_for_the_same_positions_and_mask(monkeypatch)
         ker.STRIP = 8
         ker.LANE_MIN_WORK = 0
         if not reuse:
-            orig_layout = ker._layout
-
-            def fresh(*a):
-                ker.__dict__.pop("_layout_memo", None)
-                return orig_layout(*a)
-            ker._layout = fresh
+            ker._reuse_layout = lambda positions, kpos, mask, extra, make, same=(): make()  # every call its own
         masks = (Mask(), Mask("sliding", 30))
         caches = {m: [ker.new_cache(i, 2, 16) for i in range(2)] for m in masks}
         outs, n_made = [], []

@@ -373,7 +373,7 @@ def test_block_masks_are_reused_only_for_the_same_positions_and_mask(monkeypatch
         ker = SprintAttention(_xbar(), cfg, sc, 2, recorder=KeepLog(log), block=64)
         ker.chunk = 16
         if not reuse:
-            ker._block_key = lambda *a: object()  # never equal: every call makes its own
+            ker._reuse_layout = lambda positions, kpos, mask, extra, make, same=(): make()  # every call its own
         outs, n_made, masks = [], [], (Mask(), Mask("sliding", 50))
         caches = {mask: [ker.new_cache(i, KV, d) for i in range(2)] for mask in masks}
         for mask in masks:  # the sliding mask's prefill right after the causal one's

@@ -65,6 +65,27 @@ class AttentionKernel:
     def attend(self, q, positions, mask, cache, layer):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _reuse_layout(self, positions, kpos, mask, extra, make, same=()):
+        """``make()``: a call's layout (masks, blocks, factors: what depends on the query and key
+        positions only), or what it gave the previous call when that call had the same positions,
+        key positions, mask and ``extra`` (hashable), and the objects ``same`` (compared by
+        identity): every layer of a forward pass (and every window of a perplexity run) asks for
+        the same one. Nothing may write to it but the call that fills it in."""
+        key = (np.asarray(positions, np.int64).tobytes(), np.asarray(kpos, np.int64).tobytes(), mask.kind,
+               mask.window, extra)
+        same = tuple(same)
+        memo = self.__dict__.get("_layout_memo")
+        if memo is not None and memo[0] == key and len(memo[2]) == len(same) \
+                and all(a is b for a, b in zip(memo[2], same)):
+            return memo[1]
+        out = make()
+        self._layout_memo = (key, out, same)
+        return out
+
+    def forget_layout(self):
+        """Drop the remembered layout (:meth:`_reuse_layout`): the next call makes its own."""
+        self.__dict__.pop("_layout_memo", None)
+
 
 def grouped(q, n_kv):
     """(H, T, d) -> (n_kv, H/n_kv, T, d): query heads grouped by the KV head they read."""

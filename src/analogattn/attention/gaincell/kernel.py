@@ -163,16 +163,13 @@ class GainCellAttention(AttentionKernel):
         """What a call's arithmetic is laid out by, from its query and key positions only:
         (allowed (T, S), lam, the decay expansion's kind and terms, blocks, refresh interval N
         (0: none), each block's factors by b0: (rw (n, tb), kw (s, n), 1 / r, 1 / k, bias (tb, s),
-        visible-key runs)). The same for every layer of a forward pass (and every window of a
-        perplexity run), so the previous call's is reused when the positions, mask and head
-        shape are the same, and the kernel's cell, config and readout the same objects (nothing
-        writes to it)."""
-        key = (np.asarray(positions, np.int64).tobytes(), np.asarray(kpos, np.int64).tobytes(), mask.kind,
-               mask.window, g, d, self.STRIP, self.block)
-        memo = self.__dict__.get("_layout_memo")
-        if memo is not None and memo[0] == key and all(a is b for a, b in zip(memo[2], (self.cell, self.cfg,
-                                                                                       self.readout))):
-            return memo[1]
+        visible-key runs)). The previous call's when it had the same positions, mask and head
+        shape and the kernel the same cell, config and readout (:meth:`_reuse_layout`)."""
+        return self._reuse_layout(positions, kpos, mask, (g, d, self.STRIP, self.block),
+                                  lambda: self._make_layout(positions, mask, kpos, g, d),
+                                  same=(self.cell, self.cfg, self.readout))
+
+    def _make_layout(self, positions, mask, kpos, g, d):
         ro, ar = self.readout, self.cfg.array
         allowed = visible(mask, positions, kpos, ar.window)
         lam = 0.0
@@ -203,9 +200,7 @@ class GainCellAttention(AttentionKernel):
             factors[b0] = (rw, kw, (1.0 / r).astype(np.float32), np.minimum(1.0 / np.maximum(k, 1e-30), 1e6)
                            .astype(np.float32), np.where(al, np.float32(0.0), np.float32(-np.inf)),
                            _runs(al, self.STRIP, ar.rows, g, n * (d - (d - 1) // ar.rows * ar.rows)))
-        out = (allowed, lam, kind, fs, blocks, N, factors)
-        self._layout_memo = (key, out, (self.cell, self.cfg, self.readout))
-        return out
+        return allowed, lam, kind, fs, blocks, N, factors
 
     def attend(self, q, positions, mask, cache, layer):
         """Per KV head, its g query heads stacked as rows, in blocks of queries: scores (one GEMM

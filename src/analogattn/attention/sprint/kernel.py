@@ -234,12 +234,10 @@ class SprintAttention(AttentionKernel):
         queued = [bi * n_kv + j for bi in order for j in range(n_kv)]
         if len(order) >= 2 and n_kv >= 2:
             queued.insert(1, queued.pop(n_kv))
-        # a block's masks depend only on its query and key positions, the model's mask and the
-        # pruning rule, the same for every layer of a forward pass (and every window of a
-        # perplexity run): the previous call's are reused, as they are (nothing writes to them)
-        memo = self.__dict__.get("_blk_memo", {})
-        bkeys = [self._block_key(positions[b0:b1], mask, cache.positions[lo:hi]) for b0, b1, lo, hi in blocks]
-        blks = [memo.get(k) for k in bkeys]
+        # the blocks' masks, made by this call as its tasks need them, or the previous call's
+        # (the other layers of a forward pass: the same positions, mask and pruning rule)
+        extra = (tuple(blocks), self.cfg.pruning, self.chunk, self.trim)
+        blks = self._reuse_layout(positions, cache.positions, mask, extra, lambda: [None] * len(blocks))
         locks = [threading.Lock() for _ in blocks]
         todo = queue.SimpleQueue()
 
@@ -277,7 +275,6 @@ class SprintAttention(AttentionKernel):
             if fut is not None and not fut.cancel():
                 todo.put(None)
                 fut.result()
-        self._blk_memo = dict(zip(bkeys, blks))  # this call's blocks only
         rec = self.recorder
         for (b0, b1, lo, hi, j, blk, *_), (keep, tot_kept, tot_mass, tot_new) in zip(tasks, results):
             allowed_n, n_allowed, n_free = blk["n_allowed_sum"], blk["n_allowed"], blk["n_free"]
@@ -288,11 +285,6 @@ class SprintAttention(AttentionKernel):
                        new_base=float(n_allowed[1:].sum()) * g if tb > 1 else 0.0, decisions=n_free * g,
                        queries=g * tb)
         return out.transpose(1, 0, 2)
-
-    def _block_key(self, positions, mask, kpos):
-        """What ``_block_arrays`` depends on, as a dictionary key."""
-        return (np.asarray(positions, np.int64).tobytes(), np.asarray(kpos, np.int64).tobytes(), mask.kind,
-                mask.window, self.cfg.pruning, self.chunk, self.trim)
 
     def _block_arrays(self, positions, mask, kpos):
         """A block's masks as _attend_block makes them (one compiled pass), the anchors as a CSR
