@@ -1,6 +1,6 @@
 """The forward pass's weight products (analogattn.transformer.gemm): MKL when installed on an Intel
-processor (or asked for), NumPy's BLAS otherwise, the same arithmetic to float32 rounding, rows independent of the lane that
-computes them, and ANALOGATTN_GEMM checked before any work."""
+processor (or asked for), NumPy's BLAS otherwise, the same arithmetic to float32 rounding, rows
+independent of the lane that computes them, and ANALOGATTN_GEMM checked before any work."""
 from __future__ import annotations
 
 import os

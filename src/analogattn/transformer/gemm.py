@@ -2,13 +2,14 @@
 which BLAS computes them.
 
 Each lane of a forward pass (:mod:`.lanes`) multiplies its rows by every weight matrix on one
-thread. On the Intel machine of rounds 10-15 NumPy's BLAS (OpenBLAS, its SkylakeX kernel) reached 146 / 183 GFLOP/s
-over two such lanes at SmolLM2's window-256 / 1024 shapes, while Intel MKL's sequential sgemm
-reached 160-175 / 223-226 (paired rounds, 15 each, Dec 2026; Hugging Face torch, which uses MKL
-with its own 2 threads: 207 / 232). So on an Intel processor (see below), when the ``mkl`` package is installed (the ``mkl`` extra,
-x86-64 only) its ``libmkl_rt`` is loaded through ctypes with the sequential threading layer (no
-threads of its own that would spin beside the lanes), and the products go there; otherwise, or
-with ``ANALOGATTN_GEMM=numpy``, they go to ``np.matmul``. The two differ by float32 rounding
+thread. On the Intel machine of rounds 10-15 NumPy's BLAS (OpenBLAS, its SkylakeX kernel)
+reached 146 / 183 GFLOP/s over two such lanes at SmolLM2's window-256 / 1024 shapes, while Intel
+MKL's sequential sgemm reached 160-175 / 223-226 (paired rounds, 15 each, Dec 2026; Hugging Face
+torch, which uses MKL with its own 2 threads: 207 / 232). So on an Intel processor (see below),
+when the ``mkl`` package is installed (the ``mkl`` extra, x86-64 only) its ``libmkl_rt`` is loaded
+through ctypes with the sequential threading layer (no threads of its own that would spin beside
+the lanes), and the products go there; otherwise, or with ``ANALOGATTN_GEMM=numpy``, they go to
+``np.matmul``. The two differ by float32 rounding
 (different blocking of the sums); either gives the same result for a row whichever lane
 computes it. The call releases the GIL (ctypes), so the lanes run in parallel. (The ideal
 kernel's own products stay on NumPy's BLAS: through MKL they took 1.14x as long at window 256 and
@@ -20,8 +21,8 @@ On AMD processors MKL is the slower engine: on an AMD EPYC (Zen 4, AVX-512; Dec 
 picks MKL only on an Intel processor (``vendor_id`` GenuineIntel in /proc/cpuinfo).
 
 ``ANALOGATTN_GEMM``: ``auto`` (default: MKL when installed and the processor is Intel's), ``mkl``
-(MKL, an error when it is not installed), ``numpy``. :func:`check_environment` validates it (the CLI calls it before work,
-and so does :func:`.loaders.load`).
+(MKL, an error when it is not installed), ``numpy``. :func:`check_environment` validates it (the
+CLI calls it before work, and so does :func:`.loaders.load`).
 """
 from __future__ import annotations
 
@@ -148,9 +149,10 @@ def _rows_ok(x, n_cols) -> bool:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out <- a @ b through MKL (when :func:`engine` is 'mkl') for float32 a (M, K), b (K, N), out (M, N), M >= MIN_ROWS, rows
-    of a and out contiguous (row slices of C-ordered arrays), b's rows or columns contiguous, out
-    sharing no memory with a or b; anything else, or no MKL, goes to ``np.matmul``."""
+    """out <- a @ b through MKL (when :func:`engine` is 'mkl') for float32 a (M, K), b (K, N),
+    out (M, N), M >= MIN_ROWS, rows of a and out contiguous (row slices of C-ordered arrays), b's
+    rows or columns contiguous, out sharing no memory with a or b; anything else, or no MKL, goes
+    to ``np.matmul``."""
     fn = None if a.ndim != 2 or b.ndim != 2 or a.shape[0] < MIN_ROWS else _engine_fn()
     if fn is None:
         return np.matmul(a, b, out=out)
