@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -197,18 +198,32 @@ def main(argv=None):
     for name in (("a", "b") if a.cmd == "compare" else ("surrogates",)):
         if not Path(getattr(a, name)).is_file():
             ap.error(f"{a.cmd} {getattr(a, name)}: no such file")
+    from analogattn.atomic import replacing
+    from analogattn.errors import AnalogAttnError
+    from analogattn.userio import check_output_file
     if a.cmd == "compare":
+        for path in (a.a, a.b):  # a truncated or foreign file: one line, before any output
+            if not zipfile.is_zipfile(path):
+                ap.error(f"compare {path}: not a regression record (.npz), or truncated")
         return compare(a.a, a.b)
-    from analogattn.surrogates import bundle as bundle_mod
-    b = bundle_mod.load(a.surrogates)
+    # np.savez adds .npz to a name without it; the record replaces only another .npz (a zip)
+    out_path = a.out if a.out.endswith(".npz") else a.out + ".npz"
+    try:  # every input and the output checked before the minutes of work; nothing written yet
+        check_output_file(a.out, "record", "regression record")
+        check_output_file(out_path, "record", "regression record", zipfile.is_zipfile)
+        from analogattn.surrogates import bundle as bundle_mod
+        b = bundle_mod.load(a.surrogates)
+    except AnalogAttnError as e:
+        ap.error(str(e))
     out = {}
     t = time.perf_counter()
     record_random(b, out)
     if not a.no_model:
         record_model(b, out)
-    np.savez(a.out, **out)
+    with replacing(out_path) as tmp, open(tmp, "wb") as fh:  # whole or not at all
+        np.savez(fh, **out)
     import analogattn  # the code recorded: the installed package, or what PYTHONPATH puts first
-    print(f"wrote {a.out}: {len(out)} arrays in {time.perf_counter() - t:.0f} s, the code of "
+    print(f"wrote {out_path}: {len(out)} arrays in {time.perf_counter() - t:.0f} s, the code of "
           f"{Path(analogattn.__file__).parent}", file=sys.stderr)
     return 0
 

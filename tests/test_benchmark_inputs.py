@@ -157,6 +157,11 @@ def test_passes_benchmark_times_every_pass():
     ("regression.py", ["record", "/nonexistent/s.h5", "x.npz"], ["/nonexistent/s.h5", "no such file"]),
     ("regression.py", ["compare", "/nonexistent/a.npz", "b.npz"], ["/nonexistent/a.npz", "no such file"]),
     ("regression.py", ["bogus"], ["invalid choice: 'bogus'"]),
+    ("regression.py", ["record", "README.md", "x.npz"], ["README.md", "corrupted"]),
+    ("regression.py", ["record", "README.md", ""], ["record ''", "not a file name"]),
+    ("regression.py", ["record", "README.md", "/nonexistent/x.npz"], ["/nonexistent/x.npz", "does not exist"]),
+    ("regression.py", ["record", "README.md", "src"], ["record src", "is a directory"]),
+    ("regression.py", ["compare", "README.md", "README.md"], ["compare README.md", "not a regression record"]),
 ])
 def test_every_benchmark_refuses_bad_input_in_one_line(script, args, words):
     """Every benchmark script (round 15: the rest of them on benchmarks/_args.Parser): bad input
