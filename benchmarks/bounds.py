@@ -11,6 +11,13 @@ measured in this run (median of paired rounds: these machines are noisy).
    each round, this gives an upper bound on the share of the weight-product time a prefill can
    reach even if everything else (norms, rotary embedding, SwiGLU, logits' loss, hand-offs) were
    free and the two lanes split the attention perfectly: W / (W + A).
+   Then the compiled passes every forward pass makes between its products, timed the same way on
+   the same rows with the model's own functions (per layer: two RMSNorms, the rotary embedding
+   with the head split, SwiGLU, the two residual adds; per window: the final norm and the loss's
+   log-sum-exp over the vocabulary, in the forward pass's chunks of 64 rows), and with them the
+   tighter bound W / (W + A + P); and each pass's bytes (its arrays read once, written once) at
+   this thread's copy speed for buffers of the same size, the least such a pass could take: the
+   bound if every pass ran at that speed, W / (W + A + P_copy).
 2. MKL's packed-B products (cblas_sgemm_pack / cblas_sgemm_compute: the weights packed once
    instead of on every call) against the plain cblas_sgemm the forward pass uses, per layer
    product at 512 rows (a lane's half of window 1024): the speed ratio, whether the outputs are
@@ -20,6 +27,7 @@ Needs the mkl extra for part 2 (skipped cleanly without it).
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import math
 import statistics
@@ -33,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from analogattn.attention._fused import scatter_normalised, softmax_ranges  # noqa: E402
-from analogattn.transformer import gemm  # noqa: E402
+from analogattn.transformer import fused, gemm, ops  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.transformer.models import blas_single_thread  # noqa: E402
 from transformer import flops_per_token  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a token)
@@ -79,6 +87,83 @@ def attention_parts(T, n_heads, n_kv, d, block, rng):
     return run, 2 * elems * d, elems
 
 
+def pass_parts(m, T, rng):
+    """A function timing one layer's compiled passes at T rows on this thread (adds, norms,
+    rotary, SwiGLU, as the forward pass calls them), and one timing a window's final norm and loss
+    pass (the logits' chunks of 64 rows, made once here: their products are weight products);
+    each with the bytes its passes read and write once; and the layer's arrays by name."""
+    c = m.config
+    d, nq, nk = c.head_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    f32 = np.float32
+    x = rng.standard_normal((T, c.d_model)).astype(f32)
+    y = rng.standard_normal((T, c.d_model)).astype(f32)
+    h = np.empty_like(x)
+    qkv = rng.standard_normal((T, nq + 2 * nk)).astype(f32)
+    gu = rng.standard_normal((T, 2 * c.d_ff)).astype(f32)
+    act = np.empty((T, c.d_ff), f32)
+    cos, sin = ops.rope_tables(np.arange(T), d, c.rope_base)
+    q, k, v = (np.empty((n, T, d), f32) for n in (c.n_heads, c.n_kv_heads, c.n_kv_heads))
+    eps = f32(c.norm_eps)
+    wn = m.w["l0.attn_norm"]
+    chunk = 64
+    z = rng.standard_normal((chunk, c.vocab)).astype(f32)
+    tgt = rng.integers(0, c.vocab, T)
+    nll = np.empty(T, np.float64)
+    # each pass's traffic (the arrays it reads once and writes once), in bytes: a layer's two adds
+    # (x += y), two norms, the rotary split, SwiGLU; a window's final norm and its loss's chunks
+    # of logits (read only)
+    layer_bytes = [2 * x.nbytes + y.nbytes] * 2 + [x.nbytes + h.nbytes] * 2 + \
+        [qkv.nbytes + q.nbytes + k.nbytes + v.nbytes, gu.nbytes + act.nbytes]
+    window_bytes = [x.nbytes + h.nbytes] + [z[:min(chunk, T - r0)].nbytes for r0 in range(0, T, chunk)]
+
+    def layer():
+        c0 = time.perf_counter()
+        x.__iadd__(y)
+        fused.rms_norm_into(x, wn, eps, h)
+        x.__iadd__(y)
+        fused.rms_norm_into(x, wn, eps, h)
+        fused.rope_split(qkv, cos, sin, c.n_heads, c.n_kv_heads, d, q, k, v)
+        fused.swiglu_into(gu, c.d_ff, act)
+        return time.perf_counter() - c0
+
+    def window():
+        c0 = time.perf_counter()
+        fused.rms_norm_into(x, wn, eps, h)
+        for r0 in range(0, T, chunk):
+            r1 = min(T, r0 + chunk)
+            fused.nll_rows(z[:r1 - r0], tgt[r0:r1], nll[r0:r1])
+        return time.perf_counter() - c0
+    return layer, window, layer_bytes, window_bytes, dict(x=x, y=y, h=h, gu=gu, act=act)
+
+
+def copy_time(traffic, rounds):
+    """The least time this thread takes to move each pass's ``traffic`` (bytes read + written): a
+    copy of half as many bytes between two buffers of that size (first-touched, so a buffer the
+    size of a pass's arrays sits in the same cache level as they do), summed over the passes;
+    median over ``rounds``."""
+    total = 0.0
+    for n, reps in collections.Counter(traffic).items():
+        a = np.ones(n // 8, np.float32)
+        o = np.empty_like(a)
+        np.copyto(o, a)
+        ts = []
+        for _ in range(rounds):
+            c0 = time.perf_counter()
+            np.copyto(o, a)
+            ts.append(time.perf_counter() - c0)
+        total += statistics.median(ts) * reps
+    return total
+
+
+def verdict(present, at_copy):
+    """The 0.85 floor's verdict for the bound with the passes at their present speed and at copy speed."""
+    if present >= 0.85:
+        return "reachable with these passes"
+    if at_copy >= 0.85:
+        return "NOT reachable with these passes, reachable only if every pass ran at copy speed"
+    return "NOT reachable with these passes, nor with every pass at copy speed"
+
+
 def mkl_packed():
     """(pack(w) -> packed buffer, compute(a, packed, n, out), size(w)) through MKL, or None."""
     if gemm._mkl() is None:
@@ -117,6 +202,7 @@ def main():
     rng = np.random.default_rng(0)
     T = 1024
     run, flops, elems = attention_parts(T, c.n_heads, c.n_kv_heads, c.head_dim, 128, rng)
+    layer_pass, window_pass, layer_bytes, window_bytes, _ = pass_parts(m, T, rng)
     hs = {n: rng.standard_normal((T, m.w[f"l0.{n}"].shape[0])).astype(np.float32) for n in PRODUCTS}
     outs = {n: np.empty((T, m.w[f"l0.{n}"].shape[1]), np.float32) for n in PRODUCTS}
 
@@ -127,11 +213,11 @@ def main():
     logits = np.empty((T, c.vocab), np.float32)
     print(f"weight products: {gemm.engine()}; {a.rounds} paired rounds, one thread (BLAS limited to 1)")
     with blas_single_thread():
-        run(), weights_layer()  # warm
+        run(), weights_layer(), layer_pass(), window_pass()  # warm
         t0 = time.perf_counter()
         gemm.matmul(logits_in, m.w["lm_head"], logits)
         t_logits = time.perf_counter() - t0
-        parts, ratio, tw = [], [], []
+        parts, ratio, tw, passes, wpasses = [], [], [], [], []
         for _ in range(a.rounds):
             t0 = time.perf_counter()
             weights_layer()
@@ -140,6 +226,10 @@ def main():
             parts.append(p)
             tw.append(w)
             ratio.append(sum(p) / w)
+            passes.append(layer_pass())
+            wpasses.append(window_pass())
+        # the passes' bytes (each read once and written once) at this thread's copy speed
+        t_copy = copy_time(layer_bytes, 2 * a.rounds) * c.n_layers + copy_time(window_bytes, 2 * a.rounds)
     med = [statistics.median(p[i] for p in parts) for i in range(4)]
     names = ("scores q k^T", "softmax pass", "values p v", "scatter")
     print(f"\n1. ideal attention at window {T}, one layer, one thread (medians):")
@@ -154,8 +244,17 @@ def main():
     print(f"   attention / the layer's weight products: median {r:.3f} (rounds {', '.join(f'{x:.3f}' for x in ratio)})")
     print(f"   => upper bound on prefill share of its own weight-product time (all else free, perfect lanes): "
           f"{bound:.3f} (floor 0.85: {'reachable' if bound >= 0.85 else 'NOT reachable'} with these attention "
-          f"parts; the attention's two products, over the kernel's blocks, are {2 * c.n_layers * flops / (T * flops_per_token(c)):.1%} "
-          "of the weight FLOPs)")
+          f"parts; the attention's two products, over the kernel's blocks, are "
+          f"{2 * c.n_layers * flops / (T * flops_per_token(c)):.1%} of the weight FLOPs)")
+    P = statistics.median(passes) * c.n_layers + statistics.median(wpasses)
+    bound2 = W / (W + A + P)
+    bound3 = W / (W + A + t_copy)
+    print(f"   the compiled passes (a layer: 2 norms, rotary, SwiGLU, 2 adds; a window: final norm, loss): "
+          f"{statistics.median(passes) * 1e3:.2f} ms a layer + {statistics.median(wpasses) * 1e3:.2f} ms a window "
+          f"= {P / W:.3f} of the weight products; their bytes at this thread's copy speed: {t_copy / W:.3f}")
+    print(f"   => with the passes at their present speed: {bound2:.3f}; with every pass at copy speed: {bound3:.3f} "
+          f"(floor 0.85: {verdict(bound2, bound3)}; both with perfect lanes, no hand-offs, the attention as timed "
+          "alone)")
 
     mk = mkl_packed()
     if mk is None:
