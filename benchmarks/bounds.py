@@ -1,10 +1,10 @@
-"""Benchmark: what bounds the SmolLM2 window-1024 prefill's share of the weight-GEMM ceiling (issue
-#17), and whether Intel MKL's packed-weight products would lift it. Every figure is a ratio
-measured in this run (median of paired rounds: these machines are noisy).
+"""Benchmark: what bounds the SmolLM2 prefill's share of the weight-GEMM ceiling at a window (issue
+#17; default 1024), and whether Intel MKL's packed-weight products would lift it. Every figure is
+a ratio measured in this run (median of paired rounds: these machines are noisy).
 
-    .venv/bin/python benchmarks/bounds.py [--rounds N]
+    .venv/bin/python benchmarks/bounds.py [--rounds N] [--window T]
 
-1. The ideal attention at window 1024 (causal, SmolLM2's 9 query / 3 KV heads of 64, the
+1. The ideal attention at window T (causal, SmolLM2's 9 query / 3 KV heads of 64, the
    kernel's own blocks of 128 queries), its parts timed on one thread per layer: the score
    product, the compiled softmax pass, the value product, the normalised scatter. Against the
    model's own weight products at the same window (one thread, all rows), timed back to back in
@@ -17,10 +17,14 @@ measured in this run (median of paired rounds: these machines are noisy).
    log-sum-exp over the vocabulary, in the forward pass's chunks of 64 rows), and with them the
    tighter bound W / (W + A + P); and each pass's bytes (its arrays read once, written once) at
    this thread's copy speed for buffers of the same size, the least such a pass could take: the
-   bound if every pass ran at that speed, W / (W + A + P_copy).
+   bound if every pass ran at that speed, W / (W + A + P_copy). Each bound is on the share of the
+   model's own weight-product time. ``benchmarks/transformer.py``'s row is the share of its
+   ceiling: (1024 x 576) @ (576 x 3072) products on both cores, timed as that script does, for the
+   weight FLOPs. Two perfect lanes take half the one-thread time at best, so that share is at most
+   min(1, 2 x the model's one-thread product speed / the ceiling's) x each bound.
 2. MKL's packed-B products (cblas_sgemm_pack / cblas_sgemm_compute: the weights packed once
    instead of on every call) against the plain cblas_sgemm the forward pass uses, per layer
-   product at 512 rows (a lane's half of window 1024): the speed ratio, whether the outputs are
+   product at T / 2 rows (a lane's half of the window): the speed ratio, whether the outputs are
    bit-identical, and the packed buffers' size against the weights' (the peak-memory floor of a
    window-1024 evaluation is 1.0 GB; the float32 weights alone are ~0.54 GB).
 Needs the mkl extra for part 2 (skipped cleanly without it).
@@ -44,10 +48,12 @@ from analogattn.attention._fused import scatter_normalised, softmax_ranges  # no
 from analogattn.transformer import fused, gemm, ops  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.transformer.models import blas_single_thread  # noqa: E402
-from transformer import flops_per_token  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a token)
+from transformer import flops_per_token, gemm_time  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a
+#                                                      token, the ceiling's time for some FLOPs)
 from _args import Parser  # noqa: E402
 
 PRODUCTS = ("w_qkv", "wo", "w_gate_up", "w_down")
+CEILING_FLOPS = 8 * 2 * 1024 * 576 * 3072  # the ceiling timed for 8 of benchmarks/transformer.py's products
 
 
 def attention_parts(T, n_heads, n_kv, d, block, rng):
@@ -195,12 +201,14 @@ def mkl_packed():
 def main():
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7, help="paired rounds per figure (median reported)")
+    ap.add_argument("--window", type=int, default=1024, help="the prefill window (tokens) to bound, 128-2048")
     a = ap.parse_args()
     ap.within("--rounds", a.rounds, 1, 1000)
+    ap.within("--window", a.window, 128, 2048)
     m = load("smollm2")
     c = m.config
     rng = np.random.default_rng(0)
-    T = 1024
+    T = a.window
     run, flops, elems = attention_parts(T, c.n_heads, c.n_kv_heads, c.head_dim, 128, rng)
     layer_pass, window_pass, layer_bytes, window_bytes, _ = pass_parts(m, T, rng)
     hs = {n: rng.standard_normal((T, m.w[f"l0.{n}"].shape[0])).astype(np.float32) for n in PRODUCTS}
@@ -214,11 +222,16 @@ def main():
     print(f"weight products: {gemm.engine()}; {a.rounds} paired rounds, one thread (BLAS limited to 1)")
     with blas_single_thread():
         run(), weights_layer(), layer_pass(), window_pass()  # warm
-        t0 = time.perf_counter()
-        gemm.matmul(logits_in, m.w["lm_head"], logits)
-        t_logits = time.perf_counter() - t0
-        parts, ratio, tw, passes, wpasses = [], [], [], [], []
-        for _ in range(a.rounds):
+        gemm.matmul(logits_in, m.w["lm_head"], logits)  # warm (and the logits' pages touched)
+        tl = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            gemm.matmul(logits_in, m.w["lm_head"], logits)
+            tl.append(time.perf_counter() - t0)
+        t_logits = statistics.median(tl)
+    parts, ratio, tw, passes, wpasses, ceil = [], [], [], [], [], []
+    for _ in range(a.rounds):
+        with blas_single_thread():
             t0 = time.perf_counter()
             weights_layer()
             w = time.perf_counter() - t0
@@ -228,6 +241,10 @@ def main():
             ratio.append(sum(p) / w)
             passes.append(layer_pass())
             wpasses.append(window_pass())
+        # benchmarks/transformer.py's ceiling (both cores), in the same round: its time for 8 of its
+        # products (~30 GFLOP, ~0.2 s: one 20 ms product is too short a timing on this machine)
+        ceil.append(gemm_time(CEILING_FLOPS) / CEILING_FLOPS)
+    with blas_single_thread():
         # the passes' bytes (each read once and written once) at this thread's copy speed
         t_copy = copy_time(layer_bytes, 2 * a.rounds) * c.n_layers + copy_time(window_bytes, 2 * a.rounds)
     med = [statistics.median(p[i] for p in parts) for i in range(4)]
@@ -255,6 +272,18 @@ def main():
     print(f"   => with the passes at their present speed: {bound2:.3f}; with every pass at copy speed: {bound3:.3f} "
           f"(floor 0.85: {verdict(bound2, bound3)}; both with perfect lanes, no hand-offs, the attention as timed "
           "alone)")
+    # the benchmark's row: the ceiling's time for the weight FLOPs (both cores) over the prefill's,
+    # which two perfect lanes would bring to half the one-thread time at best
+    ceil_rate = 1.0 / statistics.median(ceil)
+    own_rate = flops_per_token(c) * T / W
+    f = 2 * own_rate / ceil_rate
+    print(f"   the ceiling (benchmarks/transformer.py's, both cores): {ceil_rate / 1e9:.1f} GFLOP/s; the model's "
+          f"weight products at {T} rows on one thread: {own_rate / 1e9:.1f} GFLOP/s, on two perfect lanes {f:.2f} of "
+          "the ceiling")
+    print(f"   => share of the weight-GEMM ceiling (transformer.py's row) at most: {min(1.0, f) * bound:.3f} with the "
+          f"attention alone, {min(1.0, f) * bound2:.3f} with the passes at their present speed, "
+          f"{min(1.0, f) * bound3:.3f} with every pass at copy speed (floor 0.85: "
+          f"{verdict(min(1.0, f) * bound2, min(1.0, f) * bound3)})")
 
     mk = mkl_packed()
     if mk is None:

@@ -140,6 +140,9 @@ def test_passes_benchmark_times_every_pass():
 @pytest.mark.parametrize("script, args, words", [
     ("bounds.py", ["--rounds", "0"], ["--rounds 0", "1-1000"]),
     ("bounds.py", ["--rounds", "nan"], ["--rounds", "invalid int value: 'nan'"]),
+    ("bounds.py", ["--window", "64"], ["--window 64", "128-2048"]),
+    ("bounds.py", ["--window", "4096"], ["--window 4096", "128-2048"]),
+    ("bounds.py", ["--window", "1e3"], ["--window", "invalid int value: '1e3'"]),
     ("characterize.py", ["--naive-points", "0"], ["--naive-points 0", "1-100000"]),
     ("normals.py", [], ["required: --old"]),
     ("normals.py", ["--old", "/nonexistent"], ["--old /nonexistent", "normals.py and common.py"]),

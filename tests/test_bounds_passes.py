@@ -61,3 +61,26 @@ def test_verdict_on_the_floor_follows_both_bounds():
     assert v(0.86, 0.9) == "reachable with these passes"
     assert v(0.83, 0.852).startswith("NOT reachable with these passes, reachable only if")
     assert v(0.80, 0.84) == "NOT reachable with these passes, nor with every pass at copy speed"
+
+
+def test_bounds_script_prints_bounds_that_follow_from_its_own_parts():
+    """``bounds.py --window 128 --rounds 1`` (real SmolLM2 weights, ~10 s): the bounds on the share
+    of the own products' time fall as terms are added (attention alone >= at copy speed >= with
+    the passes at their speed), and the share-of-ceiling line is min(1, f) times each of them, f
+    the printed ratio of two perfect lanes of the model's products to the ceiling."""
+    import re
+    import subprocess
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bounds.py"), "--window", "128", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    alone = float(re.search(r"all else free, perfect lanes\): ([0-9.]+)", out).group(1))
+    present, copy = map(float, re.search(r"present speed: ([0-9.]+); with every pass at copy speed: ([0-9.]+)",
+                                         out).groups())
+    f = float(re.search(r"on two perfect lanes ([0-9.]+) of the ceiling", out).group(1))
+    c_alone, c_present, c_copy = map(float, re.search(
+        r"at most: ([0-9.]+) with the attention alone, ([0-9.]+) with the passes at their present speed, "
+        r"([0-9.]+) with every pass at copy speed", out).groups())
+    assert 0 < present < copy < alone < 1
+    for c, b in ((c_alone, alone), (c_present, present), (c_copy, copy)):
+        assert abs(c - min(1.0, f) * b) <= 0.006, (c, f, b)  # f printed to 2 decimals, the bounds to 3
