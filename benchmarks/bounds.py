@@ -21,7 +21,8 @@ a ratio measured in this run (median of paired rounds: these machines are noisy)
    model's own weight-product time. ``benchmarks/transformer.py``'s row is the share of its
    ceiling: (1024 x 576) @ (576 x 3072) products on both cores, timed as that script does, for the
    weight FLOPs. Two perfect lanes take half the one-thread time at best, so that share is at most
-   min(1, 2 x the model's one-thread product speed / the ceiling's) x each bound.
+   f x each bound, f = 2 x the model's one-thread product speed / the ceiling's (above 1 when the
+   model's products, timed on layer 0's weights over and over, outrun the ceiling's on two lanes).
 2. MKL's packed-B products (cblas_sgemm_pack / cblas_sgemm_compute: the weights packed once
    instead of on every call) against the plain cblas_sgemm the forward pass uses, per layer
    product at T / 2 rows (a lane's half of the window): the speed ratio, whether the outputs are
@@ -273,17 +274,16 @@ def main():
           f"(floor 0.85: {verdict(bound2, bound3)}; both with perfect lanes, no hand-offs, the attention as timed "
           "alone)")
     # the benchmark's row: the ceiling's time for the weight FLOPs (both cores) over the prefill's,
-    # which two perfect lanes would bring to half the one-thread time at best
+    # which two perfect lanes would bring to half the one-thread time at best: share <= f x bound
     ceil_rate = 1.0 / statistics.median(ceil)
     own_rate = flops_per_token(c) * T / W
     f = 2 * own_rate / ceil_rate
     print(f"   the ceiling (benchmarks/transformer.py's, both cores): {ceil_rate / 1e9:.1f} GFLOP/s; the model's "
           f"weight products at {T} rows on one thread: {own_rate / 1e9:.1f} GFLOP/s, on two perfect lanes {f:.2f} of "
           "the ceiling")
-    print(f"   => share of the weight-GEMM ceiling (transformer.py's row) at most: {min(1.0, f) * bound:.3f} with the "
-          f"attention alone, {min(1.0, f) * bound2:.3f} with the passes at their present speed, "
-          f"{min(1.0, f) * bound3:.3f} with every pass at copy speed (floor 0.85: "
-          f"{verdict(min(1.0, f) * bound2, min(1.0, f) * bound3)})")
+    print(f"   => share of the weight-GEMM ceiling (transformer.py's row) at most: {f * bound:.3f} with the "
+          f"attention alone, {f * bound2:.3f} with the passes at their present speed, {f * bound3:.3f} with every "
+          f"pass at copy speed (floor 0.85: {verdict(f * bound2, f * bound3)})")
 
     mk = mkl_packed()
     if mk is None:
