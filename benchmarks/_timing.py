@@ -11,6 +11,17 @@ def best_of(fn, n=3):
     return best
 
 
+def median_time(fn, n=3):
+    """Median wall time of n calls of fn (no warm-up call: the caller warms what needs it)."""
+    import statistics
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
 def paired_ratio(fn, baseline, rounds=7):
     """Median over rounds of time(fn) / time(baseline), the two timed back to back in each round
     (a slow spell of the machine hits both), and the best time of each."""

@@ -49,12 +49,13 @@ from analogattn.attention._fused import scatter_normalised, softmax_ranges  # no
 from analogattn.transformer import fused, gemm, ops  # noqa: E402
 from analogattn.transformer.loaders import load  # noqa: E402
 from analogattn.transformer.models import blas_single_thread  # noqa: E402
-from transformer import flops_per_token, gemm_time  # noqa: E402  (benchmarks/transformer.py: the weight FLOPs a
-#                                                      token, the ceiling's time for some FLOPs)
+from transformer import REF_FLOPS, flops_per_token, gemm_time  # noqa: E402  (benchmarks/transformer.py: the
+#                                 ceiling's product's FLOPs, the weight FLOPs a token, the ceiling's time for some)
+from _timing import median_time  # noqa: E402
 from _args import Parser  # noqa: E402
 
 PRODUCTS = ("w_qkv", "wo", "w_gate_up", "w_down")
-CEILING_FLOPS = 8 * 2 * 1024 * 576 * 3072  # the ceiling timed for 8 of benchmarks/transformer.py's products
+CEILING_FLOPS = 8 * REF_FLOPS  # the ceiling timed for 8 of benchmarks/transformer.py's products
 
 
 def attention_parts(T, n_heads, n_kv, d, block, rng):
@@ -125,9 +126,9 @@ def pass_parts(m, T, rng):
 
     def layer():
         c0 = time.perf_counter()
-        x.__iadd__(y)
+        np.add(x, y, out=x)
         fused.rms_norm_into(x, wn, eps, h)
-        x.__iadd__(y)
+        np.add(x, y, out=x)
         fused.rms_norm_into(x, wn, eps, h)
         fused.rope_split(qkv, cos, sin, c.n_heads, c.n_kv_heads, d, q, k, v)
         fused.swiglu_into(gu, c.d_ff, act)
@@ -153,12 +154,7 @@ def copy_time(traffic, rounds):
         a = np.ones(n // 8, np.float32)
         o = np.empty_like(a)
         np.copyto(o, a)
-        ts = []
-        for _ in range(rounds):
-            c0 = time.perf_counter()
-            np.copyto(o, a)
-            ts.append(time.perf_counter() - c0)
-        total += statistics.median(ts) * reps
+        total += median_time(lambda: np.copyto(o, a), rounds) * reps
     return total
 
 
@@ -224,12 +220,7 @@ def main():
     with blas_single_thread():
         run(), weights_layer(), layer_pass(), window_pass()  # warm
         gemm.matmul(logits_in, m.w["lm_head"], logits)  # warm (and the logits' pages touched)
-        tl = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            gemm.matmul(logits_in, m.w["lm_head"], logits)
-            tl.append(time.perf_counter() - t0)
-        t_logits = statistics.median(tl)
+        t_logits = median_time(lambda: gemm.matmul(logits_in, m.w["lm_head"], logits), 3)
     parts, ratio, tw, passes, wpasses, ceil = [], [], [], [], [], []
     for _ in range(a.rounds):
         with blas_single_thread():

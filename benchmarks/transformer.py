@@ -47,6 +47,8 @@ def flops_per_token(cfg):
 
 
 _A = _B = _C = None
+REF_M, REF_K, REF_N = 1024, 576, 3072  # the ceiling's reference product (M x K) @ (K x N)
+REF_FLOPS = 2 * REF_M * REF_K * REF_N
 SETTLE = 0.3  # s of pause before each timing (see timed())
 
 
@@ -71,12 +73,11 @@ def gemm_time(flops):
     over two lanes; the faster is the ceiling."""
     global _A, _B, _C
     if _A is None:
-        _A = np.random.rand(1024, 576).astype(np.float32)
-        _B = np.random.rand(576, 3072).astype(np.float32)
-        _C = np.empty((1024, 3072), np.float32)
+        _A = np.random.rand(REF_M, REF_K).astype(np.float32)
+        _B = np.random.rand(REF_K, REF_N).astype(np.float32)
+        _C = np.empty((REF_M, REF_N), np.float32)
         np.matmul(_A, _B, out=_C)
-    one = 2 * 1024 * 576 * 3072
-    reps = max(1, -(-int(flops) // one))
+    reps = max(1, -(-int(flops) // REF_FLOPS))
     best = None
     for mm in _engines():
         mm(_A, _B, _C)
@@ -84,7 +85,7 @@ def gemm_time(flops):
         t = time.perf_counter()
         for _ in range(reps):
             mm(_A, _B, _C)
-        t = (time.perf_counter() - t) * flops / (reps * one)
+        t = (time.perf_counter() - t) * flops / (reps * REF_FLOPS)
         best = t if best is None else min(best, t)
     return best
 

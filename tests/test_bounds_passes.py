@@ -5,6 +5,8 @@ passes it times are the forward pass's own functions run on those arrays, and it
 from __future__ import annotations
 
 import importlib.util
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,8 +70,6 @@ def test_bounds_script_prints_bounds_that_follow_from_its_own_parts():
     of the own products' time fall as terms are added (attention alone >= at copy speed >= with
     the passes at their speed), and the share-of-ceiling line is f times each of them, f the
     printed ratio of two perfect lanes of the model's products to the ceiling."""
-    import re
-    import subprocess
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bounds.py"), "--window", "128", "--rounds", "1"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr
